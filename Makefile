@@ -1,0 +1,33 @@
+# The two commands a user needs on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install demo test bench clean-demo
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml | $(PY)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	sh scripts/demo.sh
+
+test: install
+	$(PY) -m pytest -q tests
+
+bench: install
+	$(PY) benchmarks/bench_rle.py
+	$(PY) benchmarks/bench_loader.py
+	$(PY) benchmarks/bench_tiling.py
+
+clean-demo:
+	rm -rf data/phantom runs/demo outputs/demo trt_models/demo*

@@ -1,0 +1,1 @@
+"""Evaluator: ahead-of-time compiled engines, tiled inference, validation, submission and efficiency."""

@@ -1,0 +1,1 @@
+"""Training application: two-stage training under Hugging Face Accelerate."""
