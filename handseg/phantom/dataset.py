@@ -1,0 +1,181 @@
+"""Write a phantom data set in the competition layout.
+
+```
+<out>/train/DCM/ID001/image<13 digits>_R.png     (and _L.png: every person has a right and a left hand)
+<out>/train/outputs_json/ID001/image<...>_R.json
+<out>/test/DCM/ID00k/image<...>_R.png            no annotations in the competition layout...
+<out>/test_labels/outputs_json/ID00k/...json     ...they are held out here, for scripts/score_submission.py
+<out>/meta_data.csv                              ID, age, sex, weight, height
+<out>/sample_submission.csv                      image_name,class,rle for the test images (shuffled order)
+<out>/phantom.json                               the parameters; "complete" once everything is written
+<out>/preview.png                                optional contact sheet
+```
+Every random draw comes from ``np.random.default_rng([seed, ...])`` streams keyed by the person and image
+index, so the same parameters give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from handseg.annotations import ImageAnnotation, write_annotation
+from handseg.atomic import atomic_write_text
+from handseg.classes import CLASSES
+from handseg.image_io import write_png
+from handseg.phantom.anatomy import sample_person
+from handseg.phantom.render import render
+
+GENERATOR_VERSION = 1
+SIDES = ("R", "L")
+OUTPUTS = ("train", "test", "test_labels", "meta_data.csv", "sample_submission.csv", "preview.png", "phantom.json")
+STREAM_PERSON, STREAM_NAMES, STREAM_SUBMISSION = 0, 1, 2
+
+
+def dataset_params(train_ids: int, test_ids: int, size: int, seed: int) -> dict:
+    """The parameters that define a phantom data set (stored in ``phantom.json``)."""
+    return {"generator": "handseg.phantom", "version": GENERATOR_VERSION, "train_ids": int(train_ids),
+            "test_ids": int(test_ids), "size": int(size), "seed": int(seed)}
+
+
+def read_params(out: Path) -> dict | None:
+    """``phantom.json`` of a folder, or None where there is none (or it is unreadable)."""
+    try:
+        return json.loads((Path(out) / "phantom.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_complete(out: Path, params: dict) -> bool:
+    """True when ``out`` holds a finished data set made with exactly ``params`` (all files present)."""
+    found = read_params(out)
+    if not found or not found.get("complete") or {k: found.get(k) for k in params} != params:
+        return False
+    out = Path(out)
+    n_train, n_test = 2 * params["train_ids"], 2 * params["test_ids"]
+    counts = [
+        (out / "train" / "DCM", "*.png", n_train), (out / "train" / "outputs_json", "*.json", n_train),
+        (out / "test" / "DCM", "*.png", n_test), (out / "test_labels" / "outputs_json", "*.json", n_test),
+    ]
+    files_ok = all(len(list(folder.glob(f"ID*/{pattern}"))) == n for folder, pattern, n in counts)
+    return files_ok and (out / "meta_data.csv").is_file() and (out / "sample_submission.csv").is_file()
+
+
+def remove_outputs(out: Path) -> None:
+    """Delete what a phantom generation writes under ``out`` (and nothing else)."""
+    for name in OUTPUTS:
+        path = Path(out) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def image_names(seed: int, n_persons: int) -> list[list[str]]:
+    """Per person, the file stems of the right and left image: ``image<13-digit timestamp>_R`` / ``_L``."""
+    rng = np.random.default_rng([seed, STREAM_NAMES])
+    t = 1_660_000_000_000 + int(rng.integers(0, 2_000_000_000))
+    names = []
+    for _ in range(n_persons):
+        person = []
+        for side in SIDES:
+            t += int(rng.integers(2_000, 600_000))  # milliseconds between acquisitions
+            person.append(f"image{t:013d}_{side}")
+        names.append(person)
+    return names
+
+
+def _meta_row(rng: np.random.Generator, pid: int) -> dict:
+    sex = "M" if rng.random() < 0.5 else "F"
+    age = int(rng.integers(19, 75))
+    height = float(np.round(rng.normal(174.0 if sex == "M" else 161.0, 6.5), 1))
+    bmi = rng.normal(23.5, 3.0)
+    weight = float(np.round(bmi * (height / 100.0) ** 2, 1))
+    return {"ID": pid, "age": age, "sex": sex, "weight": weight, "height": height}
+
+
+def _csv_text(rows: list[dict], header: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _sample_submission(seed: int, test_names: list[str]) -> str:
+    """Rows for every test image and class, images shuffled and classes reversed (not the default order)."""
+    rng = np.random.default_rng([seed, STREAM_SUBMISSION])
+    order = list(rng.permutation(len(test_names)))
+    if len(order) > 1 and order == sorted(order):
+        order = order[1:] + order[:1]
+    rows = [{"image_name": test_names[i], "class": c, "rle": ""} for i in order for c in reversed(CLASSES)]
+    return _csv_text(rows, ["image_name", "class", "rle"])
+
+
+def generate_person(out: Path, split: str, pid: int, stems: list[str], size: int, seed: int) -> tuple[dict, list]:
+    """Render and write one person's two hands; returns their meta-data row and the written (png, json) pairs."""
+    rng = np.random.default_rng([seed, STREAM_PERSON, pid])
+    meta = _meta_row(rng, pid)
+    person = sample_person(rng, meta["age"], meta["sex"], meta["height"])
+    folder = f"ID{pid:03d}"
+    label_root = out / ("train/outputs_json" if split == "train" else "test_labels/outputs_json")
+    pairs = []
+    for k, (side, stem) in enumerate(zip(SIDES, stems)):
+        hand = render(np.random.default_rng([seed, STREAM_PERSON, pid, 1 + k]), size, side, person)
+        png = write_png(out / split / "DCM" / folder / f"{stem}.png", hand.image)
+        ann = ImageAnnotation(filename=f"{stem}.png", width=size, height=size, polygons=hand.polygons)
+        js = write_annotation(label_root / folder / f"{stem}.json", ann,
+                              extra={"attributes": {"phantom": hand.info}, "parent_path": f"{split}/DCM/{folder}"})
+        pairs.append((png, js))
+    return meta, pairs
+
+
+def generate_dataset(
+    out: Path,
+    train_ids: int,
+    test_ids: int,
+    size: int = 2048,
+    seed: int = 0,
+    preview: bool = False,
+    progress: bool = True,
+) -> None:
+    """Write a complete phantom data set under ``out`` (see the module docstring for the layout).
+
+    Persons ``ID001 .. ID{train_ids}`` are training data, the next ``test_ids`` are the test set. Files of an
+    earlier generation in ``out`` are overwritten; ``phantom.json`` is marked complete last.
+    """
+    if train_ids < 1 or test_ids < 0:
+        raise ValueError(f"need at least one training person and no negative test count, got {train_ids}, {test_ids}")
+    if size < 64:
+        raise ValueError(f"image size must be at least 64 px, got {size}")
+    out = Path(out)
+    params = dataset_params(train_ids, test_ids, size, seed)
+    atomic_write_text(out / "phantom.json", json.dumps({**params, "complete": False}, indent=2) + "\n")
+    n = train_ids + test_ids
+    names = image_names(seed, n)
+    persons = range(1, n + 1)
+    if progress:
+        from tqdm import tqdm
+
+        persons = tqdm(persons, desc="phantom", unit="person")
+    meta_rows, train_pairs, test_names = [], [], []
+    for pid in persons:
+        split = "train" if pid <= train_ids else "test"
+        meta, pairs = generate_person(out, split, pid, names[pid - 1], size, seed)
+        meta_rows.append(meta)
+        if split == "train":
+            train_pairs.extend(pairs)
+        else:
+            test_names.extend(p.name for p, _ in pairs)
+    atomic_write_text(out / "meta_data.csv", _csv_text(meta_rows, ["ID", "age", "sex", "weight", "height"]))
+    atomic_write_text(out / "sample_submission.csv", _sample_submission(seed, sorted(test_names)))
+    if preview:
+        from handseg.phantom.preview import write_preview
+
+        write_preview(train_pairs[:6], out / "preview.png", tile=min(size, 512))
+    atomic_write_text(out / "phantom.json", json.dumps({**params, "complete": True}, indent=2) + "\n")

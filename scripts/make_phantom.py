@@ -1,0 +1,78 @@
+#!/usr/bin/env python
+"""Generate a phantom hand X-ray data set in the competition layout (or reuse one made with the same parameters).
+
+    python scripts/make_phantom.py --out data/phantom --train-ids 40 --test-ids 10 [--size 2048] [--seed 0] [--preview]
+
+The parameters are stored in ``<out>/phantom.json``; running again with the same ones reuses the data set.
+A phantom folder made with other parameters (or left incomplete) is regenerated; a non-empty folder that is
+not a phantom data set is left alone unless ``--force`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from handseg.errors import DataFormatError, cli_main
+from handseg.phantom.dataset import dataset_params, generate_dataset, is_complete, read_params, remove_outputs
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="output folder (the data root)")
+    p.add_argument("--train-ids", type=int, required=True, help="persons in the training set (2 images each)")
+    p.add_argument("--test-ids", type=int, required=True, help="persons in the test set (2 images each)")
+    p.add_argument("--size", type=int, default=2048, help="image side in pixels (default 2048)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--preview", action="store_true", help="also write <out>/preview.png, a contact sheet")
+    p.add_argument("--force", action="store_true", help="regenerate even where the folder holds other files")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    if args.train_ids < 1 or args.test_ids < 0:
+        p.error("--train-ids must be >= 1 and --test-ids >= 0")
+    if args.size < 64:
+        p.error("--size must be at least 64")
+    return args
+
+
+def _summary(out: Path, args: argparse.Namespace) -> str:
+    return (f"{out}: {2 * args.train_ids} train images ({args.train_ids} IDs), {2 * args.test_ids} test images "
+            f"({args.test_ids} IDs), {args.size}x{args.size}, seed {args.seed}")
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out: Path = args.out
+    params = dataset_params(args.train_ids, args.test_ids, args.size, args.seed)
+    if is_complete(out, params):
+        print(f"phantom data set already present, reusing it: {_summary(out, args)}")
+        if args.preview and not (out / "preview.png").is_file():
+            from handseg.phantom.preview import write_preview
+
+            pngs = sorted((out / "train" / "DCM").glob("ID*/*.png"))[:6]
+            pairs = [(p, out / "train" / "outputs_json" / p.parent.name / f"{p.stem}.json") for p in pngs]
+            print(f"preview: {write_preview(pairs, out / 'preview.png', tile=min(args.size, 512))}")
+        return 0
+    if out.exists() and not out.is_dir():
+        raise DataFormatError(out, "exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if read_params(out) is not None:
+            print(f"{out} holds a phantom data set with other parameters (or an unfinished one): regenerating")
+            remove_outputs(out)
+        elif args.force:
+            remove_outputs(out)
+        else:
+            raise DataFormatError(out, "folder is not empty and holds no phantom.json; choose an empty or new "
+                                       "folder, or pass --force to write the phantom data set into it")
+    generate_dataset(out, args.train_ids, args.test_ids, size=args.size, seed=args.seed,
+                     preview=args.preview, progress=not args.quiet)
+    print(f"wrote {_summary(out, args)}")
+    if args.preview:
+        print(f"preview: {out / 'preview.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
