@@ -79,17 +79,17 @@ def from_dict(schema: type[T], data: Any, *, file: str | Path = "<config>", pref
             kwargs[name] = _convert(hints[name], data[name], file, key)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise ConfigError(file, key, "required key is missing")
-    obj = schema(**kwargs)
-    validate = getattr(obj, "validate", None)
-    if callable(validate):
-        try:
+    try:
+        obj = schema(**kwargs)  # a __post_init__ check may raise ValueError too
+        validate = getattr(obj, "validate", None)
+        if callable(validate):
             validate()
-        except ValueError as exc:
-            msg = str(exc)
-            sub, sep, problem = msg.partition(": ")
-            if sep and " " not in sub:
-                raise ConfigError(file, _join(prefix, sub), problem) from None
-            raise ConfigError(file, prefix or "<root>", msg) from None
+    except ValueError as exc:
+        msg = str(exc)
+        sub, sep, problem = msg.partition(": ")
+        if sep and " " not in sub:
+            raise ConfigError(file, _join(prefix, sub), problem) from None
+        raise ConfigError(file, prefix or "<root>", msg) from None
     return obj
 
 

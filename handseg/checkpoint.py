@@ -1,0 +1,197 @@
+"""Checkpoints as Hugging Face model folders plus ``handseg.json``.
+
+A checkpoint folder holds ``config.json`` (with ``id2label``), ``model.safetensors`` and ``handseg.json``
+(what produced it: model config, classes, input spec, stage, epoch, step, Dice, run config, data
+fingerprint, versions). Saving is atomic: the folder is written beside the target under a temporary name
+and renamed into place, so a crash mid-save leaves the previous checkpoint intact. Weights are only ever
+read from safetensors files, never unpickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import transformers
+from torch import nn
+from transformers.utils import logging as hf_logging
+
+import handseg
+from handseg.classes import CLASSES
+from handseg.config_schema import to_dict
+from handseg.errors import DataFormatError, HandSegError
+from handseg.models import ModelConfig, MODEL_CLASSES
+
+INFO_FILE = "handseg.json"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, INFO_FILE)
+
+
+def versions() -> dict[str, str]:
+    """Library versions recorded in every artefact."""
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "handseg": handseg.__version__}
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+@contextlib.contextmanager
+def _quiet_hf():
+    """Silence transformers' per-file progress bars while one checkpoint is read or written."""
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _staging_paths(folder: Path) -> tuple[Path, Path]:
+    return folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The ``transformers`` model inside DistributedDataParallel (``.module``) or torch.compile (``._orig_mod``)."""
+    while True:
+        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def save_checkpoint(model: nn.Module, folder: str | os.PathLike, info: dict,
+                    state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write ``model`` and ``info`` to ``folder`` atomically; returns the folder.
+
+    ``model`` is a ``transformers`` model, possibly wrapped by DDP or torch.compile. ``state_dict`` saves other
+    weights of the same shapes instead of the model's own (e.g. EMA weights). ``classes`` and ``versions``
+    are filled in when ``info`` lacks them; dataclasses in ``info`` are converted with
+    :func:`handseg.config_schema.to_dict`.
+    """
+    model = unwrap_model(model)
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = _staging_paths(folder)
+    if old.exists() and not folder.exists():  # an earlier save died between its two renames
+        os.replace(old, folder)
+    for stale in (tmp, old):
+        if stale.exists():
+            shutil.rmtree(stale)
+
+    record = to_dict(dict(info))
+    record.setdefault("classes", list(CLASSES))
+    record.setdefault("versions", versions())
+    text = json.dumps(record, indent=2, default=_json_default)  # fail before touching the disk
+
+    tmp.mkdir()
+    with _quiet_hf():
+        model.save_pretrained(tmp, state_dict=state_dict)
+    (tmp / INFO_FILE).write_text(text)
+    missing = [name for name in REQUIRED_FILES if not (tmp / name).is_file()]
+    if missing:
+        raise RuntimeError(f"save_pretrained did not write {missing} (sharded or non-safetensors output?)")
+    # Swap in: the old folder steps aside, the new one takes its name, then the old one goes.
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    if old.exists():
+        shutil.rmtree(old)
+    return folder
+
+
+def read_info(folder: str | os.PathLike) -> dict:
+    """``handseg.json`` of a checkpoint, validated (all required files present, classes equal CLASSES)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataFormatError(folder, "checkpoint folder not found")
+    for name in REQUIRED_FILES:
+        if not (folder / name).is_file():
+            raise DataFormatError(folder / name, "missing from the checkpoint folder")
+    try:
+        info = json.loads((folder / INFO_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataFormatError(folder / INFO_FILE, f"malformed JSON ({exc})") from None
+    if not isinstance(info, dict) or not isinstance(info.get("model"), dict):
+        raise DataFormatError(folder / INFO_FILE, "expected a mapping with a 'model' entry")
+    classes = info.get("classes")
+    if classes != list(CLASSES):
+        raise DataFormatError(folder / INFO_FILE, _classes_problem(classes))
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataFormatError(folder / CONFIG_FILE, f"malformed JSON ({exc})") from None
+    id2label = config.get("id2label") if isinstance(config, dict) else None
+    if not isinstance(id2label, dict) or [id2label.get(str(i)) for i in range(len(id2label))] != list(CLASSES):
+        raise DataFormatError(folder / CONFIG_FILE, "id2label differs from the project's 29 classes")
+    return info
+
+
+def _classes_problem(classes: Any) -> str:
+    if not isinstance(classes, list):
+        return "no 'classes' list"
+    if len(classes) != len(CLASSES):
+        return f"checkpoint has {len(classes)} classes, the project has {len(CLASSES)}"
+    diff = next(i for i, (a, b) in enumerate(zip(classes, CLASSES)) if a != b)
+    return f"class {diff} is {classes[diff]!r}, the project expects {CLASSES[diff]!r}"
+
+
+def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu",
+                    arch: str | None = None) -> tuple[nn.Module, dict]:
+    """Load ``(model, info)`` from a checkpoint folder, weights from safetensors only, model in eval mode.
+
+    Missing folder or files, malformed JSON, classes other than CLASSES, a corrupt weights file, missing or
+    unexpected weights, or (when ``arch`` is given) another architecture -> DataFormatError.
+    """
+    folder = Path(folder)
+    info = read_info(folder)
+    try:
+        model_cfg = ModelConfig(**info["model"])
+        model_cfg.validate()
+    except (TypeError, ValueError) as exc:
+        raise DataFormatError(folder / INFO_FILE, f"invalid 'model' entry ({exc})") from None
+    if arch is not None and model_cfg.arch != arch:
+        raise DataFormatError(folder, f"checkpoint is a {model_cfg.arch} model, expected {arch}")
+    model_cls = MODEL_CLASSES[model_cfg.arch]
+    try:
+        with _quiet_hf():
+            model, loading = model_cls.from_pretrained(
+                folder, use_safetensors=True, local_files_only=True, output_loading_info=True
+            )
+    except HandSegError:
+        raise
+    except Exception as exc:  # corrupt safetensors, wrong config types, ...: the file is at fault
+        raise DataFormatError(folder / WEIGHTS_FILE, f"cannot load weights ({type(exc).__name__}: "
+                                                     f"{' '.join(str(exc).split())[:300]})") from None
+    problems = {k: v for k, v in loading.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+    if problems:
+        key, names = next(iter(problems.items()))
+        raise DataFormatError(folder / WEIGHTS_FILE, f"{key.replace('_', ' ')}: {sorted(map(str, names))[:3]}")
+    return model.to(device).eval(), info
+
+
+def checkpoint_sha256(folder: str | os.PathLike) -> str:
+    """sha256 hex digest of the checkpoint's ``model.safetensors`` (identifies the weights in manifests)."""
+    path = Path(folder) / WEIGHTS_FILE
+    if not path.is_file():
+        raise DataFormatError(path, "missing from the checkpoint folder")
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,322 @@
+"""Model factory: Hugging Face SegFormer and UperNet-ConvNeXt with 29 sigmoid outputs.
+
+One :class:`ModelConfig` (a block of the training YAML) picks the architecture and a size preset;
+:func:`build_model` turns it into a ``transformers`` model, randomly initialised from its config or loaded
+with ``from_pretrained`` when ``pretrained`` names a hub id or a local folder.
+
+Output resolution differs between the two architectures:
+
+* SegFormer's decode head predicts at 1/4 of the input resolution, ``(B, 29, h/4, w/4)``. The loss meets
+  full-resolution masks by upsampling the logits bilinearly to the mask size (:func:`upsample_logits`);
+  masks are never downsampled, so thin phalanges keep their true extent in the target.
+* UperNet's main and auxiliary (FCN) heads are upsampled to the input size inside the model, exactly as the
+  Hugging Face forward does, so their logits are ``(B, 29, h, w)``.
+
+The Hugging Face UperNet forward computes the auxiliary head but only uses it for its own cross-entropy loss;
+it never returns those logits. :func:`forward_train` therefore runs the backbone and both heads itself, so the
+auxiliary head can be trained with the project's multi-label loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import (
+    ConvNextConfig,
+    ConvNextV2Config,
+    PreTrainedModel,
+    SegformerConfig,
+    SegformerForSemanticSegmentation,
+    UperNetConfig,
+    UperNetForSemanticSegmentation,
+)
+
+from handseg.classes import ID2LABEL, LABEL2ID, NUM_CLASSES
+from handseg.errors import DataFormatError
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+# SegFormer (Mix Transformer) sizes from the paper / the official nvidia/mit-b* configs. Every preset keeps
+# the library defaults sr_ratios (8, 4, 2, 1), patch_sizes (7, 3, 3, 3), strides (4, 2, 2, 2), mlp_ratios 4.
+_MIT_HEADS = [1, 2, 5, 8]
+_MIT_WIDE = [64, 128, 320, 512]
+SEGFORMER_PRESETS: dict[str, dict[str, Any]] = {
+    "test": dict(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 1, 1],
+                 decoder_hidden_size=32),
+    # Small enough to train on a 2-core CPU; a 64-wide decoder halves the cost of a 128-wide one at 512 px.
+    "demo": dict(hidden_sizes=[16, 32, 80, 128], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 2, 4],
+                 decoder_hidden_size=64),
+    "mit-b0": dict(hidden_sizes=[32, 64, 160, 256], depths=[2, 2, 2, 2], num_attention_heads=_MIT_HEADS,
+                   decoder_hidden_size=256),
+    "mit-b1": dict(hidden_sizes=_MIT_WIDE, depths=[2, 2, 2, 2], num_attention_heads=_MIT_HEADS,
+                   decoder_hidden_size=256),
+    "mit-b2": dict(hidden_sizes=_MIT_WIDE, depths=[3, 4, 6, 3], num_attention_heads=_MIT_HEADS,
+                   decoder_hidden_size=768),
+    "mit-b3": dict(hidden_sizes=_MIT_WIDE, depths=[3, 4, 18, 3], num_attention_heads=_MIT_HEADS,
+                   decoder_hidden_size=768),
+    "mit-b4": dict(hidden_sizes=_MIT_WIDE, depths=[3, 8, 27, 3], num_attention_heads=_MIT_HEADS,
+                   decoder_hidden_size=768),
+    "mit-b5": dict(hidden_sizes=_MIT_WIDE, depths=[3, 6, 40, 3], num_attention_heads=_MIT_HEADS,
+                   decoder_hidden_size=768),
+}
+
+# UperNet presets: backbone family and sizes (ConvNeXt / ConvNeXt V2 papers) plus the decoder sizes of
+# mmsegmentation's UperNet recipes (512-channel PPM/FPN head, 256-channel auxiliary FCN head on stage 3).
+_UPERNET_HEAD = dict(hidden_size=512, auxiliary_channels=256)
+UPERNET_PRESETS: dict[str, dict[str, Any]] = {
+    "test": dict(backbone="convnext", hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1],
+                 hidden_size=32, auxiliary_channels=16),
+    "demo": dict(backbone="convnext", hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 2, 1],
+                 hidden_size=32, auxiliary_channels=32),
+    "convnext-tiny": dict(backbone="convnext", hidden_sizes=[96, 192, 384, 768], depths=[3, 3, 9, 3],
+                          **_UPERNET_HEAD),
+    "convnext-small": dict(backbone="convnext", hidden_sizes=[96, 192, 384, 768], depths=[3, 3, 27, 3],
+                           **_UPERNET_HEAD),
+    "convnext-base": dict(backbone="convnext", hidden_sizes=[128, 256, 512, 1024], depths=[3, 3, 27, 3],
+                          **_UPERNET_HEAD),
+    "convnext-large": dict(backbone="convnext", hidden_sizes=[192, 384, 768, 1536], depths=[3, 3, 27, 3],
+                           **_UPERNET_HEAD),
+    "convnextv2-atto": dict(backbone="convnextv2", hidden_sizes=[40, 80, 160, 320], depths=[2, 2, 6, 2],
+                            **_UPERNET_HEAD),
+    "convnextv2-femto": dict(backbone="convnextv2", hidden_sizes=[48, 96, 192, 384], depths=[2, 2, 6, 2],
+                             **_UPERNET_HEAD),
+    "convnextv2-pico": dict(backbone="convnextv2", hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 6, 2],
+                            **_UPERNET_HEAD),
+    "convnextv2-nano": dict(backbone="convnextv2", hidden_sizes=[80, 160, 320, 640], depths=[2, 2, 8, 2],
+                            **_UPERNET_HEAD),
+    "convnextv2-tiny": dict(backbone="convnextv2", hidden_sizes=[96, 192, 384, 768], depths=[3, 3, 9, 3],
+                            **_UPERNET_HEAD),
+    "convnextv2-base": dict(backbone="convnextv2", hidden_sizes=[128, 256, 512, 1024], depths=[3, 3, 27, 3],
+                            **_UPERNET_HEAD),
+}
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {"segformer": SEGFORMER_PRESETS, "upernet": UPERNET_PRESETS}
+_BACKBONE_CONFIGS = {"convnext": ConvNextConfig, "convnextv2": ConvNextV2Config}
+MODEL_CLASSES = {"segformer": SegformerForSemanticSegmentation, "upernet": UperNetForSemanticSegmentation}
+_RESERVED_KEYS = {"num_labels", "id2label", "label2id"}
+_BACKBONE_EXTRA_KEYS = {"out_features", "out_indices"}
+
+
+@dataclass
+class ModelConfig:
+    """Which network to build; checked by ``validate`` (called by the YAML loader and :func:`build_model`).
+    ``overrides`` passes extra Hugging Face config keys, e.g. ``{drop_path_rate: 0.2}``; for UperNet a nested
+    ``backbone_config`` mapping goes to the ConvNeXt config."""
+
+    arch: Literal["segformer", "upernet"] = "segformer"
+    preset: str = "mit-b0"
+    pretrained: str | None = None
+    aux_loss_weight: float = 0.4
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        presets = PRESETS.get(self.arch)
+        if presets is None:
+            raise ValueError(f"arch: must be one of {sorted(PRESETS)}, got {self.arch!r}")
+        if self.preset not in presets:
+            raise ValueError(f"preset: unknown {self.arch} preset {self.preset!r} (allowed: {', '.join(presets)})")
+        if not (self.aux_loss_weight >= 0 and math.isfinite(self.aux_loss_weight)):
+            raise ValueError(f"aux_loss_weight: must be a finite number >= 0, got {self.aux_loss_weight}")
+        if self.pretrained is not None and not self.pretrained.strip():
+            raise ValueError("pretrained: must be a hub id or a folder, got an empty string")
+        _check_overrides(self)
+
+
+@dataclass
+class InputSpec:
+    """How a model was trained to see images: ``resize`` (stage 1: whole image resized to ``image_size``)
+    or ``tile`` (stage 2: native-resolution tiles of ``tile_size`` with ``overlap``); ``mean``/``std`` apply
+    to the grayscale image scaled to [0, 1] and replicated to three channels."""
+
+    mode: Literal["resize", "tile"]
+    image_size: int
+    tile_size: int
+    overlap: float = 0.25
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def validate(self) -> None:
+        if self.mode not in ("resize", "tile"):
+            raise ValueError(f"mode: must be 'resize' or 'tile', got {self.mode!r}")
+        if self.image_size <= 0:
+            raise ValueError(f"image_size: must be positive, got {self.image_size}")
+        if self.tile_size <= 0:
+            raise ValueError(f"tile_size: must be positive, got {self.tile_size}")
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError(f"overlap: must be in [0, 1), got {self.overlap}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError("mean: mean and std need three values each")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std: must be positive, got {list(self.std)}")
+
+    def __post_init__(self) -> None:
+        self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
+        self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
+
+    @property
+    def model_size(self) -> int:
+        """Side of the square network input: ``image_size`` in resize mode, ``tile_size`` in tile mode."""
+        return self.image_size if self.mode == "resize" else self.tile_size
+
+
+def input_spec_from_dict(data: dict) -> InputSpec:
+    """InputSpec from its JSON form (as stored in checkpoints and engine manifests)."""
+    spec = InputSpec(**data)
+    spec.validate()
+    return spec
+
+
+def _config_keys(config_cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(config_cls)}
+
+
+def _check_overrides(cfg: ModelConfig) -> None:
+    overrides = dict(cfg.overrides)
+    reserved = sorted(_RESERVED_KEYS & set(overrides))
+    if reserved:
+        raise ValueError(f"overrides: {reserved[0]} is set from the project's classes and cannot be overridden")
+    if cfg.arch == "segformer":
+        allowed = _config_keys(SegformerConfig)
+    else:
+        allowed = _config_keys(UperNetConfig)
+        backbone = overrides.pop("backbone_config", {})
+        if not isinstance(backbone, dict):
+            raise ValueError("overrides: backbone_config must be a mapping of ConvNeXt config keys")
+        family = UPERNET_PRESETS[cfg.preset]["backbone"]
+        backbone_allowed = _config_keys(_BACKBONE_CONFIGS[family]) | _BACKBONE_EXTRA_KEYS
+        unknown = sorted(set(backbone) - backbone_allowed)
+        if unknown:
+            raise ValueError(f"overrides: unknown {family} backbone key {unknown[0]!r}")
+    unknown = sorted(set(overrides) - allowed)
+    if unknown:
+        raise ValueError(f"overrides: unknown {cfg.arch} config key {unknown[0]!r}")
+    try:
+        hf_config(cfg)  # the Hugging Face config classes check value types
+    except Exception as exc:  # noqa: BLE001 - StrictDataclassFieldValidationError, ValueError, TypeError
+        raise ValueError(f"overrides: {_one_line(exc)}") from None
+
+
+def hf_config(cfg: ModelConfig) -> SegformerConfig | UperNetConfig:
+    """The Hugging Face config that ``cfg`` describes (29 labels, ``id2label`` from the project's classes)."""
+    labels = dict(num_labels=NUM_CLASSES, id2label=dict(ID2LABEL), label2id=dict(LABEL2ID))
+    overrides = dict(cfg.overrides)
+    preset = dict(PRESETS[cfg.arch][cfg.preset])
+    if cfg.arch == "segformer":
+        return SegformerConfig(**{**preset, **overrides, **labels})
+    family = preset.pop("backbone")
+    backbone_kwargs = {"hidden_sizes": preset.pop("hidden_sizes"), "depths": preset.pop("depths"),
+                       "out_features": ["stage1", "stage2", "stage3", "stage4"]}
+    backbone_kwargs.update(overrides.pop("backbone_config", {}))
+    backbone = _BACKBONE_CONFIGS[family](**backbone_kwargs)
+    return UperNetConfig(backbone_config=backbone, **{**preset, **overrides, **labels})
+
+
+def build_model(cfg: ModelConfig) -> PreTrainedModel:
+    """Build the network: random init from the preset, or ``from_pretrained(cfg.pretrained)`` (hub id or local
+    folder, safetensors only) with a fresh 29-class head where the stored head has another shape. With
+    ``pretrained`` the sizes come from the stored config (the preset is not applied) and only top-level
+    ``overrides`` are applied; a missing folder or unreachable hub id is a DataFormatError."""
+    cfg.validate()
+    model_cls = MODEL_CLASSES[cfg.arch]
+    if cfg.pretrained is None:
+        return model_cls(hf_config(cfg))
+    source = Path(cfg.pretrained).expanduser()
+    if (source.is_absolute() or cfg.pretrained.startswith(".")) and not source.is_dir():
+        raise DataFormatError(source, "pretrained model folder not found")
+    try:
+        model = model_cls.from_pretrained(
+            str(source) if source.is_dir() else cfg.pretrained,
+            id2label=dict(ID2LABEL),
+            label2id=dict(LABEL2ID),
+            ignore_mismatched_sizes=True,
+            use_safetensors=True,
+            **{k: v for k, v in cfg.overrides.items() if k != "backbone_config"},
+        )
+    except (OSError, ValueError) as exc:
+        raise DataFormatError(cfg.pretrained, f"cannot load pretrained weights ({_one_line(exc)})") from None
+    return model
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def size_divisor(cfg: ModelConfig) -> int:
+    """Input sides must be multiples of this (the backbone's total stride, 32 for every preset)."""
+    config = hf_config(cfg)
+    if cfg.arch == "segformer":
+        return int(math.prod(config.strides))
+    patch = config.backbone_config.patch_size
+    patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+    return int(patch) * 2 ** (len(config.backbone_config.depths) - 1)
+
+
+def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear (align_corners=False) resize of ``(B, C, h, w)`` logits to ``size``; how SegFormer's 1/4
+    resolution logits meet full-resolution masks in the loss and at inference."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+def _is_upernet(model: nn.Module) -> bool:
+    return isinstance(model, UperNetForSemanticSegmentation)
+
+
+def _upernet_heads(model: UperNetForSemanticSegmentation, pixel_values: torch.Tensor, aux: bool):
+    """Backbone, decode head and (optionally) the auxiliary FCN head, as the HF forward runs them."""
+    features = model.backbone(pixel_values).feature_maps
+    size = pixel_values.shape[2:]
+    logits = F.interpolate(model.decode_head(features), size=size, mode="bilinear", align_corners=False)
+    aux_logits = None
+    if aux and model.auxiliary_head is not None:
+        aux_logits = F.interpolate(model.auxiliary_head(features), size=size, mode="bilinear", align_corners=False)
+    return logits, aux_logits
+
+
+def forward_logits(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Main logits for ``pixel_values`` (B, 3, h, w) float: SegFormer (B, 29, h/4, w/4), UperNet (B, 29, h, w).
+    UperNet's auxiliary head is skipped (it only serves training)."""
+    if _is_upernet(model):
+        return _upernet_heads(model, pixel_values, aux=False)[0]
+    return model(pixel_values=pixel_values).logits
+
+
+def forward_train(model: nn.Module, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(logits, aux_logits)`` for training: UperNet's auxiliary FCN logits (B, 29, h, w), or None for
+    SegFormer (and for UperNet built with ``use_auxiliary_head: false``). The loss upsamples logits to the
+    mask size with :func:`upsample_logits`."""
+    if _is_upernet(model):
+        return _upernet_heads(model, pixel_values, aux=True)
+    return model(pixel_values=pixel_values).logits, None
+
+
+def arch_of(model: nn.Module) -> Literal["segformer", "upernet"]:
+    """Architecture name of a built model."""
+    return "upernet" if _is_upernet(model) else "segformer"
+
+
+class LogitsModule(nn.Module):
+    """Wraps a segmentation model so that ``forward(pixel_values)`` returns the plain logits tensor
+    (B, 29, h', w'); this is what ``torch.export`` traces (with a static tile shape) and what the eager
+    engine calls."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return forward_logits(self.model, pixel_values)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (for logs and reports)."""
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,94 @@
+"""Competition Dice of an engine on annotated images: the code training validation and the evaluator share.
+
+Each image goes through :func:`handseg.inference.predict_probs` (probabilities at the original size),
+is thresholded, and is compared with the ground truth rasterised from its JSON at the native size
+(never a resized mask). Per-image counts ``[intersection, pred_sum, target_sum]`` are returned so that
+processes that each evaluated a shard can sum or concatenate them (:func:`merge_results`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from handseg.annotations import polygons_in_order, read_annotation
+from handseg.classes import NUM_CLASSES
+from handseg.errors import DataFormatError
+from handseg.image_io import read_image
+from handseg.inference import Engine, InferenceSettings, predict_probs, threshold_probs
+from handseg.metrics import DiceSummary, dice_counts, dice_from_counts, summarize_dice
+from handseg.rasterize import rasterize
+
+if TYPE_CHECKING:
+    from handseg.dataset_index import Sample
+
+# Called once per image with (sample, probabilities (29, H, W) float32 on the device, ground truth
+# (29, H, W) uint8 numpy); lets threshold tuning or overlay writers reuse the inference already done.
+ImageCallback = Callable[["Sample", torch.Tensor, np.ndarray], None]
+
+
+@dataclass
+class EvalResult:
+    """Per-image results: ``names`` (the samples' ``rel`` paths), ``counts`` (N, 29, 3) int64 and
+    ``per_image_dice`` (N, 29) float64."""
+
+    names: list[str]
+    counts: np.ndarray
+    per_image_dice: np.ndarray
+
+    def summary(self) -> DiceSummary:
+        """Per-class mean over images, then the mean over classes (the competition score)."""
+        return summarize_dice(self.per_image_dice)
+
+
+def ground_truth(sample: "Sample", image_hw: tuple[int, int]) -> np.ndarray:
+    """(29, H, W) uint8 masks rasterised from the sample's JSON at the image's native size."""
+    if sample.label_path is None:
+        raise DataFormatError(sample.image_path, "no annotation JSON for this image")
+    ann = read_annotation(sample.label_path, image_hw=image_hw)
+    return rasterize(polygons_in_order(ann), src_hw=image_hw, out_hw=image_hw)
+
+
+def evaluate_images(
+    engine: Engine,
+    samples: Sequence["Sample"],
+    settings: InferenceSettings,
+    device: str | torch.device = "cpu",
+    thresholds: float | Sequence[float] = 0.5,
+    progress: bool = True,
+    callback: ImageCallback | None = None,
+) -> EvalResult:
+    """Dice counts of ``engine`` on annotated ``samples`` at their original resolution.
+
+    An eager model must be in eval mode (``model.eval()``) before it is wrapped as the engine.
+    """
+    device = torch.device(device)
+    names: list[str] = []
+    counts = np.zeros((len(samples), NUM_CLASSES, 3), dtype=np.int64)
+    for i, sample in enumerate(tqdm(samples, desc="validate", unit="img", disable=not progress)):
+        image = read_image(sample.image_path)
+        gt = ground_truth(sample, image.shape)
+        probs = predict_probs(engine, image, settings, device)
+        pred = threshold_probs(probs, thresholds)
+        counts[i] = dice_counts(pred, torch.from_numpy(gt).to(device))
+        names.append(sample.rel)
+        if callback is not None:
+            callback(sample, probs, gt)
+        del probs, pred
+    return EvalResult(names=names, counts=counts, per_image_dice=dice_from_counts(counts))
+
+
+def merge_results(parts: Sequence[EvalResult]) -> EvalResult:
+    """Concatenate shard results (e.g. gathered from several processes), sorted by name, one row per image;
+    a name seen twice (a padded shard) is kept once."""
+    rows: dict[str, np.ndarray] = {}
+    for part in parts:
+        for name, c in zip(part.names, part.counts):
+            rows.setdefault(name, c)
+    names = sorted(rows)
+    counts = np.stack([rows[n] for n in names]) if names else np.zeros((0, NUM_CLASSES, 3), np.int64)
+    return EvalResult(names=names, counts=counts, per_image_dice=dice_from_counts(counts))

@@ -1,0 +1,195 @@
+"""The shared inference path: MONAI agreement, original-size outputs, TTA, batching, thresholds."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from monai.inferers import sliding_window_inference
+
+from handseg.classes import NUM_CLASSES
+from handseg.inference import InferenceSettings, predict_probs, preprocess, run_engine, threshold_probs
+from handseg.models import InputSpec, LogitsModule, build_model
+from handseg.tiling import pad_amounts
+
+TILE = 128
+
+
+def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth blob pattern with noise, so logits vary across the image."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = 120 + 80 * np.sin(xx / 13.0) * np.cos(yy / 17.0) + rng.normal(0, 15, (h, w))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _tile_settings(**kw) -> InferenceSettings:
+    return InferenceSettings(input=InputSpec(mode="tile", image_size=256, tile_size=TILE, overlap=0.25), **kw)
+
+
+def _monai(engine, image: np.ndarray, settings: InferenceSettings, mode: str = "gaussian") -> torch.Tensor:
+    """MONAI's sliding window on the same black-padded, normalised image; predictor = model -> tile -> sigmoid."""
+    h, w = image.shape
+    (top, bottom), (left, right) = pad_amounts(h, TILE), pad_amounts(w, TILE)
+    x = preprocess(np.pad(image, ((top, bottom), (left, right))), settings.input.mean, settings.input.std)
+
+    def predictor(tiles):
+        logits = engine(tiles)
+        return torch.sigmoid(F.interpolate(logits, size=tiles.shape[-2:], mode="bilinear", align_corners=False))
+
+    with torch.no_grad():
+        out = sliding_window_inference(x, (TILE, TILE), settings.batch_size, predictor,
+                                       overlap=settings.input.overlap, mode=mode)
+    return out[0, :, top:top + h, left:left + w]
+
+
+class _Amplified(torch.nn.Module):
+    """A randomly initialised model's logits are nearly constant; scale them to a spread of a few units so
+    that probabilities vary over (0, 1) and a 1e-4 agreement means something."""
+
+    def __init__(self, module: torch.nn.Module, gain: float):
+        super().__init__()
+        self.module, self.gain = module, gain
+
+    def forward(self, x):
+        return self.module(x) * self.gain
+
+
+@pytest.fixture(scope="module")
+def engines():
+    from handseg.models import ModelConfig
+
+    torch.manual_seed(0)
+    out = {}
+    probe = preprocess(_image(128, 128, seed=1), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    for arch in ("segformer", "upernet"):
+        module = LogitsModule(build_model(ModelConfig(arch=arch, preset="test")).eval())
+        with torch.no_grad():
+            spread = float(module(probe).std())
+        out[arch] = _Amplified(module, 3.0 / spread)
+    return out
+
+
+@pytest.mark.parametrize("arch", ["segformer", "upernet"])
+@pytest.mark.parametrize("hw", [(256, 256), (200, 176), (100, 300)])
+def test_matches_monai_sliding_window(engines, arch, hw):
+    engine = engines[arch]
+    image = _image(*hw)
+    settings = _tile_settings(batch_size=3)
+    probs = predict_probs(engine, image, settings)
+    ref = _monai(engine, image, settings)
+    assert probs.shape == (NUM_CLASSES, *hw) and probs.dtype == torch.float32
+    assert float((probs - ref).abs().max()) <= 1e-4
+    assert float(probs.std()) > 0.1  # outputs that vary, so the comparison means something
+
+
+def test_constant_blend_matches_monai(engines):
+    image = _image(200, 176)
+    settings = _tile_settings(blend="constant")
+    ref = _monai(engines["segformer"], image, settings, mode="constant")
+    assert float((predict_probs(engines["segformer"], image, settings) - ref).abs().max()) <= 1e-4
+
+
+def test_tile_batch_size_and_fixed_batch_do_not_change_results(engines):
+    engine = engines["upernet"]
+    image = _image(200, 176)
+    one = predict_probs(engine, image, _tile_settings(batch_size=1))
+
+    seen = []
+
+    def static_engine(x):
+        seen.append(x.shape[0])
+        return engine(x)
+
+    fixed = predict_probs(static_engine, image, _tile_settings(batch_size=4, fixed_batch=True))
+    assert set(seen) == {4}  # 6 tiles -> batches of 4 and 2, the second padded to 4
+    torch.testing.assert_close(fixed, one, rtol=0, atol=1e-5)
+
+
+def test_run_engine_chunks_and_pads():
+    calls = []
+
+    def engine(x):
+        calls.append(x.shape[0])
+        return x[:, :1].repeat(1, NUM_CLASSES, 1, 1) * 2
+
+    settings = _tile_settings(batch_size=4, fixed_batch=True)
+    x = torch.arange(5 * 3 * 4 * 4, dtype=torch.float32).view(5, 3, 4, 4)
+    out = run_engine(engine, x, settings)
+    assert calls == [4, 4] and out.shape == (5, NUM_CLASSES, 4, 4)
+    torch.testing.assert_close(out[:, 0], x[:, 0] * 2)
+
+
+def _pointwise_engine(x: torch.Tensor) -> torch.Tensor:
+    """Flip-equivariant toy engine: 4x average pooling (the SegFormer stride) and a fixed 1x1 conv."""
+    weight = torch.linspace(-2, 2, NUM_CLASSES * 3).view(NUM_CLASSES, 3, 1, 1)
+    return F.conv2d(F.avg_pool2d(x, 4), weight)
+
+
+def _position_engine(x: torch.Tensor) -> torch.Tensor:
+    """Not flip-equivariant: the logits grow from left to right within each input."""
+    ramp = torch.linspace(-3, 3, x.shape[-1]).view(1, 1, 1, -1)
+    return (x[:, :1] + ramp).repeat(1, NUM_CLASSES, 1, 1)
+
+
+@pytest.mark.parametrize("mode", ["tile", "resize"])
+def test_flip_tta_on_equivariant_engine_equals_no_tta(mode):
+    image = _image(200, 176)
+    spec = InputSpec(mode=mode, image_size=128, tile_size=TILE, overlap=0.25)
+    plain = predict_probs(_pointwise_engine, image, InferenceSettings(input=spec))
+    tta = predict_probs(_pointwise_engine, image, InferenceSettings(input=spec, flip_tta=True))
+    torch.testing.assert_close(tta, plain, rtol=0, atol=1e-5)
+    # ... while on an engine that is not flip-equivariant, TTA really averages two different predictions.
+    plain = predict_probs(_position_engine, image, InferenceSettings(input=spec))
+    tta = predict_probs(_position_engine, image, InferenceSettings(input=spec, flip_tta=True))
+    assert float((tta - plain).abs().max()) > 0.1
+
+
+def test_resize_mode_returns_original_size_and_follows_the_recipe(engines):
+    engine = engines["segformer"]
+    image = _image(300, 200)
+    settings = InferenceSettings(input=InputSpec(mode="resize", image_size=128, tile_size=TILE))
+    probs = predict_probs(engine, image, settings)
+    assert probs.shape == (NUM_CLASSES, 300, 200) and probs.dtype == torch.float32
+    small = cv2.resize(image, (128, 128), interpolation=cv2.INTER_AREA)
+    with torch.no_grad():
+        logits = engine(preprocess(small, settings.input.mean, settings.input.std))
+    assert logits.shape[-2:] == (32, 32)
+    expected = torch.sigmoid(F.interpolate(logits, size=(300, 200), mode="bilinear", align_corners=False))[0]
+    torch.testing.assert_close(probs, expected, rtol=0, atol=1e-6)
+
+
+def test_tile_mode_keeps_original_size_for_large_and_small_images(engines):
+    settings = _tile_settings()
+    for hw in [(64, 90), (130, 260)]:
+        probs = predict_probs(engines["upernet"], _image(*hw), settings)
+        assert probs.shape == (NUM_CLASSES, *hw)
+        assert float(probs.min()) >= 0.0 and float(probs.max()) <= 1.0
+
+
+def test_preprocess_normalises_and_replicates():
+    image = np.array([[0, 255]], dtype=np.uint8)
+    x = preprocess(image, (0.5, 0.25, 0.0), (0.5, 0.25, 1.0))
+    assert x.shape == (1, 3, 1, 2) and x.dtype == torch.float32
+    torch.testing.assert_close(x[0, :, 0, 0], torch.tensor([-1.0, -1.0, 0.0]))
+    torch.testing.assert_close(x[0, :, 0, 1], torch.tensor([1.0, 3.0, 1.0]))
+    with pytest.raises(ValueError):
+        preprocess(np.zeros((4, 4, 3), np.uint8), (0, 0, 0), (1, 1, 1))
+
+
+def test_threshold_probs_scalar_and_per_class():
+    probs = torch.full((NUM_CLASSES, 2, 2), 0.6)
+    assert bool(threshold_probs(probs, 0.5).all()) and not bool(threshold_probs(probs, 0.6).any())
+    per_class = [0.5] * NUM_CLASSES
+    per_class[3] = 0.7
+    masks = threshold_probs(probs, per_class)
+    assert masks.dtype == torch.bool and not bool(masks[3].any()) and bool(masks[4].all())
+    with pytest.raises(ValueError, match="thresholds"):
+        threshold_probs(probs, [0.5, 0.5])
+
+
+def test_float16_accumulation_needs_cuda():
+    with pytest.raises(ValueError, match="CUDA"):
+        predict_probs(_pointwise_engine, _image(64, 64), _tile_settings(accumulate_dtype="float16"))
