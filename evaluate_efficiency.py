@@ -1,0 +1,41 @@
+"""Efficiency of every engine available here: latency, throughput, peak memory, agreement with eager fp32.
+
+    python evaluate_efficiency.py [--cfg-path config/eval.yaml] [--output-dir DIR]
+
+Writes efficiency.json, efficiency.md and efficiency.png under ``<output_dir>/efficiency`` and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from handseg.errors import cli_main
+
+
+@cli_main
+def main(argv=None) -> dict:
+    from evaluator.config import load_eval_config
+    from evaluator.efficiency import efficiency_chart, format_table, run_efficiency
+    from evaluator.engines import load_bundle
+    from handseg.atomic import atomic_write_text
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cfg-path", default="config/eval.yaml")
+    p.add_argument("--output-dir", default=None, help="default: <output_dir>/efficiency from the config")
+    args = p.parse_args(argv)
+    cfg = load_eval_config(args.cfg_path)
+    out = Path(args.output_dir) if args.output_dir else Path(cfg.output_dir) / "efficiency"
+    result = run_efficiency(cfg, load_bundle(cfg))
+    table = format_table(result)
+    atomic_write_text(out / "efficiency.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / "efficiency.md", "# Efficiency\n\n" + table)
+    efficiency_chart(result, out / "efficiency.png")
+    print(table)
+    print(f"results -> {out}/efficiency.json, efficiency.md, efficiency.png")
+    return result
+
+
+if __name__ == "__main__":
+    main()

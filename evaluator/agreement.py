@@ -1,0 +1,74 @@
+"""Agreement of an engine with eager fp32: max abs logit difference and per-class mask Dice on an image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from handseg.classes import CLASSES
+
+
+def sample_image(data_root: str | Path | None, size: int = 256, seed: int = 0) -> tuple[np.ndarray, str]:
+    """(H, W) uint8 image to measure agreement on: the first training image under ``data_root``, else a phantom."""
+    if data_root is not None and Path(data_root).is_dir():
+        from handseg.dataset_index import index_split
+        from handseg.errors import DataFormatError
+        from handseg.image_io import read_image
+
+        try:
+            samples = index_split(data_root, "train")
+            if samples:
+                return read_image(samples[0].image_path), samples[0].rel
+        except DataFormatError:
+            pass
+    from handseg.phantom import render_hand
+
+    image, _ = render_hand(seed, size, "R")
+    return image, f"phantom(seed={seed}, size={size})"
+
+
+def tile_batch(image: np.ndarray, spec, batch: int, side: int) -> torch.Tensor:
+    """A (batch, 3, side, side) float32 batch of real tiles from ``image`` (resized when it is smaller)."""
+    from handseg.inference import preprocess
+
+    x = preprocess(image, spec.mean, spec.std)  # (1, 3, H, W)
+    h, w = x.shape[-2:]
+    if h < side or w < side or spec.mode == "resize":
+        return F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False).repeat(batch, 1, 1, 1)
+    ys = np.linspace(0, h - side, batch).round().astype(int)
+    xs = np.linspace(0, w - side, batch).round().astype(int)[::-1]
+    return torch.cat([x[..., y : y + side, x0 : x0 + side] for y, x0 in zip(ys, xs)])
+
+
+def mask_dice(pred: torch.Tensor, ref: torch.Tensor) -> np.ndarray:
+    """(29,) Dice of two (29, H, W) bool masks by the competition rule (both empty -> 1)."""
+    from handseg.metrics import dice_counts, dice_from_counts
+
+    return dice_from_counts(dice_counts(pred, ref))
+
+
+def compare(
+    engine, ref_engine, image: np.ndarray, settings, ref_settings, device: str, thresholds=0.5, side: int | None = None
+) -> dict:
+    """Logit and mask agreement of ``engine`` with ``ref_engine`` (eager fp32) on ``image``."""
+    from handseg.inference import predict_probs, threshold_probs
+
+    side = side or engine.side or settings.input.tile_size
+    batch = engine.batch_size or settings.batch_size
+    x = tile_batch(image, settings.input, batch, side)
+    with torch.inference_mode():
+        diff_logits = (engine(x).cpu() - ref_engine(x).cpu()).abs().max().item()
+    probs = predict_probs(engine, image, settings, device=device).cpu()
+    ref_probs = predict_probs(ref_engine, image, ref_settings, device=device).cpu()
+    dice = mask_dice(threshold_probs(probs, thresholds), threshold_probs(ref_probs, thresholds))
+    return {
+        "max_abs_diff_logits": float(diff_logits),
+        "max_abs_diff_probs": float((probs - ref_probs).abs().max().item()),
+        "mask_dice_per_class": {c: round(float(d), 6) for c, d in zip(CLASSES, dice)},
+        "mask_dice_min": float(dice.min()),
+        "mask_dice_mean": float(dice.mean()),
+        "image_hw": [int(image.shape[0]), int(image.shape[1])],
+    }

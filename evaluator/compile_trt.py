@@ -1,0 +1,81 @@
+"""Torch-TensorRT (dynamo path): compile an exported program into a TensorRT-backed exported program.
+
+Optional: ``torch_tensorrt`` is imported lazily, so the rest of the evaluator works without it. Current
+Torch-TensorRT releases are strongly typed (``use_explicit_typing=True``): the engine runs in the dtypes of the
+exported graph, so fp16/bf16 engines come from a model and input cast before export (see ``export.py``); the old
+``enabled_precisions`` option is not used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from handseg.errors import HandSegError
+
+
+class BackendUnavailableError(HandSegError):
+    """The requested backend cannot run on this machine."""
+
+
+def tensorrt_missing(device: str) -> str | None:
+    """What prevents TensorRT here (None when it can run)."""
+    if importlib.util.find_spec("torch_tensorrt") is None:
+        return "torch_tensorrt is not installed (pip install -e .[tensorrt])"
+    if not torch.cuda.is_available():
+        return "no CUDA device is available"
+    if not device.startswith("cuda"):
+        return f"device is {device!r}, TensorRT needs a CUDA device (cuda:0)"
+    return None
+
+
+def require_tensorrt(device: str):
+    """Import torch_tensorrt or raise a one-line error suggesting ``--backend aot_inductor``."""
+    missing = tensorrt_missing(device)
+    if missing:
+        raise BackendUnavailableError(f"backend tensorrt cannot run: {missing}; use --backend aot_inductor instead")
+    return importlib.import_module("torch_tensorrt")
+
+
+def compile_trt(
+    exported: torch.export.ExportedProgram,
+    example: torch.Tensor,
+    out_path: str | Path,
+    device: str = "cuda:0",
+    optimization_level: int = 3,
+) -> Path:
+    """Compile with ``torch_tensorrt.dynamo.compile`` (static shape of ``example``) and save as an exported program.
+
+    example: (B, 3, side, side) tensor on the CUDA device, in the engine dtype.
+    """
+    trt = require_tensorrt(device)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    module = trt.dynamo.compile(
+        exported,
+        arg_inputs=[example],
+        device=torch.device(device),
+        use_explicit_typing=True,
+        optimization_level=optimization_level,
+        min_block_size=1,
+    )
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".ep", dir=out_path.parent)
+    os.close(fd)
+    try:
+        trt.save(module, tmp, output_format="exported_program", arg_inputs=[example])
+        os.replace(tmp, out_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out_path
+
+
+def load_trt(path: str | Path, device: str = "cuda:0"):
+    """Load a saved Torch-TensorRT exported program; returns a callable module."""
+    trt = require_tensorrt(device)
+    return trt.load(str(path)).module()

@@ -1,0 +1,268 @@
+"""Efficiency benchmark: latency percentiles, throughput, peak memory and agreement for every available engine.
+
+Timing: CUDA events around each call on GPU (after a synchronise), ``time.perf_counter`` on CPU. Peak memory:
+on CUDA ``torch.cuda.reset_peak_memory_stats`` before each measurement and ``max_memory_allocated`` after; on CPU
+a background thread samples the process RSS (psutil) every 2 ms during the measurement and reports the maximum
+(absolute RSS of the whole process, and its increase over the RSS just before the measurement).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from evaluator.agreement import mask_dice, tile_batch
+from evaluator.config import EvalConfig, engine_input_side
+from evaluator.engines import Engine, eager_engine, inference_settings, load_engine
+from evaluator.manifest import StaleEngineError
+
+CPU_MEMORY_METHOD = "peak RSS of the process, psutil sampling thread every 2 ms during the measurement"
+CUDA_MEMORY_METHOD = "torch.cuda.max_memory_allocated after reset_peak_memory_stats"
+
+
+@dataclass
+class Measurement:
+    """One engine at one tile batch. Times in milliseconds, memory in MiB."""
+
+    engine: str
+    batch: int
+    tile_ms_p50: float  # per tile: call latency / batch
+    tile_ms_p90: float
+    tile_ms_p99: float
+    batch_ms_p50: float
+    tiles_per_s: float
+    image_ms: float  # whole image: tiling, blending, thresholds and RLE
+    images_per_s: float
+    peak_mem_mib: float
+    peak_mem_increase_mib: float
+    max_abs_diff_logits: float
+    mask_dice_min: float
+    mask_dice_mean: float
+
+
+class PeakRSS:
+    """Context manager sampling this process's RSS in a background thread; ``peak`` and ``base`` in bytes."""
+
+    def __init__(self, interval_s: float = 0.002):
+        import psutil
+
+        self._proc = psutil.Process()
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self.base = self.peak = 0
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> "PeakRSS":
+        self.base = self.peak = self._proc.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+
+def timed(fn: Callable[[], object], iters: int, device: str) -> list[float]:
+    """Milliseconds of ``iters`` calls of ``fn``, each properly synchronised on CUDA."""
+    times = []
+    for _ in range(iters):
+        if device.startswith("cuda"):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize(device)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize(device)
+            times.append(float(start.elapsed_time(end)))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1000.0)
+    return times
+
+
+def whole_image(engine, image: np.ndarray, settings, device: str, thresholds):
+    """The deployed path for one image: tiled probabilities, thresholds, RLE. Returns (masks, rles)."""
+    from handseg.inference import predict_probs, threshold_probs
+    from handseg.rle import rle_encode_many
+
+    masks = threshold_probs(predict_probs(engine, image, settings, device=device), thresholds)
+    return masks, rle_encode_many(masks.cpu().numpy())
+
+
+def measure(engine: Engine, cfg: EvalConfig, spec, image, batch: int, ref_logits, ref_masks, thresholds) -> Measurement:
+    """Time and measure ``engine`` at tile batch ``batch`` against the eager fp32 references."""
+    eff, device = cfg.efficiency, engine.device
+    settings = inference_settings(cfg, spec, engine)
+    settings.batch_size = batch
+    x = tile_batch(image, spec, batch, engine_input_side(spec))
+    with torch.inference_mode():
+        for _ in range(eff.warmup):
+            engine(x)
+        calls = np.asarray(timed(lambda: engine(x), eff.iters, device))
+        diff = float((engine(x).cpu() - ref_logits).abs().max().item())
+    whole_image(engine, image, settings, device, thresholds)  # warm-up of the whole-image path
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        image_ms = float(np.mean(timed(lambda: whole_image(engine, image, settings, device, thresholds), eff.image_iters, device)))
+        peak, increase = torch.cuda.max_memory_allocated(device), torch.cuda.max_memory_allocated(device) - base
+    else:
+        with PeakRSS() as rss:
+            image_ms = float(np.mean(timed(lambda: whole_image(engine, image, settings, device, thresholds), eff.image_iters, device)))
+        peak, increase = rss.peak, rss.peak - rss.base
+    masks, _ = whole_image(engine, image, settings, device, thresholds)
+    dice = mask_dice(masks.cpu(), ref_masks)
+    tiles = calls / batch
+    return Measurement(
+        engine=engine.name,
+        batch=batch,
+        tile_ms_p50=float(np.percentile(tiles, 50)),
+        tile_ms_p90=float(np.percentile(tiles, 90)),
+        tile_ms_p99=float(np.percentile(tiles, 99)),
+        batch_ms_p50=float(np.percentile(calls, 50)),
+        tiles_per_s=float(1000.0 * batch / np.median(calls)),
+        image_ms=image_ms,
+        images_per_s=1000.0 / image_ms,
+        peak_mem_mib=peak / 2**20,
+        peak_mem_increase_mib=increase / 2**20,
+        max_abs_diff_logits=diff,
+        mask_dice_min=float(dice.min()),
+        mask_dice_mean=float(dice.mean()),
+    )
+
+
+def available_backends(cfg: EvalConfig) -> list[str]:
+    """Backends to measure: the config's list, else every one this machine can run."""
+    from evaluator.compile_trt import tensorrt_missing
+
+    if cfg.efficiency.backends:
+        return list(cfg.efficiency.backends)
+    names = ["eager_fp32", "eager_autocast", "aot_inductor"]
+    if tensorrt_missing(cfg.device) is None:
+        names.append("tensorrt")
+    return names
+
+
+def make_engine(name: str, cfg: EvalConfig, bundle, batch: int, image) -> Engine:
+    """Build (or load, compiling a missing AOTInductor engine when allowed) the engine called ``name``."""
+    model = bundle[0]
+    if name == "eager_fp32":
+        return eager_engine(model, "fp32", cfg.device)
+    if name == "eager_autocast":
+        return eager_engine(model, "fp16" if cfg.device.startswith("cuda") else "bf16", cfg.device)
+    try:
+        return load_engine(cfg, backend=name, batch=batch, bundle=bundle)
+    except StaleEngineError:
+        if not cfg.efficiency.compile_missing or name != "aot_inductor":
+            raise
+    from evaluator.build_engine import build_engine
+
+    build_engine(cfg, bundle, image, backend=name, batch=batch)
+    return load_engine(cfg, backend=name, batch=batch, bundle=bundle)
+
+
+def run_efficiency(cfg: EvalConfig, bundle, progress: bool = True) -> dict:
+    """Measure every available engine at batch 1 and ``batch_size_eval``; returns the JSON-ready result."""
+    from evaluator.config import resolve_thresholds
+    from handseg.phantom import render_hand
+
+    _model, _info, _model_cfg, spec = bundle
+    thresholds = resolve_thresholds(cfg)
+    image, _ = render_hand(0, cfg.efficiency.image_size, "R")
+    batches = cfg.efficiency.batch_sizes or sorted({1, cfg.batch_size_eval})
+    ref = eager_engine(bundle[0], "fp32", cfg.device)
+    ref_masks = whole_image(ref, image, inference_settings(cfg, spec, ref), cfg.device, thresholds)[0].cpu()
+    rows = []
+    for batch in batches:
+        x = tile_batch(image, spec, batch, engine_input_side(spec))
+        with torch.inference_mode():
+            ref_logits = ref(x).cpu()
+        for name in available_backends(cfg):
+            engine = make_engine(name, cfg, bundle, batch, image)
+            row = measure(engine, cfg, spec, image, batch, ref_logits, ref_masks, thresholds)
+            if progress:
+                print(f"  {row.engine:<22} batch {batch}: {row.image_ms:9.1f} ms/image, {row.peak_mem_mib:8.1f} MiB")
+            rows.append(asdict(row))
+    return {
+        "device": cfg.device,
+        "device_name": torch.cuda.get_device_name(cfg.device) if cfg.device.startswith("cuda") else cpu_name(),
+        "torch_threads": torch.get_num_threads(),
+        "checkpoint": str(cfg.checkpoint),
+        "input": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()},
+        "image_size": cfg.efficiency.image_size,
+        "warmup": cfg.efficiency.warmup,
+        "iters": cfg.efficiency.iters,
+        "image_iters": cfg.efficiency.image_iters,
+        "memory_method": CUDA_MEMORY_METHOD if cfg.device.startswith("cuda") else CPU_MEMORY_METHOD,
+        "results": rows,
+    }
+
+
+def cpu_name() -> str:
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+COLUMNS = [
+    ("engine", "engine", "{}"), ("batch", "batch", "{}"), ("tile_ms_p50", "tile p50 ms", "{:.2f}"),
+    ("tile_ms_p90", "tile p90 ms", "{:.2f}"), ("tile_ms_p99", "tile p99 ms", "{:.2f}"),
+    ("image_ms", "image ms", "{:.1f}"), ("images_per_s", "images/s", "{:.3f}"),
+    ("peak_mem_mib", "peak MiB", "{:.0f}"), ("max_abs_diff_logits", "max |diff|", "{:.2e}"),
+    ("mask_dice_min", "mask Dice min", "{:.5f}"),
+]
+
+
+def format_table(result: dict) -> str:
+    """Markdown table of the measurements."""
+    head = "| " + " | ".join(c[1] for c in COLUMNS) + " |"
+    sep = "| " + " | ".join("---" for _ in COLUMNS) + " |"
+    lines = [head, sep]
+    for row in result["results"]:
+        lines.append("| " + " | ".join(fmt.format(row[key]) for key, _t, fmt in COLUMNS) + " |")
+    note = (
+        f"\n{result['image_size']}x{result['image_size']} image on {result['device']} ({result['device_name']}), "
+        f"{result['torch_threads']} threads; whole-image time includes tiling, blending, thresholds and RLE; "
+        f"memory: {result['memory_method']}.\n"
+    )
+    return "\n".join(lines) + "\n" + note
+
+
+def efficiency_chart(result: dict, path) -> None:
+    """Two panels: whole-image latency and peak memory per engine and batch."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from handseg.atomic import atomic_write_bytes
+
+    rows = result["results"]
+    labels = [f"{r['engine']}\nb{r['batch']}" for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.4 * len(rows) * 2), 4), dpi=100)
+    axes[0].bar(range(len(rows)), [r["image_ms"] for r in rows], color="#4c72b0")
+    axes[0].set_ylabel(f"ms per {result['image_size']}px image")
+    axes[1].bar(range(len(rows)), [r["peak_mem_mib"] for r in rows], color="#dd8452")
+    axes[1].set_ylabel("peak memory (MiB)")
+    for ax in axes:
+        ax.set_xticks(range(len(rows)), labels, fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,51 @@
+"""``torch.export`` of a checkpoint's logits module at a static tile shape.
+
+Ahead-of-time compilers (AOTInductor, Torch-TensorRT) specialise on one input shape; the evaluator exports
+``(batch, 3, side, side)`` and the engine pads short tile batches to ``batch``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from handseg.errors import ConfigError
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def check_tile_size(side: int, divisor: int, source: str = "config", key: str = "tile_size") -> None:
+    """A side the model's stride does not divide cannot be exported: ConfigError naming the key."""
+    if side % divisor:
+        lo, hi = side // divisor * divisor, (side // divisor + 1) * divisor
+        raise ConfigError(
+            source, key, f"{side} is not a multiple of the model's size divisor {divisor} (try {lo or hi} or {hi})"
+        )
+
+
+def example_input(batch: int, side: int, precision: str = "fp32", device: str = "cpu") -> torch.Tensor:
+    """A (batch, 3, side, side) example tensor in the engine's dtype (values like normalised X-rays)."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, side, side, generator=gen)
+    return x.to(device=device, dtype=DTYPES[precision])
+
+
+def logits_module(model, precision: str = "fp32", device: str = "cpu") -> torch.nn.Module:
+    """The model wrapped to return plain logits, cast to ``precision`` (strongly typed engines need that)."""
+    from handseg.models import LogitsModule
+
+    module = LogitsModule(model).eval().to(device)
+    return module.to(DTYPES[precision])
+
+
+def export_logits(
+    model, batch: int, side: int, divisor: int, precision: str = "fp32", device: str = "cpu", source: str = "config"
+) -> torch.export.ExportedProgram:
+    """Export ``model`` (HF segmentation model) as logits (B,3,side,side) -> (B,29,side/s,side/s), static shape.
+
+    ``precision`` casts weights and the example input (fp16/bf16 engines run in that dtype end to end).
+    """
+    check_tile_size(side, divisor, source=source)
+    module = logits_module(model, precision, device)
+    x = example_input(batch, side, precision, device)
+    with torch.no_grad():
+        return torch.export.export(module, (x,), strict=False)

@@ -1,0 +1,131 @@
+"""The manifest written beside every compiled engine, and the check that refuses a stale one.
+
+A manifest records what the engine is (backend, precision, static batch and tile shape, normalisation, classes,
+versions), where it came from (the source checkpoint's sha256) and how well it agrees with eager fp32.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from handseg.atomic import atomic_write_text
+from handseg.classes import CLASSES
+from handseg.errors import HandSegError
+
+MANIFEST_VERSION = 1
+
+
+class StaleEngineError(HandSegError):
+    """An engine's manifest does not match the checkpoint (or settings) it is about to be used with."""
+
+
+def manifest_path(engine_path: str | Path) -> Path:
+    """``trt_models/x.pt2`` -> ``trt_models/x.json``."""
+    return Path(engine_path).with_suffix(".json")
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries an engine depends on."""
+    import torch
+    import transformers
+
+    out = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
+    try:
+        import torch_tensorrt  # noqa: F401  (optional)
+
+        out["torch_tensorrt"] = torch_tensorrt.__version__
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        out["cuda"] = str(torch.version.cuda)
+    return out
+
+
+def build_manifest(
+    *,
+    engine_path: str | Path,
+    backend: str,
+    precision: str,
+    batch_size: int,
+    side: int,
+    output_shape: list[int],
+    input_spec: Any,
+    model_cfg: Any,
+    checkpoint: str | Path,
+    checkpoint_sha256: str,
+    device: str,
+    optimization_level: int | None,
+    agreement: dict | None,
+) -> dict:
+    """The manifest dict (JSON-serialisable)."""
+    spec = asdict(input_spec) if is_dataclass(input_spec) else dict(input_spec)
+    spec = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.items()}
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "engine": Path(engine_path).name,
+        "backend": backend,
+        "precision": precision,
+        "batch_size": int(batch_size),
+        "input_shape": [int(batch_size), 3, int(side), int(side)],
+        "output_shape": [int(s) for s in output_shape],
+        "input": spec,
+        "normalisation": {"mean": spec.get("mean"), "std": spec.get("std"), "scale": "uint8 / 255, gray -> 3 channels"},
+        "classes": list(CLASSES),
+        "model": asdict(model_cfg) if is_dataclass(model_cfg) else model_cfg,
+        "source_checkpoint": str(checkpoint),
+        "source_sha256": checkpoint_sha256,
+        "device": device,
+        "optimization_level": optimization_level,
+        "versions": versions(),
+        "agreement_vs_eager_fp32": agreement,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_manifest(engine_path: str | Path, manifest: dict) -> Path:
+    """Write the manifest beside the engine (atomic)."""
+    return atomic_write_text(manifest_path(engine_path), json.dumps(manifest, indent=2) + "\n")
+
+
+def read_manifest(engine_path: str | Path) -> dict:
+    """Read the manifest beside ``engine_path``; a missing or malformed one is a StaleEngineError."""
+    path = manifest_path(engine_path)
+    if not path.is_file():
+        raise StaleEngineError(f"{engine_path}: no manifest ({path.name}) beside the engine; recompile with tensorrt_aot.py")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise StaleEngineError(f"{path}: unreadable manifest; recompile with tensorrt_aot.py") from None
+    if not isinstance(data, dict):
+        raise StaleEngineError(f"{path}: manifest is not a JSON object; recompile with tensorrt_aot.py")
+    return data
+
+
+def check_manifest(manifest: dict, checkpoint_folder: str | Path, expect: dict | None = None) -> None:
+    """Refuse an engine built from another checkpoint, for other classes, or with other settings.
+
+    ``expect`` maps manifest keys (backend, precision, batch_size, input_shape, ...) to required values.
+    Raises StaleEngineError with a one-line message naming the mismatch.
+    """
+    from handseg.checkpoint import checkpoint_sha256
+
+    name = manifest.get("engine", "engine")
+    fix = "recompile it with `python tensorrt_aot.py --cfg-path <eval.yaml>`"
+    if manifest.get("manifest_version") != MANIFEST_VERSION:
+        raise StaleEngineError(f"{name}: manifest version {manifest.get('manifest_version')!r} is not supported; {fix}")
+    sha = checkpoint_sha256(checkpoint_folder)
+    if manifest.get("source_sha256") != sha:
+        raise StaleEngineError(
+            f"{name}: stale engine, built from checkpoint sha256 {str(manifest.get('source_sha256'))[:12]}... "
+            f"but {checkpoint_folder} has {sha[:12]}...; {fix}"
+        )
+    if manifest.get("classes") != list(CLASSES):
+        raise StaleEngineError(f"{name}: engine classes differ from the project's {len(CLASSES)} classes; {fix}")
+    for key, value in (expect or {}).items():
+        if manifest.get(key) != value:
+            raise StaleEngineError(f"{name}: manifest {key} is {manifest.get(key)!r}, the config needs {value!r}; {fix}")

@@ -1,0 +1,114 @@
+"""Validation outputs people read: Dice table (markdown, CSV, JSON), per-class bar chart, worst-image overlays."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from handseg.atomic import atomic_write_bytes, atomic_write_text
+from handseg.classes import CLASSES
+
+# Overlay colours (RGB): true positive, false positive, false negative.
+TP_RGB, FP_RGB, FN_RGB = (40, 200, 80), (240, 60, 40), (60, 120, 255)
+OVERLAY_MAX_SIDE = 768
+
+
+def write_validation_report(out: Path, summary, result, meta: dict) -> dict:
+    """Write dice.md, dice.csv, dice.json and dice.png under ``out``; returns their paths."""
+    from handseg.metrics import format_dice_table
+
+    out.mkdir(parents=True, exist_ok=True)
+    md = (
+        f"# Validation Dice\n\ncheckpoint `{meta.get('checkpoint')}`, engine `{meta.get('engine')}`, "
+        f"fold {meta.get('fold')} of {meta.get('n_folds')}, {summary.n_images} images\n\n"
+        f"{format_dice_table(summary)}\n"
+    )
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["class", "dice"])
+    for name in CLASSES:
+        writer.writerow([name, f"{summary.per_class[name]:.6f}"])
+    writer.writerow(["mean", f"{summary.mean:.6f}"])
+    per_image = np.asarray(result.per_image_dice)
+    data = {
+        "mean_dice": summary.mean,
+        "per_class": summary.per_class,
+        "n_images": summary.n_images,
+        "per_image": {n: [round(float(v), 6) for v in row] for n, row in zip(result.names, per_image)},
+        "settings": meta,
+    }
+    paths = {
+        "markdown": atomic_write_text(out / "dice.md", md),
+        "csv": atomic_write_text(out / "dice.csv", buf.getvalue()),
+        "json": atomic_write_text(out / "dice.json", json.dumps(data, indent=2) + "\n"),
+        "chart": dice_chart(summary, out / "dice.png"),
+    }
+    return paths
+
+
+def dice_chart(summary, path: Path) -> Path:
+    """Per-class bar chart of Dice with the mean as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = [summary.per_class[c] for c in CLASSES]
+    fig, ax = plt.subplots(figsize=(12, 4), dpi=100)
+    ax.bar(range(len(CLASSES)), values, color="#4c72b0")
+    ax.axhline(summary.mean, color="k", linestyle="--", linewidth=1, label=f"mean {summary.mean:.4f}")
+    ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=70, fontsize=8)
+    ax.set_ylim(max(0.0, min(values) - 0.05), 1.0)
+    ax.set_ylabel("Dice")
+    ax.set_title(f"Per-class Dice ({summary.n_images} images)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def overlay_rgb(image: np.ndarray, pred: np.ndarray, target: np.ndarray, max_side: int = OVERLAY_MAX_SIDE) -> np.ndarray:
+    """(h, w, 3) uint8 picture: the X-ray in gray with TP / FP / FN pixels (any class) in three colours.
+
+    image (H, W) uint8; pred, target (29, H, W) bool. A pixel wrong for any class shows as FN (missed bone)
+    before FP (extra bone); TP only where every class agrees. Downscaled so the longer side is <= max_side.
+    """
+    import cv2
+
+    pred = pred.astype(bool)
+    target = target.astype(bool)
+    fn = (target & ~pred).any(0)
+    fp = (pred & ~target).any(0)
+    tp = (pred & target).any(0) & ~fn & ~fp
+    rgb = np.repeat(image[..., None], 3, axis=2).astype(np.float32)
+    for mask, colour in ((tp, TP_RGB), (fp, FP_RGB), (fn, FN_RGB)):
+        rgb[mask] = 0.45 * rgb[mask] + 0.55 * np.asarray(colour, np.float32)
+    scale = min(1.0, max_side / max(image.shape))
+    out = rgb.clip(0, 255).astype(np.uint8)
+    if scale < 1.0:
+        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+        out = cv2.resize(out, size, interpolation=cv2.INTER_AREA)
+    return out
+
+
+def write_overlays(out: Path, worst: list, engine, settings, device: str, thresholds) -> list[Path]:
+    """Overlay PNGs of the worst images (recomputed prediction vs ground truth); returns the paths."""
+    from evaluator.validate import ground_truth
+    from handseg.image_io import read_image, write_png
+    from handseg.inference import predict_probs, threshold_probs
+
+    paths = []
+    for rank, (sample, mean_dice) in enumerate(worst):
+        image = read_image(sample.image_path)
+        pred = threshold_probs(predict_probs(engine, image, settings, device=device), thresholds).cpu().numpy()
+        target = ground_truth(sample, image.shape[:2])
+        rgb = overlay_rgb(image, pred, target)
+        name = f"{rank:02d}_{Path(sample.name).stem}_dice{mean_dice:.4f}.png"
+        paths.append(write_png(out / name, rgb[..., ::-1].copy()))  # write_png takes BGR like cv2
+    return paths

@@ -1,0 +1,75 @@
+"""Evaluation entry point, run under ``accelerate launch`` by ``accelerate_eval.sh``.
+
+    python -m evaluator.run_eval --mode validation|submission [--cfg-path config/eval.yaml]
+
+validation: per-class and mean Dice on the training run's validation fold (dice.md/.csv/.json, chart, overlays).
+submission: the competition CSV for ``test/DCM``. Images are sharded across processes (process i takes [i::n]) and
+the results gathered on the main process.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from handseg.errors import cli_main
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Validation Dice or submission CSV with a compiled or eager engine")
+    p.add_argument("--mode", choices=["validation", "submission"], required=True)
+    p.add_argument("--cfg-path", default="config/eval.yaml")
+    p.add_argument("--backend", choices=["tensorrt", "aot_inductor", "eager", "auto"], default=None)
+    p.add_argument("--output-dir", default=None)
+    return p.parse_args(argv)
+
+
+def process_device(cfg_device: str, accelerator) -> str:
+    """The config's device; with several GPU processes, each process's own GPU."""
+    if cfg_device == "cpu" or accelerator.num_processes == 1:
+        return cfg_device
+    return str(accelerator.device)
+
+
+def run(mode: str, cfg, accelerator=None) -> dict:
+    """Run one mode for a loaded config; returns the written outputs (main process) or {}."""
+    from evaluator.config import resolve_thresholds
+    from evaluator.engines import inference_settings, load_bundle, load_engine
+    from evaluator.submit import run_submission
+    from evaluator.validate import run_validation
+
+    device = process_device(cfg.device, accelerator) if accelerator is not None else cfg.device
+    thresholds = resolve_thresholds(cfg)
+    bundle = load_bundle(cfg, device)
+    engine = load_engine(cfg, device=device, bundle=bundle)
+    settings = inference_settings(cfg, bundle[3], engine)
+    if mode == "validation":
+        return run_validation(cfg, engine, settings, bundle[1], device, thresholds, accelerator)
+    return run_submission(cfg, engine, settings, device, thresholds, accelerator)
+
+
+@cli_main
+def main(argv=None) -> dict:
+    from accelerate import Accelerator
+
+    from evaluator.config import load_eval_config
+
+    args = parse_args(argv)
+    overrides = {k: v for k, v in {"backend": args.backend, "output_dir": args.output_dir}.items() if v}
+    cfg = load_eval_config(args.cfg_path, overrides=overrides)
+    accelerator = Accelerator(cpu=cfg.device == "cpu")
+    out = run(args.mode, cfg, accelerator)
+    if accelerator.is_main_process:
+        summary = out.pop("summary", None)
+        if summary is not None:
+            print(f"mean Dice {summary.mean:.4f} over {summary.n_images} validation images")
+        for key, value in out.items():
+            if isinstance(value, list):
+                print(f"{key}: {len(value)} files in {value[0].parent if value else cfg.output_dir}")
+            else:
+                print(f"{key}: {value}")
+    accelerator.wait_for_everyone()
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Validation mode: competition Dice on the training run's validation fold, sharded across processes.
+
+Each process evaluates ``samples[rank::world]`` with :func:`handseg.validation.evaluate_images` (the function
+training's validation calls), the per-image counts are gathered on the main process in the original order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from evaluator.config import EvalConfig, _find_key, resolve_split
+from handseg.classes import NUM_CLASSES
+
+
+def validation_samples(cfg: EvalConfig, info: dict) -> list:
+    """The validation fold of ``cfg.data_root`` with the training run's fold, n_folds, seed (and stratification)."""
+    from handseg.dataset_index import assign_folds, index_split, read_meta, split_fold
+
+    samples = index_split(cfg.data_root, "train")
+    fold, n_folds, seed = resolve_split(cfg, info)
+    stratify = _find_key(info.get("config") or {}, "stratify")
+    meta = read_meta(cfg.data_root) if stratify else None
+    folds = assign_folds(samples, n_folds=n_folds, seed=seed, stratify=stratify, meta=meta)
+    _train, val = split_fold(samples, folds, fold)
+    return list(val)
+
+
+def shard(items: Sequence, rank: int, world: int) -> list:
+    """Process ``rank`` of ``world`` takes items ``[rank::world]``."""
+    return list(items[rank::world])
+
+
+def gather_rows(rows: list, accelerator=None) -> list:
+    """All processes' rows on every process (concatenated in rank order); identity without Accelerate."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return list(rows)
+    from accelerate.utils import gather_object
+
+    return list(gather_object(rows))
+
+
+def evaluate_sharded(engine, samples: list, settings, device: str, thresholds, accelerator=None):
+    """EvalResult over all ``samples`` (original order), computed in shards across Accelerate processes."""
+    from handseg.metrics import dice_from_counts
+    from handseg.validation import EvalResult, evaluate_images
+
+    rank = accelerator.process_index if accelerator is not None else 0
+    world = accelerator.num_processes if accelerator is not None else 1
+    mine = shard(samples, rank, world)
+    index = list(range(len(samples)))[rank::world]
+    is_main = accelerator is None or accelerator.is_main_process
+    res = evaluate_images(engine, mine, settings, device, thresholds=thresholds, progress=is_main)
+    rows = [(i, name, counts) for i, name, counts in zip(index, res.names, np.asarray(res.counts))]
+    rows = sorted(gather_rows(rows, accelerator), key=lambda r: r[0])
+    if not rows:
+        counts = np.zeros((0, NUM_CLASSES, 3), dtype=np.int64)
+        return EvalResult(names=[], counts=counts, per_image_dice=dice_from_counts(counts))
+    counts = np.stack([r[2] for r in rows]).astype(np.int64)
+    return EvalResult(names=[r[1] for r in rows], counts=counts, per_image_dice=dice_from_counts(counts))
+
+
+def ground_truth(sample, hw: tuple[int, int]) -> np.ndarray:
+    """(29, H, W) uint8 masks of ``sample`` rasterised at its original size from its JSON (as validation does)."""
+    from handseg.validation import ground_truth as gt
+
+    return gt(sample, hw)
+
+
+def worst_images(result, samples: list, k: int) -> list[tuple[object, float]]:
+    """The ``k`` samples with the lowest mean Dice over classes, with that Dice."""
+    by_name = {s.name: s for s in samples} | {s.rel: s for s in samples}
+    means = np.asarray(result.per_image_dice).mean(axis=1)
+    order = np.argsort(means, kind="stable")[:k]
+    return [(by_name[result.names[i]], float(means[i])) for i in order if result.names[i] in by_name]
+
+
+def run_validation(cfg: EvalConfig, engine, settings, info: dict, device: str, thresholds, accelerator=None) -> dict:
+    """Evaluate the validation fold; on the main process write the report. Returns {output name: path}."""
+    from handseg.errors import DataFormatError
+    from handseg.metrics import summarize_dice
+
+    samples = validation_samples(cfg, info)
+    if not samples:
+        raise DataFormatError(cfg.data_root, "the validation fold is empty")
+    result = evaluate_sharded(engine, samples, settings, device, thresholds, accelerator)
+    if accelerator is not None and not accelerator.is_main_process:
+        return {}
+    from evaluator.report import write_overlays, write_validation_report
+
+    summary = summarize_dice(np.asarray(result.per_image_dice))
+    out = Path(cfg.output_dir)
+    paths = write_validation_report(out, summary, result, meta=_report_meta(cfg, info, engine, settings))
+    worst = worst_images(result, samples, cfg.n_worst_overlays)
+    paths["overlays"] = write_overlays(out / "overlays", worst, engine, settings, device, thresholds)
+    paths["summary"] = summary
+    return paths
+
+
+def _report_meta(cfg: EvalConfig, info: dict, engine, settings) -> dict:
+    from dataclasses import asdict
+
+    fold, n_folds, seed = resolve_split(cfg, info)
+    return {
+        "checkpoint": str(cfg.checkpoint),
+        "engine": engine.name,
+        "engine_path": str(engine.path) if engine.path else None,
+        "fold": fold,
+        "n_folds": n_folds,
+        "seed": seed,
+        "input": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings.input).items()},
+        "blend": settings.blend,
+        "flip_tta": settings.flip_tta,
+        "tile_batch": settings.batch_size,
+    }

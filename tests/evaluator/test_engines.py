@@ -1,0 +1,109 @@
+"""Export + AOTInductor compile of the tiny model on CPU, agreement with eager, manifests and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from evaluator.config import load_eval_config
+from evaluator.engines import eager_engine, inference_settings, load_bundle, load_engine
+from evaluator.manifest import StaleEngineError, check_manifest, read_manifest
+from handseg.errors import ConfigError
+
+from .conftest import TILE, make_checkpoint, synthetic_xray
+
+
+def test_aoti_engine_agrees_with_eager(aoti_engine, eval_yaml):
+    path, manifest = aoti_engine
+    assert path.suffix == ".pt2" and path.is_file() and path.with_suffix(".json").is_file()
+    assert manifest["backend"] == "aot_inductor" and manifest["input_shape"] == [2, 3, TILE, TILE]
+    assert manifest["output_shape"] == [2, 29, TILE // 4, TILE // 4]  # SegFormer logits at 1/4
+    assert manifest["input"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    agree = manifest["agreement_vs_eager_fp32"]
+    assert agree["mask_dice_min"] >= 0.999
+    assert agree["max_abs_diff_logits"] < 1e-3
+
+    # Load through the one interface and compare again, on another image, with a short (padded) tile batch.
+    cfg = load_eval_config(eval_yaml)
+    bundle = load_bundle(cfg)
+    engine = load_engine(cfg, bundle=bundle)
+    assert engine.backend == "aot_inductor" and engine.batch_size == 2
+    ref = eager_engine(bundle[0], "fp32", "cpu")
+    x = torch.randn(3, 3, TILE, TILE)  # 3 tiles: one full batch + one padded
+    torch.testing.assert_close(engine(x), ref(x), atol=1e-3, rtol=1e-3)
+
+    from evaluator.agreement import compare
+
+    out = compare(engine, ref, synthetic_xray(seed=1), inference_settings(cfg, bundle[3], engine),
+                  inference_settings(cfg, bundle[3], ref), "cpu")
+    assert out["mask_dice_min"] >= 0.999 and out["max_abs_diff_probs"] < 1e-3
+
+
+def test_stale_engine_is_refused(aoti_engine, eval_yaml, tmp_path):
+    path, manifest = aoti_engine
+    cfg = load_eval_config(eval_yaml)
+    # Same engine, checkpoint retrained (other weights): the manifest no longer matches.
+    other = make_checkpoint(tmp_path / "other" / "best", seed=1)
+    with pytest.raises(StaleEngineError, match="stale engine"):
+        check_manifest(read_manifest(path), other)
+    # Through load_engine: copy the engine where the config for the other checkpoint looks for it.
+    cfg.checkpoint = other
+    from evaluator.engines import engine_path
+
+    target = engine_path(cfg, "aot_inductor", 2, TILE)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, target)
+    shutil.copy(path.with_suffix(".json"), target.with_suffix(".json"))
+    with pytest.raises(StaleEngineError) as err:
+        load_engine(cfg)
+    assert "\n" not in str(err.value) and "tensorrt_aot.py" in str(err.value)
+    # A manifest for other settings (precision) is refused too.
+    bad = dict(manifest, precision="bf16")
+    with pytest.raises(StaleEngineError, match="precision"):
+        check_manifest(bad, load_eval_config(eval_yaml).checkpoint, expect={"precision": "fp32"})
+
+
+def test_missing_engine_says_how_to_build_it(eval_yaml, tmp_path):
+    cfg = load_eval_config(eval_yaml)
+    cfg.engine_dir = tmp_path / "empty"
+    with pytest.raises(StaleEngineError, match="tensorrt_aot.py"):
+        load_engine(cfg)
+
+
+def test_tensorrt_without_torch_tensorrt_is_one_line(eval_yaml, repo_root):
+    # The config's device is cpu: whether or not torch_tensorrt is installed, TensorRT cannot run here.
+    proc = subprocess.run(
+        [sys.executable, str(repo_root / "tensorrt_aot.py"), "--cfg-path", str(eval_yaml), "--backend", "tensorrt"],
+        capture_output=True, text=True, cwd=repo_root, timeout=300,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "--backend aot_inductor" in lines[0]
+    assert ("torch_tensorrt" in lines[0]) or ("CUDA" in lines[0])
+
+
+def test_tile_not_divisible_is_a_config_error(eval_yaml):
+    from evaluator.build_engine import build_engine
+
+    cfg = load_eval_config(eval_yaml, overrides={"tile_size": 72})
+    with pytest.raises(ConfigError) as err:
+        build_engine(cfg, load_bundle(cfg), synthetic_xray(), backend="aot_inductor")
+    assert err.value.key == "tile_size" and "multiple" in err.value.problem and "32" in err.value.problem
+
+
+def test_manifest_records_provenance(aoti_engine, tiny_ckpt):
+    from handseg.checkpoint import checkpoint_sha256
+    from handseg.classes import CLASSES
+
+    path, _ = aoti_engine
+    manifest = json.loads(path.with_suffix(".json").read_text())
+    assert manifest["source_sha256"] == checkpoint_sha256(tiny_ckpt)
+    assert manifest["classes"] == list(CLASSES)
+    assert manifest["precision"] == "fp32" and manifest["versions"]["torch"] == torch.__version__
+    assert len(manifest["agreement_vs_eager_fp32"]["mask_dice_per_class"]) == 29

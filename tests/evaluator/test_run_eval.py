@@ -1,0 +1,175 @@
+"""Validation and submission modes on the phantom data set, with the tiny checkpoint and the eager engine."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+
+from evaluator.config import load_eval_config
+from evaluator.run_eval import run
+from handseg.classes import CLASSES
+from handseg.errors import DataFormatError
+
+from .conftest import write_eval_yaml
+
+
+def decode_rle(rle: str, h: int, w: int) -> np.ndarray:
+    """Independent decoder: 'start length ...' pairs, 1-based starts, row-major."""
+    flat = np.zeros(h * w, dtype=np.uint8)
+    nums = [int(v) for v in rle.split()]
+    for start, length in zip(nums[0::2], nums[1::2]):
+        flat[start - 1 : start - 1 + length] = 1
+    return flat.reshape(h, w)
+
+
+@pytest.fixture()
+def eager_cfg(tmp_path, tiny_ckpt, engine_dir, phantom_root):
+    def make(data_root=phantom_root, **extra):
+        path = write_eval_yaml(tmp_path / "eval.yaml", tiny_ckpt, engine_dir, tmp_path / "out",
+                               data_root=data_root, backend="eager", **extra)
+        return load_eval_config(path)
+
+    return make
+
+
+def test_validation_equals_evaluate_images(eager_cfg):
+    from evaluator.engines import eager_engine, inference_settings, load_bundle
+    from evaluator.validate import validation_samples
+    from handseg.validation import evaluate_images
+
+    cfg = eager_cfg()
+    out = run("validation", cfg)
+    bundle = load_bundle(cfg)
+    engine = eager_engine(bundle[0])
+    samples = validation_samples(cfg, bundle[1])
+    assert len(samples) == 4  # 2 of 4 people, two hands each
+    direct = evaluate_images(engine, samples, inference_settings(cfg, bundle[3], engine), "cpu", progress=False)
+    assert out["summary"].mean == pytest.approx(direct.summary().mean, abs=1e-4)
+    for name in CLASSES:
+        assert out["summary"].per_class[name] == pytest.approx(direct.summary().per_class[name], abs=1e-4)
+    table = list(csv.reader(out["csv"].read_text().splitlines()))
+    assert table[0] == ["class", "dice"] and [r[0] for r in table[1:30]] == list(CLASSES) and table[30][0] == "mean"
+    assert "Pisiform" in out["markdown"].read_text()
+    assert out["chart"].stat().st_size > 1000
+    assert len(out["overlays"]) == 1 and out["overlays"][0].stat().st_size > 0
+
+
+def test_overlay_colours():
+    from evaluator.report import FN_RGB, FP_RGB, TP_RGB, overlay_rgb
+
+    image = np.zeros((4, 4), np.uint8)
+    pred = np.zeros((29, 4, 4), bool)
+    target = np.zeros((29, 4, 4), bool)
+    pred[0, 0, 0] = target[0, 0, 0] = True  # TP
+    pred[3, 1, 1] = True  # FP
+    target[5, 2, 2] = True  # FN
+    rgb = overlay_rgb(image, pred, target)
+    for (y, x), colour in (((0, 0), TP_RGB), ((1, 1), FP_RGB), ((2, 2), FN_RGB)):
+        assert np.argmax(rgb[y, x]) == int(np.argmax(colour)) and rgb[y, x].max() > 100
+    assert rgb[3, 3].max() == 0
+
+
+def _predicted_masks(cfg, sample):
+    from evaluator.config import resolve_thresholds
+    from evaluator.engines import eager_engine, inference_settings, load_bundle
+    from handseg.image_io import read_image
+    from handseg.inference import predict_probs, threshold_probs
+
+    bundle = load_bundle(cfg)
+    engine = eager_engine(bundle[0])
+    image = read_image(sample.image_path)
+    probs = predict_probs(engine, image, inference_settings(cfg, bundle[3], engine), "cpu")
+    return threshold_probs(probs, resolve_thresholds(cfg)).numpy().astype(np.uint8)
+
+
+def test_submission_round_trip_and_order(eager_cfg, phantom_root):
+    from evaluator.submit import test_samples
+
+    cfg = eager_cfg()
+    out = run("submission", cfg)
+    rows = list(csv.reader(out["csv"].read_text().splitlines()))
+    assert rows[0] == ["image_name", "class", "rle"]
+    sample_rows = list(csv.reader((phantom_root / "sample_submission.csv").read_text().splitlines()))
+    assert [r[:2] for r in rows[1:]] == [r[:2] for r in sample_rows[1:]]  # sample_submission's order wins
+    samples = test_samples(phantom_root)
+    assert len(rows) - 1 == 29 * len(samples)
+    lookup = {(r[0], r[1]): r[2] for r in rows[1:]}
+    for sample in samples:
+        masks = _predicted_masks(cfg, sample)
+        assert masks.sum() > 0
+        h, w = masks.shape[1:]
+        decoded = np.stack([decode_rle(lookup[(sample.name, c)], h, w) for c in CLASSES])
+        np.testing.assert_array_equal(decoded, masks)
+
+    # Without a sample submission: images by path under test/DCM, classes in CLASSES order.
+    data = phantom_root.parent / "nosample"
+    if not data.exists():
+        shutil.copytree(phantom_root / "test", data / "test")
+    out2 = run("submission", eager_cfg(data_root=data, output_dir=str(data / "out")))
+    rows2 = list(csv.reader(out2["csv"].read_text().splitlines()))
+    expected = [(s.name, c) for s in sorted(samples, key=lambda s: s.rel) for c in CLASSES]
+    assert [tuple(r[:2]) for r in rows2[1:]] == expected
+
+
+def test_unreadable_png_is_listed_and_no_csv(eager_cfg, phantom_root, tmp_path, capsys):
+    from evaluator.submit import SubmissionIncompleteError
+
+    data = tmp_path / "data"
+    shutil.copytree(phantom_root / "test", data / "test")
+    pngs = sorted((data / "test" / "DCM").rglob("*.png"))
+    pngs[1].write_bytes(b"not a png at all")
+    cfg = eager_cfg(data_root=data)
+    with pytest.raises(SubmissionIncompleteError) as err:
+        run("submission", cfg)
+    assert "1 of" in str(err.value) and "no submission CSV" in str(err.value)
+    printed = capsys.readouterr().out
+    assert pngs[1].name in printed and pngs[0].name not in printed
+    assert not (tmp_path / "out" / "submission.csv").exists()
+
+
+def test_test_folder_without_pngs(eager_cfg, tmp_path):
+    data = tmp_path / "empty"
+    (data / "test" / "DCM" / "ID001").mkdir(parents=True)
+    with pytest.raises(DataFormatError, match="no PNG"):
+        run("submission", eager_cfg(data_root=data))
+
+
+def test_accelerate_eval_sh_validation(eager_cfg, tmp_path, repo_root):
+    import json
+    import subprocess
+
+    import yaml
+
+    cfg = eager_cfg()
+    cfg_path = tmp_path / "eval.yaml"
+    proc = subprocess.run(["sh", str(repo_root / "accelerate_eval.sh"), "--mode", "validation", "--cfg-path",
+                           str(cfg_path), "--output-dir", str(tmp_path / "sh")],
+                          capture_output=True, text=True, cwd=repo_root, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    via_sh = json.loads((tmp_path / "sh" / "dice.json").read_text())
+    direct = run("validation", cfg)
+    assert via_sh["mean_dice"] == pytest.approx(direct["summary"].mean, abs=1e-4)
+    assert yaml.safe_load(cfg_path.read_text())["backend"] == "eager"
+
+
+def test_tune_thresholds_writes_a_file_eval_yaml_reads(eager_cfg, tmp_path, repo_root):
+    import importlib.util
+
+    from evaluator.config import resolve_thresholds
+
+    spec = importlib.util.spec_from_file_location("tune_thresholds", repo_root / "scripts" / "tune_thresholds.py")
+    tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune)
+    cfg = eager_cfg()
+    out = tmp_path / "thresholds.yaml"
+    result = tune.main(["--cfg-path", str(tmp_path / "eval.yaml"), "--bins", "20", "--out", str(out)])
+    assert result["mean_dice_tuned"] >= result["mean_dice_at_0.5"] - 1e-9
+    cfg.thresholds = str(out)
+    values = resolve_thresholds(cfg)
+    assert len(values) == 29 and all(0 < v < 1 for v in values)
+    # Tuned thresholds give (at least) the reported Dice through the evaluator itself.
+    summary = run("validation", cfg)["summary"]
+    assert summary.mean == pytest.approx(result["mean_dice_tuned"], abs=1e-3)
