@@ -1,0 +1,175 @@
+"""Samples/s of the project's training loader against the usual per-sample competition loader, in one run.
+
+    python benchmarks/bench_loader.py [--data ROOT] [--ids 4] [--size 2048] [--samples 24] [--workers 0 2]
+
+Data: ``--data`` (the train split of a data root), or a phantom set of ``--ids`` persons (two hands each) at
+``--size`` generated into a temporary folder. Both loaders produce the same thing, batches of
+dict(pixel_values (B, 3, h, w) float32 normalised, labels (B, 29, h, w) float32), with no augmentation:
+
+- stage 1: whole images at ``--image-size`` (512);
+- stage 2: ``--crop-size`` (1024) crops at native resolution.
+
+Baseline (the usual notebook Dataset): per sample ``cv2.imread`` the PNG, ``json.load`` the annotation,
+``cv2.fillPoly`` each class into a full-size (H, W, 29) mask, then ``cv2.resize`` image and mask (stage 1) or
+crop both (stage 2). Project: :class:`~handseg.cache.ImageCache` (built once; its build time is printed
+separately and excluded from the rates) read by :class:`~trainer.data.WholeImageDataset` /
+:class:`~trainer.data.CropDataset`. Each measurement draws ``--samples`` samples in batches of
+``--batch-size``; the clock starts when the first batch arrives, so worker start-up is excluded for both.
+Labels are timed as float32 (the default) and as uint8 (``data.label_dtype: uint8``), for both loaders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from handseg.cache import ImageCache
+from handseg.classes import CLASS_TO_INDEX, NUM_CLASSES
+from handseg.dataset_index import index_split
+from handseg.errors import cli_main
+from handseg.models import IMAGENET_MEAN, IMAGENET_STD
+from trainer.data import CropDataset, WholeImageDataset
+
+MEAN = np.array(IMAGENET_MEAN, np.float32)
+STD = np.array(IMAGENET_STD, np.float32)
+
+
+class BaselineDataset(Dataset):
+    """The usual competition loader: decode and rasterise everything from the files, every time."""
+
+    def __init__(self, samples, stage: int, image_size: int, crop_size: int, length: int, seed: int = 0,
+                 label_dtype: torch.dtype = torch.float32):
+        self.samples, self.stage, self.length, self.label_dtype = samples, stage, length, label_dtype
+        self.image_size, self.crop_size, self.seed = image_size, crop_size, seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        s = self.samples[i % len(self.samples)]
+        image = cv2.imread(str(s.image_path))  # (H, W, 3) uint8 BGR of the gray X-ray
+        with open(s.label_path) as f:
+            annotations = json.load(f)["annotations"]
+        h, w = image.shape[:2]
+        label = np.zeros((h, w, NUM_CLASSES), dtype=np.uint8)
+        for ann in annotations:
+            class_label = np.zeros((h, w), dtype=np.uint8)
+            cv2.fillPoly(class_label, [np.array(ann["points"], dtype=np.int32)], 1)
+            label[..., CLASS_TO_INDEX[ann["label"]]] = class_label
+        if self.stage == 1:
+            size = (self.image_size, self.image_size)
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
+        else:
+            c = self.crop_size
+            rng = np.random.default_rng([self.seed, i])
+            y0, x0 = int(rng.integers(0, max(h - c, 0) + 1)), int(rng.integers(0, max(w - c, 0) + 1))
+            image, label = image[y0 : y0 + c, x0 : x0 + c], label[y0 : y0 + c, x0 : x0 + c]
+        image = (image[..., ::-1].astype(np.float32) / 255.0 - MEAN) / STD
+        return {
+            "pixel_values": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "labels": torch.from_numpy(np.ascontiguousarray(label.transpose(2, 0, 1))).to(self.label_dtype),
+        }
+
+
+def samples_per_second(dataset: Dataset, batch_size: int, workers: int, seed: int) -> float:
+    """Steady-state rate: samples after the first batch divided by the time since the first batch arrived."""
+    gen = torch.Generator().manual_seed(seed)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, sampler=RandomSampler(dataset, generator=gen), num_workers=workers
+    )
+    it = iter(loader)
+    next(it)
+    t0, n = time.perf_counter(), 0
+    for batch in it:
+        n += batch["pixel_values"].shape[0]
+    return n / (time.perf_counter() - t0)
+
+
+def make_phantom(out: Path, ids: int, size: int, seed: int) -> Path:
+    from handseg.phantom import generate_dataset
+
+    generate_dataset(out, train_ids=ids, test_ids=0, size=size, seed=seed, preview=False, progress=True)
+    return out
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=None, help="data root (default: generate a phantom set)")
+    parser.add_argument("--ids", type=int, default=4, help="persons in the generated phantom set")
+    parser.add_argument("--size", type=int, default=2048, help="side of the generated phantom images")
+    parser.add_argument("--image-size", type=int, default=512)
+    parser.add_argument("--crop-size", type=int, default=1024)
+    parser.add_argument("--samples", type=int, default=24, help="samples drawn per measurement")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--label-dtype", nargs="+", choices=["float32", "uint8"], default=["float32", "uint8"],
+                        help="dtype of the label batches (float32: the default; uint8: data.label_dtype)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    # OpenCV's thread pool is not fork-safe (see trainer.data.build_train_loader); same setting for both loaders.
+    cv2.setNumThreads(0)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_loader."))
+    try:
+        root = args.data or make_phantom(tmp / "data", args.ids, args.size, args.seed)
+        samples = index_split(root, "train")
+        h, w = cv2.imread(str(samples[0].image_path), cv2.IMREAD_GRAYSCALE).shape
+        print(f"data: {len(samples)} images of {w}x{h} from {root}; {args.samples} samples per measurement, "
+              f"batch {args.batch_size}, torch threads {torch.get_num_threads()}")
+
+        t0 = time.perf_counter()
+        cache1 = ImageCache(samples, tmp / "cache", args.image_size, progress=False)
+        build1 = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cache2 = ImageCache(samples, tmp / "cache", None, progress=False)
+        build2 = time.perf_counter() - t0
+        n = len(samples)
+        reps = -(-args.samples // n)
+        rows = []
+        for stage, what in ((1, f"stage 1: whole image at {args.image_size}"),
+                            (2, f"stage 2: {args.crop_size} native crops")):
+            for name in args.label_dtype:
+                dtype = getattr(torch, name)
+                if stage == 1:
+                    ours = WholeImageDataset(cache1, list(range(n)) * reps, seed=args.seed, label_dtype=dtype)
+                else:
+                    ours = CropDataset(cache2, args.crop_size, list(range(n)), crops_per_image=reps, seed=args.seed,
+                                       label_dtype=dtype)
+                base = BaselineDataset(samples, stage, args.image_size, args.crop_size, args.samples, args.seed, dtype)
+                for workers in args.workers:
+                    b = samples_per_second(base, args.batch_size, workers, args.seed)
+                    o = samples_per_second(ours, args.batch_size, workers, args.seed)
+                    rows.append((what, name, workers, b, o))
+                    print(f"  {what}, {name} labels, {workers} workers: baseline {b:.1f}/s, handseg {o:.1f}/s",
+                          flush=True)
+
+        print()
+        print("| loader input | labels | workers | baseline samples/s | handseg samples/s | speed-up |")
+        print("| --- | --- | ---: | ---: | ---: | ---: |")
+        for what, name, workers, b, o in rows:
+            print(f"| {what} | {name} | {workers} | {b:.1f} | {o:.1f} | {o / b:.1f}x |")
+        print()
+        print(f"one-time cache build: {build1:.1f} s at {args.image_size} ({n} images), {build2:.1f} s native; "
+              f"on disk {sum(f.stat().st_size for f in (tmp / 'cache').rglob('*.npy')) / 2**20:.0f} MiB")
+        rate = {s: max(b for what, _, _, b, _ in rows if what.startswith(f"stage {s}")) for s in (1, 2)}
+        print(f"the build takes as long as {build1 * rate[1] / n:.2f} (stage 1) and {build2 * rate[2] / n:.2f} "
+              f"(stage 2) epochs of the fastest baseline on this data set")
+        speedups = [o / b for *_, b, o in rows]
+        print(f"speed-up: min {min(speedups):.1f}x, max {max(speedups):.1f}x")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

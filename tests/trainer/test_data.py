@@ -1,0 +1,152 @@
+"""Training data on phantom files: config checks, fold split, both stages' datasets, loaders with workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from handseg.config_schema import load_config
+from handseg.errors import ConfigError
+from handseg.models import IMAGENET_MEAN, IMAGENET_STD
+from handseg.rasterize import unpack_bits
+from trainer.data import (
+    CropDataset,
+    DataConfig,
+    WholeImageDataset,
+    build_dataset,
+    build_train_loader,
+    load_split,
+    set_epoch,
+)
+
+
+@dataclass
+class Schema:
+    data: DataConfig
+
+
+def data_cfg(root: Path, tmp_path: Path, **kw) -> DataConfig:
+    base = dict(
+        data_root=root, n_folds=4, image_size=64, crop_size=64, crops_per_image=3, batch_size=2,
+        num_workers=0, cache_dir=tmp_path / "cache",
+    )
+    base.update(kw)
+    return DataConfig(**base)
+
+
+@pytest.fixture()
+def split(phantom_root, tmp_path):
+    return load_split(data_cfg(phantom_root, tmp_path))
+
+
+def test_config_from_yaml_and_its_errors(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("data:\n  data_root: data/phantom\n  augmentations:\n    - {name: HorizontalFlip, p: 0.5}\n")
+    cfg = load_config(path, Schema).data
+    assert cfg.data_root == Path("data/phantom") and cfg.cache_dir == Path(".cache/handseg")
+    assert (cfg.fold, cfg.n_folds, cfg.bone_fraction) == (0, 5, 0.9)
+    for bad, key in [
+        ("  bone_fraction: 1.5\n", "data.bone_fraction"),
+        ("  fold: 5\n", "data.fold"),
+        ("  crop_size: 0\n", "data.crop_size"),
+        ("  augmentations: [{name: Flipp}]\n", "data.augmentations[0].name"),
+        ("  batchsize: 4\n", "data.batchsize"),
+    ]:
+        path.write_text("data:\n  data_root: data/phantom\n" + bad)
+        with pytest.raises(ConfigError) as info:
+            load_config(path, Schema)
+        assert info.value.key == key and info.value.file == path
+
+
+def test_missing_data_root_and_empty_fold_are_config_errors(phantom_root, tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_split(data_cfg(tmp_path / "nowhere", tmp_path), file="train.yaml")
+    assert info.value.key == "data.data_root" and "scripts/make_phantom.py --out data/phantom" in str(info.value)
+    with pytest.raises(ConfigError) as info:  # 4 persons cannot fill 5 folds: one fold would be empty
+        load_split(data_cfg(phantom_root, tmp_path, n_folds=5), file="train.yaml")
+    assert info.value.key == "data.n_folds" and "empty" in info.value.problem
+
+
+def test_split_keeps_persons_together(split):
+    assert len(split.samples) == 8 and len(split.train) == 6 and len(split.val) == 2
+    assert not {s.patient_id for s in split.train} & {s.patient_id for s in split.val}
+
+
+def test_whole_image_items_are_normalised_cache_images(split, phantom_root, tmp_path):
+    cfg = data_cfg(phantom_root, tmp_path)
+    ds = build_dataset(cfg, split.train, 1, cache_samples=split.samples, augment=False, progress=False)
+    assert isinstance(ds, WholeImageDataset) and len(ds) == 6
+    item = ds[1]
+    k = ds.indices[1]
+    assert ds.cache.samples[k] == split.train[1]
+    x, y = item["pixel_values"], item["labels"]
+    assert x.shape == (3, 64, 64) and x.dtype == torch.float32 and y.shape == (29, 64, 64) and y.dtype == torch.float32
+    gray = torch.from_numpy(np.array(ds.cache.image(k))).float() / 255
+    for c in range(3):
+        torch.testing.assert_close(x[c], (gray - IMAGENET_MEAN[c]) / IMAGENET_STD[c])
+    np.testing.assert_array_equal(y.numpy(), unpack_bits(np.array(ds.cache.mask(k)), 29))
+    assert 0 < y.mean() < 0.5
+    compact = build_dataset(replace(cfg, label_dtype="uint8"), split.train, 1, augment=False, progress=False)
+    assert compact[1]["labels"].dtype == torch.uint8 and torch.equal(compact[1]["labels"].float(), y)
+
+
+def test_crops_are_native_and_mostly_bone(split, phantom_root, tmp_path):
+    cfg = data_cfg(phantom_root, tmp_path, crop_size=48, crops_per_image=50, bone_fraction=0.7)
+    ds = build_dataset(cfg, split.train, 2, augment=False, progress=False)
+    assert isinstance(ds, CropDataset) and len(ds) == 300 and ds.cache.resolution is None
+    windows = [ds.crop_window(i) for i in range(len(ds))]
+    centred = np.array([w.cls >= 0 for w in windows])
+    assert abs(centred.mean() - 0.7) < 0.1  # binomial(300, 0.7): sd 0.026
+    assert len({w.cls for w in windows if w.cls >= 0}) >= 20  # classes drawn evenly, small ones too
+    for i in range(0, 300, 7):
+        item, w = ds[i], windows[i]
+        assert item["pixel_values"].shape == (3, 48, 48) and item["labels"].shape == (29, 48, 48)
+        native = np.array(ds.cache.image(w.index)[w.y0 : w.y0 + 48, w.x0 : w.x0 + 48])
+        expected = (torch.from_numpy(native).float() / 255 - IMAGENET_MEAN[0]) / IMAGENET_STD[0]
+        torch.testing.assert_close(item["pixel_values"][0], expected)
+        if w.cls >= 0:
+            assert item["labels"][w.cls].sum() > 0  # the crop holds the class it was centred on
+    all_bone = build_dataset(replace(cfg, bone_fraction=1.0), split.train, 2, augment=False, progress=False)
+    assert all(all_bone[i]["labels"].amax(dim=0).mean() > 0.05 for i in range(0, 300, 10))
+
+
+def test_items_are_deterministic_for_seed_and_epoch(split, phantom_root, tmp_path):
+    cfg = data_cfg(phantom_root, tmp_path, augmentations=[{"name": "Affine", "rotate": [-20, 20], "p": 1.0}])
+    a = build_dataset(cfg, split.train, 2, progress=False)
+    b = build_dataset(cfg, split.train, 2, progress=False)
+    for i in (0, 5, 17):
+        torch.testing.assert_close(a[i]["pixel_values"], b[i]["pixel_values"])
+        torch.testing.assert_close(a[i]["labels"], b[i]["labels"])
+    before = [a.crop_window(i) for i in range(18)]
+    a.set_epoch(1)
+    assert [a.crop_window(i) for i in range(18)] != before
+    other_seed = build_dataset(cfg, split.train, 2, seed=1, progress=False)
+    assert [other_seed.crop_window(i) for i in range(18)] != before
+
+
+def batches(loader, epoch):
+    set_epoch(loader, epoch)
+    return [(b["pixel_values"].clone(), b["labels"].clone()) for b in loader]
+
+
+def test_loader_with_two_workers_matches_the_in_process_loader(split, phantom_root, tmp_path):
+    aug = [{"name": "HorizontalFlip", "p": 0.5}, {"name": "RandomBrightnessContrast", "p": 0.5}]
+    for stage in (1, 2):
+        cfg = data_cfg(phantom_root, tmp_path, augmentations=aug, crops_per_image=1)
+        plain = build_train_loader(cfg, split.train, stage, cache_samples=split.samples, progress=False)
+        workers = build_train_loader(
+            replace(cfg, num_workers=2), split.train, stage, cache_samples=split.samples, progress=False
+        )
+        got = batches(workers, 3)
+        want = batches(plain, 3)
+        assert len(got) == 3 and got[0][0].shape == (2, 3, 64, 64) and got[0][1].shape == (2, 29, 64, 64)
+        for (x1, y1), (x2, y2) in zip(got, want):
+            torch.testing.assert_close(x1, x2)
+            torch.testing.assert_close(y1, y2)
+        assert workers.dataset.epoch == 3
+        other_epoch = batches(plain, 4)
+        assert any(not torch.equal(a[0], b[0]) for a, b in zip(other_epoch, want))

@@ -1,0 +1,99 @@
+"""Losses on hand-computed values and their behaviour on SegFormer-sized (1/4 resolution) logits."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from handseg.errors import ConfigError
+from handseg.config_schema import from_dict
+from trainer.losses import LossConfig, LossTerm, SegLoss, bce_loss, focal_loss, match_size, soft_dice_loss
+
+
+def test_bce_matches_hand_computation():
+    logits = torch.tensor([0.0, 2.0, -1.0, 3.0]).view(1, 1, 2, 2)
+    target = torch.tensor([1.0, 0.0, 0.0, 1.0]).view(1, 1, 2, 2)
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    expected = -(math.log(sig(0)) + math.log(1 - sig(2)) + math.log(1 - sig(-1)) + math.log(sig(3))) / 4
+    assert bce_loss(logits, target).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_soft_dice_per_image_and_class():
+    # Class 0 predicted perfectly (large logits), class 1 completely wrong: Dice ~1 and ~0 -> loss ~0.5.
+    target = torch.zeros(1, 2, 4, 4)
+    target[0, 0, :2] = 1
+    target[0, 1, 2:] = 1
+    logits = torch.where(target > 0, 50.0, -50.0)
+    logits[0, 1] = -logits[0, 1]
+    loss = soft_dice_loss(logits, target, smooth=0.0)
+    assert loss.item() == pytest.approx(0.5, abs=1e-6)
+    # Empty target with an empty prediction is a perfect score thanks to the smoothing term.
+    assert soft_dice_loss(torch.full((1, 1, 4, 4), -50.0), torch.zeros(1, 1, 4, 4), smooth=1.0).item() < 1e-6
+
+
+def test_focal_reduces_to_bce_and_downweights_easy_pixels():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8) * 3
+    target = (torch.rand(2, 3, 8, 8) > 0.5).float()
+    assert focal_loss(logits, target, gamma=0.0).item() == pytest.approx(bce_loss(logits, target).item(), rel=1e-6)
+    assert focal_loss(logits, target, gamma=2.0).item() < bce_loss(logits, target).item()
+    easy = torch.full((1, 1, 2, 2), 6.0)
+    hard = torch.full((1, 1, 2, 2), 0.1)
+    one = torch.ones(1, 1, 2, 2)
+    ratio_easy = focal_loss(easy, one, 2.0) / bce_loss(easy, one)
+    ratio_hard = focal_loss(hard, one, 2.0) / bce_loss(hard, one)
+    assert ratio_easy < 0.01 < ratio_hard
+
+
+def test_logits_are_upsampled_bilinearly_to_mask_size():
+    logits = torch.randn(2, 29, 16, 16)
+    out = match_size(logits, (64, 64))
+    assert out.shape == (2, 29, 64, 64) and out.dtype == torch.float32
+    assert torch.equal(out, F.interpolate(logits, size=(64, 64), mode="bilinear", align_corners=False))
+    assert match_size(logits, (16, 16)) is not None and torch.equal(match_size(logits, (16, 16)), logits)
+
+
+def test_weighted_sum_and_aux_term():
+    torch.manual_seed(1)
+    logits = torch.randn(2, 29, 8, 8, requires_grad=True)  # 1/4 of the 32 px masks, as SegFormer gives
+    aux = torch.randn(2, 29, 32, 32)
+    target = (torch.rand(2, 29, 32, 32) > 0.7).float()
+    cfg = LossConfig(terms=[LossTerm("bce", 0.5), LossTerm("dice", 2.0), LossTerm("focal", 1.0)], focal_gamma=2.0)
+    loss_fn = SegLoss(cfg, aux_weight=0.4)
+    total, parts = loss_fn(logits, target)
+    up = match_size(logits, (32, 32))
+    expected = 0.5 * bce_loss(up, target) + 2.0 * soft_dice_loss(up, target) + focal_loss(up, target, 2.0)
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert set(parts) == {"bce", "dice", "focal"}
+    total_aux, parts_aux = loss_fn(logits, target, aux)
+    aux_expected = 0.5 * bce_loss(aux, target) + 2.0 * soft_dice_loss(aux, target) + focal_loss(aux, target, 2.0)
+    assert total_aux.item() == pytest.approx(expected.item() + 0.4 * aux_expected.item(), rel=1e-5)
+    assert "aux" in parts_aux
+    total.backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+
+
+def test_bf16_logits_give_float32_loss():
+    logits = torch.randn(1, 29, 8, 8).bfloat16()
+    target = (torch.rand(1, 29, 32, 32) > 0.5).float()
+    total, _ = SegLoss(LossConfig())(logits, target)
+    assert total.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    "data, key",
+    [
+        ({"terms": [{"name": "tversky", "weight": 1.0}]}, "loss.terms[0].name"),
+        ({"terms": [{"name": "bce", "wieght": 1.0}]}, "loss.terms[0].wieght"),
+        ({"terms": []}, "loss.terms"),
+        ({"terms": [{"name": "bce"}, {"name": "bce"}]}, "loss.terms"),
+        ({"focal_gamma": "two"}, "loss.focal_gamma"),
+    ],
+)
+def test_loss_config_errors_name_the_key(data, key):
+    with pytest.raises(ConfigError) as err:
+        from_dict(LossConfig, data, file="train.yaml", prefix="loss")
+    assert err.value.key == key

@@ -1,0 +1,169 @@
+"""End-to-end training on the tiny phantom set: dry run, stage 1 -> stage 2, errors before training, NaN
+loss, interrupt + resume, and two data-parallel CPU processes. Each run is a real subprocess of the
+training command with the `test` SegFormer at 128 px."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from handseg.dataset_index import index_split
+from trainer.data import load_split
+from trainer.config import load_train_config
+from tests.trainer.helpers import REPO_ROOT, run_train, tiny_config, write_yaml
+
+pytestmark = pytest.mark.slow
+
+# Resume must reproduce the uninterrupted run's weights. On CPU with one thread the two runs execute the
+# same operations in the same order, so the weights agree bit for bit; the stated tolerance leaves room
+# only for float32 rounding.
+RESUME_ATOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("train")
+
+
+@pytest.fixture(scope="module")
+def stage1(phantom_root, work) -> Path:
+    """A finished 2-epoch stage-1 run; returns its output folder."""
+    out = work / "stage1"
+    cfg = write_yaml(work / "stage1.yaml", tiny_config(phantom_root, out))
+    proc = run_train(cfg)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def _info(folder: Path) -> dict:
+    return json.loads((folder / "handseg.json").read_text())
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_dryrun_through_the_launcher_exits_0_and_writes_nothing(phantom_root, work):
+    out = work / "dry"
+    raw = tiny_config(phantom_root, out, accelerate_config="config/accelerate/cpu.yaml", dryrun_steps=1)
+    cfg = write_yaml(work / "dry.yaml", raw)
+    proc = subprocess.run(["sh", "accelerate_train.sh", "--cfg-path", str(cfg), "--dryrun"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=240, env={**__import__("os").environ,
+                                                                             "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "DRY RUN" in proc.stdout and "mean Dice" in proc.stdout
+    assert not (out / "best").exists() and not (out / "state").exists()
+
+
+def test_stage1_writes_best_and_last_checkpoints(stage1, phantom_root):
+    for name in ("best", "last"):
+        folder = stage1 / name
+        assert {"config.json", "model.safetensors", "handseg.json"} <= {p.name for p in folder.iterdir()}
+        info = _info(folder)
+        assert info["stage"] == 1 and info["model"]["arch"] == "segformer"
+        assert info["input"]["mode"] == "resize" and info["input"]["image_size"] == 128
+        assert info["config"]["epochs"] == 2 and len(info["data_fingerprint"]) > 0
+        assert len(info["classes"]) == 29
+    last = _info(stage1 / "last")
+    assert (last["epoch"], last["step"]) == (2, 6)  # 6 training images, batch 2, 2 epochs
+    assert set(last["dice"]) == set(last["classes"])
+    best = _info(stage1 / "best")
+    assert best["mean_dice"] == max(json.loads(p.read_text())["mean_dice"]
+                                    for p in (stage1 / "validation").glob("epoch_*.json"))
+    # Validation covered the whole validation fold once, by relative path.
+    split = load_split(load_train_config(stage1.parent / "stage1.yaml").data)
+    report = json.loads((stage1 / "validation" / "epoch_002.json").read_text())
+    assert sorted(report["per_image"]) == sorted(s.rel for s in split.val)
+    assert (stage1 / "state").is_dir() and any((stage1 / "logs").rglob("events.out.tfevents*"))
+
+
+def test_stage2_starts_from_stage1_best(stage1, phantom_root, work):
+    out = work / "stage2"
+    raw = tiny_config(phantom_root, out, stage=2, ckpt=str(stage1 / "best"), epochs=1,
+                      max_train_steps_per_epoch=2, optim={"lr": 1e-9})
+    proc = run_train(write_yaml(work / "stage2.yaml", raw))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = _info(out / "best")
+    assert info["stage"] == 2 and info["input"]["mode"] == "tile" and info["input"]["tile_size"] == 128
+    # With lr 1e-9 two steps move no weight by more than ~2e-9: stage 2 must hold stage 1's best weights
+    # (a fresh random init would differ by O(0.1)). BatchNorm statistics move in train mode whatever the lr.
+    before, after = _weights(stage1 / "best"), _weights(out / "best")
+    assert before.keys() == after.keys()
+    params = [k for k in before if "running_" not in k and "num_batches_tracked" not in k]
+    assert len(params) > 50
+    assert max((before[k] - after[k]).abs().max().item() for k in params) < 1e-6
+
+
+def test_stage2_checkpoint_errors_come_before_training(stage1, phantom_root, work):
+    out = work / "stage2_bad"
+    missing = tiny_config(phantom_root, out, stage=2, ckpt=str(work / "nope" / "best"))
+    proc = run_train(write_yaml(work / "bad_missing.yaml", missing))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "bad_missing.yaml: ckpt:" in proc.stderr and "not found" in proc.stderr
+    other = tiny_config(phantom_root, out, stage=2, ckpt=str(stage1 / "best"),
+                        model={"arch": "upernet", "preset": "test"})
+    proc = run_train(write_yaml(work / "bad_arch.yaml", other))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "bad_arch.yaml: ckpt:" in proc.stderr and "segformer/test" in proc.stderr
+    assert not out.exists()
+
+
+def test_nan_loss_stops_with_the_step(phantom_root, work):
+    out = work / "nan"
+    raw = tiny_config(phantom_root, out, optim={"lr": 1e30}, clip_grad_norm=None,
+                      schedule={"name": "constant", "warmup_steps": 0})
+    proc = run_train(write_yaml(work / "nan.yaml", raw))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: loss is") and "at step 2 " in line, line
+
+
+def test_interrupted_and_resumed_run_matches_uninterrupted(stage1, phantom_root, work):
+    out = work / "resume"
+    raw = tiny_config(phantom_root, out)
+    cfg = write_yaml(work / "resume.yaml", raw)
+    proc = run_train(cfg, env={"HANDSEG_DEBUG_SIGINT_AFTER_EPOCH": "1"})
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert "resumable state saved" in proc.stderr
+    assert _info(out / "last")["epoch"] == 1
+    proc = run_train(write_yaml(cfg, {**raw, "resume": True}))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from" in proc.stdout and "epoch 1, step 3" in proc.stdout
+    assert _info(out / "last")["epoch"] == 2 and _info(out / "last")["step"] == 6
+    ref, got = _weights(stage1 / "last"), _weights(out / "last")
+    assert ref.keys() == got.keys()
+    worst = max((ref[k].float() - got[k].float()).abs().max().item() for k in ref)
+    assert worst <= RESUME_ATOL
+    assert _info(out / "last")["dice"] == _info(stage1 / "last")["dice"]
+
+
+def test_two_processes_count_every_image_once_and_agree_on_weights(phantom_root, work):
+    out, debug = work / "ddp", work / "ddp_debug"
+    debug.mkdir()
+    # 3 validation images over 2 processes (an uneven shard) to catch padding or double counting.
+    raw = tiny_config(phantom_root, out, epochs=1, max_train_steps_per_epoch=2,
+                      data={"n_folds": 2, "fold": 1}, val={"batch_size": 4, "max_images": 3})
+    # Accelerate 1.x starts several CPU processes only through its torchrun path (`--multi_gpu`); the
+    # processes then run on the CPU with the gloo backend because ACCELERATE_USE_CPU is set.
+    launcher = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+                "29533"]
+    env = {"HANDSEG_DEBUG_DIR": str(debug), "ACCELERATE_USE_CPU": "1"}
+    proc = run_train(write_yaml(work / "ddp.yaml", raw), launcher=launcher, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "on 2 process(es)" in proc.stdout
+    report = json.loads((out / "validation" / "epoch_001.json").read_text())
+    split = load_split(load_train_config(work / "ddp.yaml").data)
+    expected = sorted(s.rel for s in split.val[:3])
+    assert report["n_images"] == 3 and sorted(report["per_image"]) == expected
+    digests = [(debug / f"weights_rank{i}.sha256").read_text() for i in range(2)]
+    assert digests[0] == digests[1]
+    assert len(index_split(phantom_root)) == 8
+    shutil.rmtree(out / "state", ignore_errors=True)
