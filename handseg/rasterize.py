@@ -6,6 +6,10 @@ that centre is (x + 0.5, y + 0.5). Scaling by ``s`` maps a pixel-centre coordina
 ``cv2.fillPoly(..., shift=SHIFT)``; a downscaled polygon is filled on a sub-grid of about native density
 and reduced by coverage, so it matches the area-downsampled native mask (>= half covered) up to a few
 boundary pixels while only ever touching the polygon's bounding box. Each class gets its own channel: overlapping bones stay overlapping (multi-label).
+
+Bit packing: :func:`pack_bits` / :func:`unpack_bits` turn (C, H, W) masks into one (H, W) uint32 with bit c =
+class c and back (numpy, for the cache). :func:`unpack_label_batch` is the torch unpack of a batch of packed
+labels, run where the batch already is (the training device), so loaders move 4 bytes per pixel instead of 29.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Sequence
 
 import cv2
 import numpy as np
+import torch
 
 SHIFT = 8  # fractional bits of the fixed-point vertices given to cv2.fillPoly (1/256 pixel)
 _ONE = 1 << SHIFT
@@ -140,3 +145,19 @@ def unpack_bits(packed: np.ndarray, num_classes: int) -> np.ndarray:
         np.bitwise_and(tmp, np.uint32(1), out=tmp)
         out[c] = tmp
     return out
+
+
+def unpack_label_batch(labels: torch.Tensor, num_classes: int = 29, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Torch unpack of bit-packed labels, on their own device: (B, h, w) int32 -> (B, num_classes, h, w) {0, 1}.
+
+    ``labels`` holds the uint32 of :func:`pack_bits` reinterpreted as int32 (torch has no uint32 arithmetic;
+    with up to 31 classes bit 31 is never set, and the arithmetic shift reads bit 31 correctly anyway). Any
+    (..., h, w) shape works: the class axis is inserted before the last two. Returns ``dtype`` (float32 for
+    losses, uint8/bool for counting), equal to ``unpack_bits`` of the same array with the class axis moved.
+    """
+    if labels.dtype != torch.int32:
+        raise ValueError(f"expected int32 packed labels, got {labels.dtype}")
+    if labels.ndim < 2 or not 0 < num_classes <= 32:
+        raise ValueError(f"expected (..., h, w) labels and 1..32 classes, got {tuple(labels.shape)}, {num_classes}")
+    bits = torch.arange(num_classes, device=labels.device, dtype=torch.int32).view(num_classes, 1, 1)
+    return (labels.unsqueeze(-3) >> bits).bitwise_and_(1).to(dtype)

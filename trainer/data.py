@@ -6,8 +6,11 @@ Both read an :class:`~handseg.cache.ImageCache` (decoded once, memory-mapped), a
 bit-packed masks together (:mod:`handseg.transforms`) and return::
 
     {"pixel_values": (3, h, w) float32,   # gray/255 replicated to 3 channels, normalised by mean/std
-     "labels":       (29, h, w) float32}  # one {0, 1} mask per class, CLASSES order (multi-label);
-                                         # uint8 with data.label_dtype: uint8
+     "labels":       (h, w) int32}        # bit c = class c (CLASSES order, multi-label), see trainer.labels;
+                                         # (29, h, w) float32/uint8 with data.label_dtype: float32/uint8
+
+The training step turns a label batch of any format into (B, 29, h, w) float32 on its device with
+:func:`trainer.labels.labels_to_float`.
 
 Determinism: every random choice for item ``i`` (crop position, augmentation) comes from a generator seeded
 with ``(seed, epoch, i)``, so a sample does not depend on which loader worker or process draws it. The
@@ -31,12 +34,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from handseg.cache import ImageCache
-from handseg.classes import NUM_CLASSES
 from handseg.dataset_index import Sample, assign_folds, index_split, read_meta, split_fold
 from handseg.errors import ConfigError
 from handseg.models import IMAGENET_MEAN, IMAGENET_STD
-from handseg.rasterize import unpack_bits
 from handseg.transforms import apply_transforms, build_transforms
+from trainer.labels import LabelFormat, label_format, to_labels
 
 PHANTOM_HINT = (
     "create phantom data with `python scripts/make_phantom.py --out data/phantom --train-ids 40 --test-ids 10` "
@@ -52,8 +54,9 @@ class DataConfig:
     stage 2 crops per image per epoch; ``bone_fraction``: share of stage 2 crops centred on a bone pixel (the
     rest are placed uniformly at random); ``seed``: fold assignment and augmentation; ``stratify``: a
     meta-data column (e.g. ``sex``) to balance folds on; ``augmentations``: albumentations list (see
-    :mod:`handseg.transforms`); ``label_dtype``: ``uint8`` quarters the memory traffic of label batches (a
-    (29, 1024, 1024) crop is 121 MB in float32) and the loss converts with ``labels.float()`` on the device.
+    :mod:`handseg.transforms`); ``label_dtype``: ``packed`` (default) keeps the masks bit-packed, (h, w)
+    int32, unpacked on the training device (a (29, 1024, 1024) crop is 121 MB in float32, 4 MB packed);
+    ``float32`` / ``uint8`` unpack in the loader (see :mod:`trainer.labels`).
     """
 
     data_root: Path
@@ -67,7 +70,7 @@ class DataConfig:
     bone_fraction: float = 0.9
     batch_size: int = 8
     num_workers: int = 2
-    label_dtype: Literal["float32", "uint8"] = "float32"
+    label_dtype: LabelFormat = "packed"
     cache_dir: Path = Path(".cache/handseg")
     augmentations: list[dict[str, Any]] = field(default_factory=list)
 
@@ -141,11 +144,6 @@ def to_pixel_values(image: np.ndarray, mean: Sequence[float], std: Sequence[floa
     return (x.unsqueeze(0) - m) / s
 
 
-def to_labels(packed: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(h, w) uint32 bit-packed masks -> (29, h, w) {0, 1} of ``dtype`` (float32 or uint8)."""
-    return torch.from_numpy(unpack_bits(np.ascontiguousarray(packed), NUM_CLASSES)).to(dtype)
-
-
 def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     """The generator of one item in one epoch: independent of worker, process and draw order."""
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), int(index)])
@@ -162,7 +160,7 @@ class _CachedDataset(Dataset):
         seed: int,
         mean: Sequence[float],
         std: Sequence[float],
-        label_dtype: torch.dtype,
+        label_dtype: LabelFormat | torch.dtype,
     ):
         if not cache.has_masks:
             raise ValueError(f"{cache.path}: training needs annotated samples")
@@ -171,7 +169,7 @@ class _CachedDataset(Dataset):
         self.transform = transform
         self.seed = int(seed)
         self.mean, self.std = tuple(mean), tuple(std)
-        self.label_dtype = label_dtype
+        self.label_dtype = label_format(label_dtype)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -189,7 +187,8 @@ class _CachedDataset(Dataset):
 class WholeImageDataset(_CachedDataset):
     """Stage 1: item i is cache image ``indices[i]`` at the cache's resolution, augmented.
 
-    Returns dict(pixel_values (3, S, S) float32, labels (29, S, S) float32 or uint8) with S = the cache's resolution.
+    Returns dict(pixel_values (3, S, S) float32, labels (S, S) int32 packed, or (29, S, S) float32/uint8) with
+    S = the cache's resolution.
     """
 
     def __init__(
@@ -200,7 +199,7 @@ class WholeImageDataset(_CachedDataset):
         seed: int = 0,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
-        label_dtype: torch.dtype = torch.float32,
+        label_dtype: LabelFormat | torch.dtype = "packed",
     ):
         super().__init__(cache, indices, transform, seed, mean, std, label_dtype)
 
@@ -230,7 +229,8 @@ class CropDataset(_CachedDataset):
     the image if it would cross the border (the pixel stays inside). Otherwise the crop is placed uniformly.
     An image smaller than the crop is zero-padded at the bottom/right. Needs a native-resolution cache.
 
-    Returns dict(pixel_values (3, C, C) float32, labels (29, C, C) float32 or uint8) with C = ``crop_size``.
+    Returns dict(pixel_values (3, C, C) float32, labels (C, C) int32 packed, or (29, C, C) float32/uint8) with
+    C = ``crop_size``.
     """
 
     def __init__(
@@ -244,7 +244,7 @@ class CropDataset(_CachedDataset):
         seed: int = 0,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
-        label_dtype: torch.dtype = torch.float32,
+        label_dtype: LabelFormat | torch.dtype = "packed",
     ):
         if cache.resolution is not None:
             raise ValueError(f"{cache.path}: stage 2 crops need a native-resolution cache")
@@ -350,13 +350,12 @@ def build_dataset(
     indices = [cache.index_of(s.rel) for s in samples]
     transform = build_transforms(cfg.augmentations) if augment else None
     seed = cfg.seed if seed is None else seed
-    label_dtype = getattr(torch, cfg.label_dtype)
     if stage == 1:
-        return WholeImageDataset(cache, indices, transform, seed, mean, std, label_dtype)
+        return WholeImageDataset(cache, indices, transform, seed, mean, std, cfg.label_dtype)
     if stage == 2:
         return CropDataset(
             cache, cfg.crop_size, indices, cfg.crops_per_image, cfg.bone_fraction, transform, seed, mean, std,
-            label_dtype,
+            cfg.label_dtype,
         )
     raise ValueError(f"stage must be 1 or 2, got {stage!r}")
 
@@ -375,7 +374,8 @@ def build_train_loader(
     drop_last: bool = False,
 ) -> DataLoader:
     """The training DataLoader of a stage: shuffled by :class:`EpochRandomSampler`, ``cfg.num_workers``
-    non-persistent workers, batches of dict(pixel_values (B, 3, h, w), labels (B, 29, h, w)).
+    non-persistent workers, batches of dict(pixel_values (B, 3, h, w) float32, labels (B, h, w) int32 packed
+    or (B, 29, h, w) float32/uint8 per ``cfg.label_dtype``); unpack with :func:`trainer.labels.labels_to_float`.
 
     In a multi-process run every process may call this: the first builds the cache under a file lock and the
     others open it; pass ``progress=accelerator.is_main_process``. Call :func:`set_epoch` before each epoch.

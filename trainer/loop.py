@@ -1,5 +1,8 @@
 """One training epoch under Accelerate: forward, loss, backward, clip, step, EMA, log.
 
+Label batches arrive in the loader's format (bit-packed by default) on the accelerator's device and are
+unpacked there to (B, 29, h, w) float32 by :func:`trainer.labels.labels_to_float`.
+
 Gradient accumulation goes through ``accelerator.accumulate`` (the optimiser really steps, and DDP
 really all-reduces, once per ``grad_accum_steps`` micro-batches); mixed precision comes from the Accelerate
 config through ``accelerator.prepare``. A NaN or infinite loss, or a stop request (SIGINT/SIGTERM), is
@@ -22,6 +25,7 @@ from handseg.errors import HandSegError
 from handseg.models import forward_train
 from trainer.checkpointing import TrainProgress
 from trainer.ema import EMA
+from trainer.labels import labels_to_float
 from trainer.losses import SegLoss
 from trainer.optim import LRSchedule
 
@@ -124,7 +128,8 @@ def _run(ctx: EpochContext, loader, epoch: int, bar) -> bool:
     for batch in ([] if finished else loader):
         with acc.accumulate(ctx.model):
             logits, aux = ctx.model(batch["pixel_values"])
-            loss, parts = ctx.loss_fn(logits, batch["labels"], aux)
+            labels = labels_to_float(batch["labels"])  # packed (B, h, w) int32 -> (B, 29, h, w), on the device
+            loss, parts = ctx.loss_fn(logits, labels, aux)
             bad, stop = agree(acc, not bool(torch.isfinite(loss.detach())), ctx.stop.signum is not None)
             if bad:
                 raise NonFiniteLossError(

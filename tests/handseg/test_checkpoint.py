@@ -36,7 +36,7 @@ def test_round_trip_same_outputs_and_hash(cfg_name, request, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(forward_logits(loaded, x), forward_logits(model, x), rtol=0, atol=0)
     assert info["model"] == {"arch": cfg.arch, "preset": "test", "pretrained": None, "aux_loss_weight": 0.4,
-                             "overrides": {}}
+                             "prior_prob": 0.01, "overrides": {}}
     assert info["input"]["tile_size"] == 128 and info["input"]["mean"] == [0.485, 0.456, 0.406]
     assert info["classes"] == list(CLASSES)
     assert set(info["versions"]) == {"torch", "transformers", "handseg"}

@@ -175,3 +175,19 @@ def test_input_spec_round_trip_and_validation():
     with pytest.raises(ConfigError) as err:
         from_dict(InputSpec, {"mode": "tiles", "image_size": 512, "tile_size": 256}, file="e.yaml", prefix="input")
     assert err.value.key == "input.mode"
+
+
+def test_classifier_bias_starts_at_the_prior(tiny_segformer_cfg, tiny_upernet_cfg):
+    """Random init sets every 29-class classifier bias to log(p / (1 - p)); prior_prob null leaves the default."""
+    import dataclasses
+    import math
+
+    for cfg in (tiny_segformer_cfg, tiny_upernet_cfg):
+        model = build_model(cfg).eval()
+        heads = [m for n, m in model.named_modules() if n.endswith("classifier")]
+        assert heads and all(torch.allclose(h.bias, torch.full_like(h.bias, math.log(0.01 / 0.99))) for h in heads)
+        x = torch.randn(1, 3, 64, 64)
+        with torch.no_grad():
+            assert torch.sigmoid(forward_logits(model, x)).mean() < 0.05
+    plain = build_model(dataclasses.replace(tiny_segformer_cfg, prior_prob=None))
+    assert plain.decode_head.classifier.bias.abs().max() < 1.0

@@ -1,12 +1,13 @@
-"""Rasterisation: native masks, exact crops, downscaling by polygon scaling, and bit packing."""
+"""Rasterisation: native masks, exact crops, downscaling by polygon scaling, and bit packing (numpy, torch)."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
+import torch
 
-from handseg.rasterize import pack_bits, rasterize, rasterize_window, unpack_bits
+from handseg.rasterize import pack_bits, rasterize, rasterize_window, unpack_bits, unpack_label_batch
 from tests.handseg.synthetic import blob, class_polygons
 
 SIZE = 96
@@ -126,3 +127,29 @@ def test_pack_rejects_too_many_channels():
         pack_bits(np.zeros((33, 2, 2), np.uint8))
     with pytest.raises(ValueError):
         unpack_bits(np.zeros((2, 2), np.int64), 3)
+
+
+def test_torch_unpack_of_a_batch_equals_numpy_unpack(polygons):
+    rng = np.random.default_rng(3)
+    # Random 29-class packed batches (every bit pattern below bit 29), plus a real rasterised mask.
+    packed = rng.integers(0, 2**29, size=(3, 17, 23), dtype=np.uint32)
+    packed[0, :10, :20] = pack_bits(rasterize(polygons, (SIZE, SIZE)))[40:50, 30:50]
+    labels = torch.from_numpy(packed.view(np.int32))
+    out = unpack_label_batch(labels, 29)
+    assert out.shape == (3, 29, 17, 23) and out.dtype == torch.float32
+    expected = unpack_bits(packed, 29).transpose(1, 0, 2, 3)  # (29, B, h, w) -> (B, 29, h, w)
+    np.testing.assert_array_equal(out.numpy(), expected)
+    small = unpack_label_batch(labels, 29, torch.uint8)
+    assert small.dtype == torch.uint8 and np.array_equal(small.numpy(), expected)
+    # One (h, w) image, and all 32 bits (bit 31 is the int32 sign bit: the shift must still read it).
+    full = rng.integers(0, 2**32, size=(5, 6), dtype=np.uint32)
+    full[0, 0] = 0xFFFFFFFF
+    got = unpack_label_batch(torch.from_numpy(full.view(np.int32)), 32)
+    np.testing.assert_array_equal(got.numpy(), unpack_bits(full, 32))
+
+
+def test_torch_unpack_rejects_other_dtypes_and_class_counts():
+    with pytest.raises(ValueError, match="int32"):
+        unpack_label_batch(torch.zeros(1, 4, 4, dtype=torch.int64))
+    with pytest.raises(ValueError):
+        unpack_label_batch(torch.zeros(1, 4, 4, dtype=torch.int32), num_classes=33)

@@ -1,4 +1,5 @@
-"""Training data on phantom files: config checks, fold split, both stages' datasets, loaders with workers."""
+"""Training data on phantom files: config checks, fold split, both stages' datasets, label formats, loaders
+with workers."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from trainer.data import (
     load_split,
     set_epoch,
 )
+from trainer.labels import labels_to_float
 
 
 @dataclass
@@ -38,6 +40,11 @@ def data_cfg(root: Path, tmp_path: Path, **kw) -> DataConfig:
     return DataConfig(**base)
 
 
+def unpacked(labels: torch.Tensor) -> torch.Tensor:
+    """One item's packed (h, w) int32 labels -> (29, h, w) float32."""
+    return labels_to_float(labels[None])[0]
+
+
 @pytest.fixture()
 def split(phantom_root, tmp_path):
     return load_split(data_cfg(phantom_root, tmp_path))
@@ -48,13 +55,14 @@ def test_config_from_yaml_and_its_errors(tmp_path):
     path.write_text("data:\n  data_root: data/phantom\n  augmentations:\n    - {name: HorizontalFlip, p: 0.5}\n")
     cfg = load_config(path, Schema).data
     assert cfg.data_root == Path("data/phantom") and cfg.cache_dir == Path(".cache/handseg")
-    assert (cfg.fold, cfg.n_folds, cfg.bone_fraction) == (0, 5, 0.9)
+    assert (cfg.fold, cfg.n_folds, cfg.bone_fraction, cfg.label_dtype) == (0, 5, 0.9, "packed")
     for bad, key in [
         ("  bone_fraction: 1.5\n", "data.bone_fraction"),
         ("  fold: 5\n", "data.fold"),
         ("  crop_size: 0\n", "data.crop_size"),
         ("  augmentations: [{name: Flipp}]\n", "data.augmentations[0].name"),
         ("  batchsize: 4\n", "data.batchsize"),
+        ("  label_dtype: int32\n", "data.label_dtype"),
     ]:
         path.write_text("data:\n  data_root: data/phantom\n" + bad)
         with pytest.raises(ConfigError) as info:
@@ -83,15 +91,20 @@ def test_whole_image_items_are_normalised_cache_images(split, phantom_root, tmp_
     item = ds[1]
     k = ds.indices[1]
     assert ds.cache.samples[k] == split.train[1]
-    x, y = item["pixel_values"], item["labels"]
-    assert x.shape == (3, 64, 64) and x.dtype == torch.float32 and y.shape == (29, 64, 64) and y.dtype == torch.float32
+    x, packed = item["pixel_values"], item["labels"]
+    assert x.shape == (3, 64, 64) and x.dtype == torch.float32
+    assert packed.shape == (64, 64) and packed.dtype == torch.int32  # the default: bit-packed
     gray = torch.from_numpy(np.array(ds.cache.image(k))).float() / 255
     for c in range(3):
         torch.testing.assert_close(x[c], (gray - IMAGENET_MEAN[c]) / IMAGENET_STD[c])
+    np.testing.assert_array_equal(packed.numpy().view(np.uint32), np.array(ds.cache.mask(k)))
+    y = unpacked(packed)
     np.testing.assert_array_equal(y.numpy(), unpack_bits(np.array(ds.cache.mask(k)), 29))
     assert 0 < y.mean() < 0.5
-    compact = build_dataset(replace(cfg, label_dtype="uint8"), split.train, 1, augment=False, progress=False)
-    assert compact[1]["labels"].dtype == torch.uint8 and torch.equal(compact[1]["labels"].float(), y)
+    for fmt, dtype in (("float32", torch.float32), ("uint8", torch.uint8)):
+        other = build_dataset(replace(cfg, label_dtype=fmt), split.train, 1, augment=False, progress=False)[1]
+        assert other["labels"].shape == (29, 64, 64) and other["labels"].dtype == dtype
+        assert torch.equal(other["labels"].float(), y)
 
 
 def test_crops_are_native_and_mostly_bone(split, phantom_root, tmp_path):
@@ -104,14 +117,14 @@ def test_crops_are_native_and_mostly_bone(split, phantom_root, tmp_path):
     assert len({w.cls for w in windows if w.cls >= 0}) >= 20  # classes drawn evenly, small ones too
     for i in range(0, 300, 7):
         item, w = ds[i], windows[i]
-        assert item["pixel_values"].shape == (3, 48, 48) and item["labels"].shape == (29, 48, 48)
+        assert item["pixel_values"].shape == (3, 48, 48) and item["labels"].shape == (48, 48)
         native = np.array(ds.cache.image(w.index)[w.y0 : w.y0 + 48, w.x0 : w.x0 + 48])
         expected = (torch.from_numpy(native).float() / 255 - IMAGENET_MEAN[0]) / IMAGENET_STD[0]
         torch.testing.assert_close(item["pixel_values"][0], expected)
         if w.cls >= 0:
-            assert item["labels"][w.cls].sum() > 0  # the crop holds the class it was centred on
+            assert unpacked(item["labels"])[w.cls].sum() > 0  # the crop holds the class it was centred on
     all_bone = build_dataset(replace(cfg, bone_fraction=1.0), split.train, 2, augment=False, progress=False)
-    assert all(all_bone[i]["labels"].amax(dim=0).mean() > 0.05 for i in range(0, 300, 10))
+    assert all(unpacked(all_bone[i]["labels"]).amax(dim=0).mean() > 0.05 for i in range(0, 300, 10))
 
 
 def test_items_are_deterministic_for_seed_and_epoch(split, phantom_root, tmp_path):
@@ -143,10 +156,26 @@ def test_loader_with_two_workers_matches_the_in_process_loader(split, phantom_ro
         )
         got = batches(workers, 3)
         want = batches(plain, 3)
-        assert len(got) == 3 and got[0][0].shape == (2, 3, 64, 64) and got[0][1].shape == (2, 29, 64, 64)
+        assert len(got) == 3 and got[0][0].shape == (2, 3, 64, 64) and got[0][1].shape == (2, 64, 64)
         for (x1, y1), (x2, y2) in zip(got, want):
             torch.testing.assert_close(x1, x2)
             torch.testing.assert_close(y1, y2)
         assert workers.dataset.epoch == 3
         other_epoch = batches(plain, 4)
         assert any(not torch.equal(a[0], b[0]) for a, b in zip(other_epoch, want))
+
+
+def test_packed_label_batches_unpack_to_the_float_label_batches(split, phantom_root, tmp_path):
+    aug = [{"name": "Affine", "rotate": [-20, 20], "p": 1.0}, {"name": "HorizontalFlip", "p": 0.5}]
+    for stage in (1, 2):
+        cfg = data_cfg(phantom_root, tmp_path, augmentations=aug, crops_per_image=2)
+        packed = build_train_loader(cfg, split.train, stage, cache_samples=split.samples, progress=False)
+        dense = build_train_loader(replace(cfg, label_dtype="float32"), split.train, stage,
+                                   cache_samples=split.samples, progress=False)
+        got, want = batches(packed, 1), batches(dense, 1)
+        assert len(got) == len(want) == (3 if stage == 1 else 6)
+        for (x1, y1), (x2, y2) in zip(got, want):
+            assert y1.shape == (2, 64, 64) and y1.dtype == torch.int32 and y2.shape == (2, 29, 64, 64)
+            assert torch.equal(x1, x2)
+            assert torch.equal(labels_to_float(y1), y2) and torch.equal(labels_to_float(y2), y2)
+        assert any(y.sum() > 0 for _, y in want)

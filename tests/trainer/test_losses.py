@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from handseg.errors import ConfigError
 from handseg.config_schema import from_dict
+from handseg.rasterize import pack_bits
+from trainer.labels import labels_to_float
 from trainer.losses import LossConfig, LossTerm, SegLoss, bce_loss, focal_loss, match_size, soft_dice_loss
 
 
@@ -81,6 +84,26 @@ def test_bf16_logits_give_float32_loss():
     target = (torch.rand(1, 29, 32, 32) > 0.5).float()
     total, _ = SegLoss(LossConfig())(logits, target)
     assert total.dtype == torch.float32
+
+
+def test_loss_on_unpacked_packed_labels_equals_loss_on_float_labels():
+    torch.manual_seed(2)
+    target = (torch.rand(2, 29, 32, 32) > 0.8).float()
+    packed = np.stack([pack_bits(t.numpy().astype(np.uint8)) for t in target])  # (2, 32, 32) uint32
+    labels = torch.from_numpy(packed.view(np.int32))
+    assert labels.shape == (2, 32, 32) and labels.dtype == torch.int32
+    unpacked = labels_to_float(labels)
+    assert unpacked.shape == (2, 29, 32, 32) and unpacked.dtype == torch.float32 and torch.equal(unpacked, target)
+    logits = torch.randn(2, 29, 8, 8)
+    aux = torch.randn(2, 29, 32, 32)
+    loss_fn = SegLoss(LossConfig(terms=[LossTerm("bce"), LossTerm("dice"), LossTerm("focal")]), aux_weight=0.4)
+    got, got_parts = loss_fn(logits, unpacked, aux)
+    want, want_parts = loss_fn(logits, target, aux)
+    assert torch.equal(got, want) and all(torch.equal(got_parts[k], want_parts[k]) for k in want_parts)
+    # Unpacked labels (float32 or uint8 loader formats) pass through as float; other shapes are refused.
+    assert torch.equal(labels_to_float(target.to(torch.uint8)), target)
+    with pytest.raises(ValueError, match="packed"):
+        labels_to_float(torch.zeros(2, 3, 32, 32))
 
 
 @pytest.mark.parametrize(
