@@ -9,4 +9,11 @@ if [ "${1:-}" = "--accelerate-config" ]; then
   CONFIG="$2"; shift 2
   exec "$ACCELERATE" launch --config_file "$CONFIG" -m evaluator.run_eval "$@"
 fi
-exec "$ACCELERATE" launch -m evaluator.run_eval "$@"
+# No config given: one process, on the GPU when one is visible (as accelerate_train.sh chooses).
+if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python; fi
+if "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  CONFIG=config/accelerate/single_gpu.yaml
+else
+  CONFIG=config/accelerate/cpu.yaml
+fi
+exec "$ACCELERATE" launch --config_file "$CONFIG" -m evaluator.run_eval "$@"

@@ -40,7 +40,7 @@ sh accelerate_eval.sh --mode validation --cfg-path config/demo/eval.yaml
 sh accelerate_eval.sh --mode submission --cfg-path config/demo/eval.yaml
 
 step "7/8 leaderboard score of the submission against the held-out test labels"
-python scripts/score_submission.py --csv outputs/demo/submission.csv --labels "$DATA/test_labels"
+python scripts/score_submission.py --csv outputs/demo/eval/submission.csv --labels "$DATA/test_labels"
 
 step "8/8 efficiency: eager vs AOTInductor, per tile and per 2048x2048 image"
 python evaluate_efficiency.py --cfg-path config/demo/eval.yaml
@@ -51,7 +51,7 @@ Demo finished. Results:
   data set preview        $DATA/preview.png
   stage 1 / 2 checkpoints runs/demo_stage1/best, runs/demo_stage2/best (TensorBoard logs under runs/)
   compiled engine         trt_models/ (engine + manifest)
-  validation report       outputs/demo/validation/ (dice.md, dice.csv, chart, overlays)
-  submission              outputs/demo/submission.csv
-  efficiency              outputs/demo/efficiency/ (efficiency.md, efficiency.json, chart)
+  validation report       outputs/demo/eval/ (dice.md, dice.csv, dice.json, chart, overlays/)
+  submission              outputs/demo/eval/submission.csv
+  efficiency              outputs/demo/eval/efficiency/ (efficiency.md, efficiency.json, chart)
 EOT

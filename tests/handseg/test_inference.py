@@ -65,7 +65,7 @@ def engines():
     out = {}
     probe = preprocess(_image(128, 128, seed=1), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     for arch in ("segformer", "upernet"):
-        module = LogitsModule(build_model(ModelConfig(arch=arch, preset="test")).eval())
+        module = LogitsModule(build_model(ModelConfig(arch=arch, preset="test", prior_prob=None)).eval())
         with torch.no_grad():
             spread = float(module(probe).std())
         out[arch] = _Amplified(module, 3.0 / spread)

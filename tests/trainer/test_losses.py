@@ -120,3 +120,20 @@ def test_loss_config_errors_name_the_key(data, key):
     with pytest.raises(ConfigError) as err:
         from_dict(LossConfig, data, file="train.yaml", prefix="loss")
     assert err.value.key == key
+
+
+def test_loss_at_logit_resolution_uses_area_downsampled_targets():
+    """resolution=logits: targets become per-cell coverage at the logits' size; mask-size loss is unchanged."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 29, 16, 16)
+    targets = (torch.rand(2, 29, 64, 64) > 0.7).float()
+    cfg = LossConfig(terms=[LossTerm("bce", 1.0), LossTerm("dice", 0.5)], resolution="logits")
+    loss, parts = SegLoss(cfg)(logits, targets)
+    soft = torch.nn.functional.avg_pool2d(targets, 4)  # area downsampling by an integer factor
+    assert torch.allclose(parts["bce"], bce_loss(logits, soft), atol=1e-6)
+    assert torch.allclose(parts["dice"], soft_dice_loss(logits, soft), atol=1e-6)
+    assert torch.allclose(loss, parts["bce"] + 0.5 * parts["dice"], atol=1e-6)
+    # The default still upsamples the logits to the masks.
+    mask_loss, mask_parts = SegLoss(LossConfig(terms=[LossTerm("bce", 1.0)]))(logits, targets)
+    up = torch.nn.functional.interpolate(logits, size=(64, 64), mode="bilinear", align_corners=False)
+    assert torch.allclose(mask_parts["bce"], bce_loss(up, targets), atol=1e-6)
