@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from handseg.atomic import atomic_path
 
 
 def compile_aoti(exported: torch.export.ExportedProgram, out_path: str | Path) -> Path:
     """Compile and package ``exported`` to ``out_path`` (.pt2), written atomically (temp name, then rename)."""
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".pt2", dir=out_path.parent)
-    os.close(fd)
-    try:
-        torch._inductor.aoti_compile_and_package(exported, package_path=tmp)
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out_path, suffix=".pt2") as tmp:
+        torch._inductor.aoti_compile_and_package(exported, package_path=str(tmp))
     return out_path
 
 

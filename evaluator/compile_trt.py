@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from handseg.atomic import atomic_path
 from handseg.errors import HandSegError
 
 
@@ -55,7 +54,6 @@ def compile_trt(
     """
     trt = require_tensorrt(device)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     module = trt.dynamo.compile(
         exported,
         arg_inputs=[example],
@@ -64,14 +62,8 @@ def compile_trt(
         optimization_level=optimization_level,
         min_block_size=1,
     )
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".ep", dir=out_path.parent)
-    os.close(fd)
-    try:
-        trt.save(module, tmp, output_format="exported_program", arg_inputs=[example])
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out_path, suffix=".ep") as tmp:
+        trt.save(module, str(tmp), output_format="exported_program", arg_inputs=[example])
     return out_path
 
 
