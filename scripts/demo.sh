@@ -16,21 +16,20 @@ python scripts/make_phantom.py --out "$DATA" --train-ids 40 --test-ids 10 --size
 step "2/8 data set summary and folds"
 python scripts/dataset_summary.py --data "$DATA" --folds 5 --seed 0
 
+train_stage() {  # $1: stage number, $2: config, $3: output folder
+  if [ -f "$3/best/model.safetensors" ] && [ -f "$3/DONE" ]; then
+    echo "stage $1 already trained: $3/best (delete $3 to retrain)"
+  else
+    sh accelerate_train.sh --cfg-path "$2"
+    touch "$3/DONE"
+  fi
+}
+
 step "3/8 stage 1: whole images at low resolution"
-if [ -f runs/demo_stage1/best/model.safetensors ] && [ -f runs/demo_stage1/DONE ]; then
-  echo "stage 1 already trained: runs/demo_stage1/best (delete runs/demo_stage1 to retrain)"
-else
-  sh accelerate_train.sh --cfg-path config/demo/train_stage1.yaml
-  touch runs/demo_stage1/DONE
-fi
+train_stage 1 config/demo/train_stage1.yaml runs/demo_stage1
 
 step "4/8 stage 2: native-resolution crops, initialised from stage 1's best"
-if [ -f runs/demo_stage2/best/model.safetensors ] && [ -f runs/demo_stage2/DONE ]; then
-  echo "stage 2 already trained: runs/demo_stage2/best (delete runs/demo_stage2 to retrain)"
-else
-  sh accelerate_train.sh --cfg-path config/demo/train_stage2.yaml
-  touch runs/demo_stage2/DONE
-fi
+train_stage 2 config/demo/train_stage2.yaml runs/demo_stage2
 
 step "5/8 ahead-of-time compiled engine (AOTInductor on CPU)"
 python tensorrt_aot.py --cfg-path config/demo/eval.yaml
