@@ -40,13 +40,15 @@ class LossTerm:
 class LossConfig:
     """``terms``: the weighted sum; ``focal_gamma``/``focal_alpha``: focal loss shape; ``dice_smooth``: soft-Dice
     smoothing added to numerator and denominator (per image and class); ``resolution``: where logits meet masks
-    (``mask``: logits upsampled to the mask size; ``logits``: masks area-downsampled to the logits' size)."""
+    (``mask``: logits upsampled to the mask size; ``logits``: masks area-downsampled to the logits' size);
+    ``dice_mode``: soft Dice per (image, class) or per class over the whole batch (see :func:`soft_dice_loss`)."""
 
     terms: list[LossTerm] = field(default_factory=lambda: [LossTerm("bce", 1.0), LossTerm("dice", 1.0)])
     focal_gamma: float = 2.0
     focal_alpha: float | None = None
     dice_smooth: float = 1.0
     resolution: Literal["mask", "logits"] = "mask"
+    dice_mode: Literal["image", "batch"] = "image"
 
     def validate(self) -> None:
         if not self.terms:
@@ -85,16 +87,20 @@ def bce_loss(logits: Tensor, targets: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits, targets)
 
 
-def soft_dice_loss(logits: Tensor, targets: Tensor, smooth: float = 1.0) -> Tensor:
-    """1 - soft Dice, computed per image and class on sigmoid probabilities, then averaged.
+def soft_dice_loss(logits: Tensor, targets: Tensor, smooth: float = 1.0, mode: str = "image") -> Tensor:
+    """1 - soft Dice on sigmoid probabilities. logits, targets: (B, C, H, W) float.
 
-    logits, targets: (B, C, H, W) float. Per-(image, class) averaging weights small bones like large ones,
-    which is what the competition metric does.
+    ``mode="image"``: per image and class, then averaged; weights small bones like large ones, as the
+    competition metric does, and suits whole images, where every bone is present. ``mode="batch"``: each
+    class summed over the whole batch (nnU-Net's batch Dice); suits crops, where a class absent from a crop
+    would otherwise reward an empty mask and can pull a fine-tuned model into predicting nothing.
     """
     probs = torch.sigmoid(logits).flatten(2)
     targets = targets.flatten(2)
     inter = (probs * targets).sum(-1)
     denom = probs.sum(-1) + targets.sum(-1)
+    if mode == "batch":
+        inter, denom = inter.sum(0), denom.sum(0)
     dice = (2.0 * inter + smooth) / (denom + smooth)
     return 1.0 - dice.mean()
 
@@ -138,7 +144,7 @@ class SegLoss:
             if term.name == "bce":
                 value = bce_loss(logits, targets)
             elif term.name == "dice":
-                value = soft_dice_loss(logits, targets, self.cfg.dice_smooth)
+                value = soft_dice_loss(logits, targets, self.cfg.dice_smooth, self.cfg.dice_mode)
             else:
                 value = focal_loss(logits, targets, self.cfg.focal_gamma, self.cfg.focal_alpha)
             parts[term.name] = value

@@ -137,3 +137,18 @@ def test_loss_at_logit_resolution_uses_area_downsampled_targets():
     mask_loss, mask_parts = SegLoss(LossConfig(terms=[LossTerm("bce", 1.0)]))(logits, targets)
     up = torch.nn.functional.interpolate(logits, size=(64, 64), mode="bilinear", align_corners=False)
     assert torch.allclose(mask_parts["bce"], bce_loss(up, targets), atol=1e-6)
+
+
+def test_batch_dice_sums_each_class_over_the_batch():
+    """dice_mode=batch: one Dice per class over the batch; a class absent from one crop no longer scores 1."""
+    logits = torch.full((2, 1, 4, 4), -20.0)  # predicts nothing anywhere
+    targets = torch.zeros(2, 1, 4, 4)
+    targets[0, 0, :2, :2] = 1.0  # the class is present in crop 0 only
+    per_image = soft_dice_loss(logits, targets, smooth=1.0, mode="image")
+    batch = soft_dice_loss(logits, targets, smooth=1.0, mode="batch")
+    # per image: crop 0 scores 1/(4+1), crop 1 (absent, empty prediction) scores 1 -> loss 1 - 0.6 = 0.4
+    assert per_image.item() == pytest.approx(1 - (0.2 + 1.0) / 2, abs=1e-5)
+    # batch: one class, intersection 0, denominator 4 -> Dice 1/5 -> loss 0.8
+    assert batch.item() == pytest.approx(0.8, abs=1e-5)
+    cfg = LossConfig(terms=[LossTerm("dice", 1.0)], dice_mode="batch")
+    assert SegLoss(cfg)(logits, targets)[0].item() == pytest.approx(0.8, abs=1e-5)
