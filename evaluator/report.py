@@ -99,7 +99,7 @@ def overlay_rgb(image: np.ndarray, pred: np.ndarray, target: np.ndarray, max_sid
 
 def write_overlays(out: Path, worst: list, engine, settings, device: str, thresholds) -> list[Path]:
     """Overlay PNGs of the worst images (recomputed prediction vs ground truth); returns the paths."""
-    from evaluator.validate import ground_truth
+    from handseg.validation import ground_truth
     from handseg.image_io import read_image, write_png
     from handseg.inference import predict_probs, threshold_probs
 

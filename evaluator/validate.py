@@ -62,13 +62,6 @@ def evaluate_sharded(engine, samples: list, settings, device: str, thresholds, a
     return EvalResult(names=[r[1] for r in rows], counts=counts, per_image_dice=dice_from_counts(counts))
 
 
-def ground_truth(sample, hw: tuple[int, int]) -> np.ndarray:
-    """(29, H, W) uint8 masks of ``sample`` rasterised at its original size from its JSON (as validation does)."""
-    from handseg.validation import ground_truth as gt
-
-    return gt(sample, hw)
-
-
 def worst_images(result, samples: list, k: int) -> list[tuple[object, float]]:
     """The ``k`` samples with the lowest mean Dice over classes, with that Dice."""
     by_name = {s.name: s for s in samples} | {s.rel: s for s in samples}
