@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from evaluator.config import EvalConfig, _find_key, resolve_split
-from handseg.classes import NUM_CLASSES
+from handseg.validation import evaluate_sharded, gather_rows, shard  # noqa: F401 (used by submit)
 
 
 def validation_samples(cfg: EvalConfig, info: dict) -> list:
@@ -28,38 +28,6 @@ def validation_samples(cfg: EvalConfig, info: dict) -> list:
     return list(val)
 
 
-def shard(items: Sequence, rank: int, world: int) -> list:
-    """Process ``rank`` of ``world`` takes items ``[rank::world]``."""
-    return list(items[rank::world])
-
-
-def gather_rows(rows: list, accelerator=None) -> list:
-    """All processes' rows on every process (concatenated in rank order); identity without Accelerate."""
-    if accelerator is None or accelerator.num_processes == 1:
-        return list(rows)
-    from accelerate.utils import gather_object
-
-    return list(gather_object(rows))
-
-
-def evaluate_sharded(engine, samples: list, settings, device: str, thresholds, accelerator=None):
-    """EvalResult over all ``samples`` (original order), computed in shards across Accelerate processes."""
-    from handseg.metrics import dice_from_counts
-    from handseg.validation import EvalResult, evaluate_images
-
-    rank = accelerator.process_index if accelerator is not None else 0
-    world = accelerator.num_processes if accelerator is not None else 1
-    mine = shard(samples, rank, world)
-    index = list(range(len(samples)))[rank::world]
-    is_main = accelerator is None or accelerator.is_main_process
-    res = evaluate_images(engine, mine, settings, device, thresholds=thresholds, progress=is_main)
-    rows = [(i, name, counts) for i, name, counts in zip(index, res.names, np.asarray(res.counts))]
-    rows = sorted(gather_rows(rows, accelerator), key=lambda r: r[0])
-    if not rows:
-        counts = np.zeros((0, NUM_CLASSES, 3), dtype=np.int64)
-        return EvalResult(names=[], counts=counts, per_image_dice=dice_from_counts(counts))
-    counts = np.stack([r[2] for r in rows]).astype(np.int64)
-    return EvalResult(names=[r[1] for r in rows], counts=counts, per_image_dice=dice_from_counts(counts))
 
 
 def worst_images(result, samples: list, k: int) -> list[tuple[object, float]]:

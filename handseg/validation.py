@@ -92,3 +92,38 @@ def merge_results(parts: Sequence[EvalResult]) -> EvalResult:
     names = sorted(rows)
     counts = np.stack([rows[n] for n in names]) if names else np.zeros((0, NUM_CLASSES, 3), np.int64)
     return EvalResult(names=names, counts=counts, per_image_dice=dice_from_counts(counts))
+
+
+def shard(items: Sequence, rank: int, world: int) -> list:
+    """Process ``rank`` of ``world`` takes items ``[rank::world]``."""
+    return list(items[rank::world])
+
+
+def gather_rows(rows: list, accelerator=None) -> list:
+    """All processes' rows on every process (concatenated in rank order); identity without Accelerate."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return list(rows)
+    from accelerate.utils import gather_object
+
+    return list(gather_object(rows))
+
+
+def evaluate_sharded(engine: Engine, samples: Sequence["Sample"], settings: InferenceSettings,
+                     device: str | torch.device = "cpu", thresholds: float | Sequence[float] = 0.5,
+                     accelerator=None) -> EvalResult:
+    """EvalResult over all ``samples`` (original order) on every process: process ``rank`` of ``world``
+    evaluates ``samples[rank::world]``, the per-image counts are gathered and put back in order. Training's
+    validation and the evaluator both call this; without ``accelerator`` it is :func:`evaluate_images`."""
+    rank = accelerator.process_index if accelerator is not None else 0
+    world = accelerator.num_processes if accelerator is not None else 1
+    mine = shard(samples, rank, world)
+    index = list(range(len(samples)))[rank::world]
+    is_main = accelerator is None or accelerator.is_main_process
+    res = evaluate_images(engine, mine, settings, device, thresholds=thresholds, progress=is_main)
+    rows = [(i, name, counts) for i, name, counts in zip(index, res.names, np.asarray(res.counts))]
+    rows = sorted(gather_rows(rows, accelerator), key=lambda r: r[0])
+    if not rows:
+        counts = np.zeros((0, NUM_CLASSES, 3), dtype=np.int64)
+        return EvalResult(names=[], counts=counts, per_image_dice=dice_from_counts(counts))
+    counts = np.stack([r[2] for r in rows]).astype(np.int64)
+    return EvalResult(names=[r[1] for r in rows], counts=counts, per_image_dice=dice_from_counts(counts))

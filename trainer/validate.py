@@ -1,8 +1,8 @@
 """Validation during training: the evaluator's own inference code on this process's shard, gathered.
 
-Each process evaluates ``samples[process_index::num_processes]`` with
-:func:`handseg.validation.evaluate_images` (the function the evaluator calls, so training-time and
-evaluation-time Dice cannot disagree), the per-image ``[intersection, pred_sum, target_sum]`` counts are
+Through :func:`handseg.validation.evaluate_sharded` (the function the evaluator calls, so training-time and
+evaluation-time Dice cannot disagree) each process evaluates ``samples[process_index::num_processes]``, the
+per-image ``[intersection, pred_sum, target_sum]`` counts are
 gathered, and the main process computes the competition Dice: per image and class at the original
 resolution, mean over images per class, then over classes. Every image is counted exactly once (checked).
 """
@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list, gather_object
+from accelerate.utils import broadcast_object_list
 from torch import nn
 
 from handseg.inference import InferenceSettings
 from handseg.metrics import DiceSummary, dice_from_counts, summarize_dice
 from handseg.models import InputSpec, forward_logits
-from handseg.validation import evaluate_images
+from handseg.validation import evaluate_sharded
 
 
 @dataclass
@@ -42,11 +42,6 @@ def make_engine(model: nn.Module):
     return engine
 
 
-def shard(samples: list, index: int, count: int) -> list:
-    """This process's share of the validation samples, by index: ``samples[index::count]``."""
-    return list(samples[index::count])
-
-
 def inference_settings(spec: InputSpec, batch_size: int, blend: str) -> InferenceSettings:
     """The inference settings validation uses (recorded in the checkpoint for the evaluator)."""
     return InferenceSettings(input=spec, batch_size=batch_size, blend=blend)
@@ -63,21 +58,11 @@ def validate(
     process and None elsewhere. Runs in float32 eager mode, like the evaluator's reference engine."""
     was_training = model.training
     model.eval()
-    mine = shard(samples, accelerator.process_index, accelerator.num_processes)
-    if mine:
-        result = evaluate_images(
-            make_engine(model), mine, settings, device=accelerator.device, thresholds=threshold,
-            progress=accelerator.is_local_main_process,
-        )
-        part = (list(result.names), np.asarray(result.counts, dtype=np.int64))
-    else:
-        part = ([], np.zeros((0, 0, 3), dtype=np.int64))
+    result = evaluate_sharded(make_engine(model), samples, settings, accelerator.device, threshold, accelerator)
     model.train(was_training)
-    parts = gather_object([part]) if accelerator.num_processes > 1 else [part]
     if not accelerator.is_main_process:
         return None
-    names = [name for p in parts for name in p[0]]
-    counts = np.concatenate([p[1] for p in parts if len(p[0])], axis=0)
+    names, counts = list(result.names), np.asarray(result.counts, dtype=np.int64)
     if len(names) != len(samples) or len(set(names)) != len(names):
         raise RuntimeError(f"validation gathered {len(names)} results for {len(samples)} images")
     per_image = dice_from_counts(counts)
