@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -52,9 +53,13 @@ class EfficiencyConfig:
 
 @dataclass
 class EvalConfig:
-    """Everything ``tensorrt_aot.py``, ``accelerate_eval.sh`` and ``evaluate_efficiency.py`` read."""
+    """Everything ``tensorrt_aot.py``, ``accelerate_eval.sh`` and ``evaluate_efficiency.py`` read.
 
-    checkpoint: Path
+    ``checkpoint`` is one folder, or a list of candidates (e.g. stage 2's and stage 1's ``best/``): the one
+    with the highest validation Dice recorded by training is used, and ``candidates`` keeps what was compared.
+    """
+
+    checkpoint: Path | list[Path]
     data_root: Path = Path("data")
     fold: int | None = None  # None: the checkpoint's training fold
     n_folds: int | None = None
@@ -75,8 +80,11 @@ class EvalConfig:
     sample_submission: Path | None = None  # default: <data_root>/sample_submission.csv when present
     n_worst_overlays: int = 4
     efficiency: EfficiencyConfig = field(default_factory=EfficiencyConfig)
+    candidates: list[dict] = field(default_factory=list, init=False)  # filled when checkpoint is a list
 
     def validate(self) -> None:
+        if isinstance(self.checkpoint, list):
+            self.checkpoint, self.candidates = _choose_checkpoint(self.checkpoint)
         if not Path(self.checkpoint).is_dir():
             raise ValueError(f"checkpoint: folder not found: {self.checkpoint}")
         if not _DEVICE_RE.match(self.device):
@@ -106,6 +114,20 @@ class EvalConfig:
             raise ValueError(f"thresholds: file not found: {self.thresholds}")
 
 
+def _choose_checkpoint(folders: list[Path]) -> tuple[Path, list[dict]]:
+    """The best of several candidate checkpoints by recorded validation Dice; problems name ``checkpoint``."""
+    from handseg.checkpoint import best_checkpoint
+    from handseg.errors import DataFormatError
+
+    missing = [str(f) for f in folders if not Path(f).is_dir()]
+    if missing:
+        raise ValueError(f"checkpoint: folder not found: {missing[0]}")
+    try:
+        return best_checkpoint(folders)
+    except (ValueError, DataFormatError) as exc:
+        raise ValueError(f"checkpoint: {exc}") from None
+
+
 def _check_threshold_list(values: list[float]) -> None:
     if len(values) != NUM_CLASSES:
         raise ValueError(f"thresholds: expected one number or {NUM_CLASSES} (one per class), got {len(values)}")
@@ -115,8 +137,15 @@ def _check_threshold_list(values: list[float]) -> None:
 
 
 def load_eval_config(path: str | Path, overrides: dict | None = None) -> EvalConfig:
-    """Read and validate an eval YAML; bad keys, types or a missing checkpoint -> ConfigError naming the key."""
-    return load_config(path, EvalConfig, overrides=overrides)
+    """Read and validate an eval YAML; bad keys, types or a missing checkpoint -> ConfigError naming the key.
+
+    When ``checkpoint`` lists candidates, the choice is printed to stderr.
+    """
+    cfg = load_config(path, EvalConfig, overrides=overrides)
+    if cfg.candidates:
+        compared = ", ".join(f"{c['checkpoint']} {c['mean_dice']:.4f}" for c in cfg.candidates)
+        print(f"checkpoint: {cfg.checkpoint} has the best validation mean Dice ({compared})", file=sys.stderr)
+    return cfg
 
 
 def read_thresholds_file(path: str | Path) -> list[float]:

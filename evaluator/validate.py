@@ -66,6 +66,7 @@ def _report_meta(cfg: EvalConfig, info: dict, engine, settings) -> dict:
     fold, n_folds, seed = resolve_split(cfg, info)
     return {
         "checkpoint": str(cfg.checkpoint),
+        "checkpoint_candidates": cfg.candidates,
         "engine": engine.name,
         "engine_path": str(engine.path) if engine.path else None,
         "fold": fold,

@@ -90,7 +90,9 @@ def _as_tensor(out) -> torch.Tensor:
 
 def run_engine(engine: Engine, batch: torch.Tensor, settings: InferenceSettings) -> torch.Tensor:
     """Logits (N, 29, h', w') float32 for ``batch`` (N, 3, h, w), in chunks of ``settings.batch_size``; with
-    ``fixed_batch`` the last chunk is padded with zeros to the full batch and the padding's output dropped."""
+    ``fixed_batch`` the last chunk is padded with zeros to the full batch and the padding's output dropped.
+    The result is made contiguous: a compiled engine may return channels-last logits, and upsampling those to
+    (29, 2048, 2048) keeps that layout, which makes every later per-class step strided and slow."""
     outs = []
     size = settings.batch_size
     for start in range(0, batch.shape[0], size):
@@ -98,7 +100,7 @@ def run_engine(engine: Engine, batch: torch.Tensor, settings: InferenceSettings)
         k = chunk.shape[0]
         if settings.fixed_batch and k < size:
             chunk = torch.cat([chunk, chunk.new_zeros((size - k, *chunk.shape[1:]))])
-        outs.append(_as_tensor(engine(chunk))[:k].float())
+        outs.append(_as_tensor(engine(chunk))[:k].float().contiguous())
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 

@@ -83,3 +83,46 @@ def test_shipped_configs_parse(repo_root, tiny_ckpt):
 
         cfg = from_dict(EvalConfig, data, file=rel)
         assert cfg.backend in ("auto", "aot_inductor")
+
+
+def _candidate(folder, seed, mean_dice, fold=0):
+    """A saved checkpoint whose handseg.json records a validation mean Dice on ``fold``, as training writes it."""
+    import json
+
+    from tests.evaluator.conftest import make_checkpoint
+
+    make_checkpoint(folder, seed=seed)
+    info_path = folder / "handseg.json"
+    info = json.loads(info_path.read_text())
+    info["mean_dice"] = mean_dice
+    info["config"]["data"]["fold"] = fold
+    info["validation"] = {"n_images": 16}
+    info_path.write_text(json.dumps(info))
+    return folder
+
+
+def test_checkpoint_list_takes_the_best_validation_dice(tmp_path, capsys):
+    stage2 = _candidate(tmp_path / "stage2", 0, 0.31)
+    stage1 = _candidate(tmp_path / "stage1", 1, 0.87)
+    cfg = load_eval_config(_write(tmp_path / "eval.yaml", {"checkpoint": [str(stage2), str(stage1)]}))
+    assert cfg.checkpoint == stage1
+    assert [(c["checkpoint"], c["mean_dice"]) for c in cfg.candidates] == [(str(stage2), 0.31), (str(stage1), 0.87)]
+    assert f"{stage1} has the best validation mean Dice" in capsys.readouterr().err
+    # A single folder is used as given, with no comparison.
+    single = load_eval_config(_write(tmp_path / "one.yaml", {"checkpoint": str(stage2)}))
+    assert single.checkpoint == stage2 and single.candidates == []
+
+
+def test_checkpoint_list_refuses_dice_from_other_folds(tmp_path):
+    a = _candidate(tmp_path / "a", 0, 0.5, fold=0)
+    b = _candidate(tmp_path / "b", 1, 0.9, fold=1)
+    with pytest.raises(ConfigError) as err:
+        load_eval_config(_write(tmp_path / "eval.yaml", {"checkpoint": [str(a), str(b)]}))
+    assert err.value.key == "checkpoint" and "cannot be compared" in err.value.problem
+
+
+def test_checkpoint_list_with_a_missing_folder_names_it(tmp_path):
+    a = _candidate(tmp_path / "a", 0, 0.5)
+    with pytest.raises(ConfigError) as err:
+        load_eval_config(_write(tmp_path / "eval.yaml", {"checkpoint": [str(a), str(tmp_path / "gone")]}))
+    assert err.value.key == "checkpoint" and "gone" in err.value.problem

@@ -122,6 +122,23 @@ def test_run_engine_chunks_and_pads():
     torch.testing.assert_close(out[:, 0], x[:, 0] * 2)
 
 
+@pytest.mark.parametrize("mode", ["tile", "resize"])
+def test_channels_last_engine_output_gives_contiguous_probabilities(mode):
+    """AOTInductor returns channels-last logits; the probabilities must come back in the plain layout, equal."""
+    spec = InputSpec(mode=mode, image_size=128, tile_size=TILE, overlap=0.25)
+
+    def channels_last_engine(x):
+        return _pointwise_engine(x).contiguous(memory_format=torch.channels_last)
+
+    assert not channels_last_engine(torch.zeros(1, 3, 8, 8)).is_contiguous()
+    logits = run_engine(channels_last_engine, torch.rand(2, 3, 16, 16), InferenceSettings(input=spec))
+    assert logits.is_contiguous()
+    image = _image(200, 176)
+    probs = predict_probs(channels_last_engine, image, InferenceSettings(input=spec))
+    assert probs.is_contiguous() and probs.shape == (NUM_CLASSES, 200, 176)
+    torch.testing.assert_close(probs, predict_probs(_pointwise_engine, image, InferenceSettings(input=spec)))
+
+
 def _pointwise_engine(x: torch.Tensor) -> torch.Tensor:
     """Flip-equivariant toy engine: 4x average pooling (the SegFormer stride) and a fixed 1x1 conv."""
     weight = torch.linspace(-2, 2, NUM_CLASSES * 3).view(NUM_CLASSES, 3, 1, 1)

@@ -100,3 +100,14 @@ def test_score_submission_refuses_missing_rows(phantom_root: Path, tmp_path: Pat
     csv_path = _submission(phantom_root, tmp_path / "short.csv", drop_last=True)
     res = run("score_submission.py", "--csv", csv_path, "--labels", phantom_root / "test_labels")
     assert res.returncode == 2 and "missing" in res.stderr
+
+
+def test_resolution_ceiling_is_perfect_at_native_size_and_lower_on_a_coarse_grid(phantom_root: Path):
+    done = run("resolution_ceiling.py", "--data", phantom_root, "--n-folds", "2", "--sizes", "16", "64", "256")
+    assert done.returncode == 0, done.stderr
+    rows = {int(line.split("|")[1]): float(line.split("|")[2]) for line in done.stdout.splitlines()
+            if line.startswith("| ") and line.split("|")[1].strip().isdigit()}
+    assert rows[256] == 1.0  # the phantom is 256 px: no round trip loss
+    assert rows[16] < rows[64] < 1.0
+    missing = run("resolution_ceiling.py", "--data", phantom_root / "nope")
+    assert missing.returncode != 0
