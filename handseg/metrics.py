@@ -34,18 +34,26 @@ def dice_counts(pred: Any, target: Any) -> np.ndarray:
     if _is_torch(pred) or _is_torch(target):
         import torch
 
-        p = torch.as_tensor(pred) != 0
-        g = torch.as_tensor(target, device=p.device) != 0
-        counts = torch.stack(
-            [(p & g).sum(dim=(1, 2)), p.sum(dim=(1, 2)), g.sum(dim=(1, 2))], dim=1
-        )
-        return counts.to(torch.int64).cpu().numpy()
-    p = np.asarray(pred) != 0
-    g = np.asarray(target) != 0
+        pred = torch.as_tensor(pred)
+        target = torch.as_tensor(target, device=pred.device)
+        if pred.device.type != "cpu":
+            p, g = pred != 0, target != 0
+            counts = torch.stack([(p & g).sum(dim=(1, 2)), p.sum(dim=(1, 2)), g.sum(dim=(1, 2))], dim=1)
+            return counts.to(torch.int64).cpu().numpy()
+        # On the CPU numpy's count_nonzero is ~14x faster than torch's sums of bool tensors (0.14 s vs 2.0 s
+        # for (29, 2048, 2048)); .numpy() shares the memory.
+        pred, target = pred.detach().numpy(), target.detach().numpy()
+    p = _nonzero(np.asarray(pred))
+    g = _nonzero(np.asarray(target))
     c = p.shape[0]
     p2, g2 = p.reshape(c, -1), g.reshape(c, -1)
     inter = np.count_nonzero(p2 & g2, axis=1)
     return np.stack([inter, np.count_nonzero(p2, axis=1), np.count_nonzero(g2, axis=1)], axis=1).astype(np.int64)
+
+
+def _nonzero(a: np.ndarray) -> np.ndarray:
+    """``a != 0`` as bool (no copy when ``a`` is already bool)."""
+    return a if a.dtype == np.bool_ else a != 0
 
 
 def dice_from_counts(counts: np.ndarray) -> np.ndarray:
