@@ -119,11 +119,8 @@ def _choose_checkpoint(folders: list[Path]) -> tuple[Path, list[dict]]:
     from handseg.checkpoint import best_checkpoint
     from handseg.errors import DataFormatError
 
-    missing = [str(f) for f in folders if not Path(f).is_dir()]
-    if missing:
-        raise ValueError(f"checkpoint: folder not found: {missing[0]}")
     try:
-        return best_checkpoint(folders)
+        return best_checkpoint(folders)  # a missing folder is a DataFormatError naming it
     except (ValueError, DataFormatError) as exc:
         raise ValueError(f"checkpoint: {exc}") from None
 

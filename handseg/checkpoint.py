@@ -224,8 +224,9 @@ def best_checkpoint(folders: list[str | os.PathLike]) -> tuple[Path, list[dict]]
         if reference is None:
             reference = where
         elif where != reference:
-            raise ValueError(f"{folder} was validated on other images than {folders[0]} (data fingerprint, fold, "
-                             f"n_folds, seed, images: {list(where)} vs {list(reference)}); their Dice cannot be compared")
+            raise ValueError(f"{folder} was validated on other images than {folders[0]} (data fingerprint, "
+                             f"fold, n_folds, seed, images: {list(where)} vs {list(reference)}); their Dice "
+                             "cannot be compared")
         rows.append({"checkpoint": str(folder), "stage": info.get("stage"), "mean_dice": float(dice)})
     best = max(range(len(rows)), key=lambda i: (rows[i]["mean_dice"], -i))
     return Path(folders[best]), rows
