@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from evaluator.config import EvalConfig
-from evaluator.validate import gather_rows, shard
+from handseg.validation import gather_rows, shard
 from handseg.errors import DataFormatError, HandSegError
 
 

@@ -1,18 +1,17 @@
 """Validation mode: competition Dice on the training run's validation fold, sharded across processes.
 
-Each process evaluates ``samples[rank::world]`` with :func:`handseg.validation.evaluate_images` (the function
-training's validation calls), the per-image counts are gathered on the main process in the original order.
+Through :func:`handseg.validation.evaluate_sharded` (the function training's validation calls) each process
+evaluates ``samples[rank::world]`` and the per-image counts are gathered in the original order.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from evaluator.config import EvalConfig, _find_key, resolve_split
-from handseg.validation import evaluate_sharded, gather_rows, shard  # noqa: F401 (used by submit)
+from handseg.validation import evaluate_sharded
 
 
 def validation_samples(cfg: EvalConfig, info: dict) -> list:
@@ -28,8 +27,6 @@ def validation_samples(cfg: EvalConfig, info: dict) -> list:
     return list(val)
 
 
-
-
 def worst_images(result, samples: list, k: int) -> list[tuple[object, float]]:
     """The ``k`` samples with the lowest mean Dice over classes, with that Dice."""
     by_name = {s.name: s for s in samples} | {s.rel: s for s in samples}
@@ -41,7 +38,6 @@ def worst_images(result, samples: list, k: int) -> list[tuple[object, float]]:
 def run_validation(cfg: EvalConfig, engine, settings, info: dict, device: str, thresholds, accelerator=None) -> dict:
     """Evaluate the validation fold; on the main process write the report. Returns {output name: path}."""
     from handseg.errors import DataFormatError
-    from handseg.metrics import summarize_dice
 
     samples = validation_samples(cfg, info)
     if not samples:
@@ -51,7 +47,7 @@ def run_validation(cfg: EvalConfig, engine, settings, info: dict, device: str, t
         return {}
     from evaluator.report import write_overlays, write_validation_report
 
-    summary = summarize_dice(np.asarray(result.per_image_dice))
+    summary = result.summary()
     out = Path(cfg.output_dir)
     paths = write_validation_report(out, summary, result, meta=_report_meta(cfg, info, engine, settings))
     worst = worst_images(result, samples, cfg.n_worst_overlays)

@@ -122,8 +122,5 @@ def evaluate_sharded(engine: Engine, samples: Sequence["Sample"], settings: Infe
     res = evaluate_images(engine, mine, settings, device, thresholds=thresholds, progress=is_main)
     rows = [(i, name, counts) for i, name, counts in zip(index, res.names, np.asarray(res.counts))]
     rows = sorted(gather_rows(rows, accelerator), key=lambda r: r[0])
-    if not rows:
-        counts = np.zeros((0, NUM_CLASSES, 3), dtype=np.int64)
-        return EvalResult(names=[], counts=counts, per_image_dice=dice_from_counts(counts))
-    counts = np.stack([r[2] for r in rows]).astype(np.int64)
+    counts = np.stack([r[2] for r in rows]).astype(np.int64) if rows else np.zeros((0, NUM_CLASSES, 3), np.int64)
     return EvalResult(names=[r[1] for r in rows], counts=counts, per_image_dice=dice_from_counts(counts))

@@ -10,8 +10,8 @@ upsamples logits before thresholding, so the loss is measured where the metric i
 ``loss.resolution: logits`` the masks are instead area-downsampled to the logits' size (``mode="area"``):
 each target becomes the fraction of the logit cell the bone covers, a soft target in [0, 1] that keeps the
 sub-pixel boundary position. That is 16x fewer loss elements for SegFormer; on a CPU the loss at mask size
-costs several times the forward pass of a small model, so the demo configs use it. All losses are computed in float32, also under bf16/fp16
-autocast.
+costs several times the forward pass of a small model, so the demo configs use it. All losses are computed in
+float32, also under bf16/fp16 autocast.
 """
 
 from __future__ import annotations

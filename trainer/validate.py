@@ -18,7 +18,7 @@ from accelerate.utils import broadcast_object_list
 from torch import nn
 
 from handseg.inference import InferenceSettings
-from handseg.metrics import DiceSummary, dice_from_counts, summarize_dice
+from handseg.metrics import DiceSummary
 from handseg.models import InputSpec, forward_logits
 from handseg.validation import evaluate_sharded
 
@@ -62,11 +62,10 @@ def validate(
     model.train(was_training)
     if not accelerator.is_main_process:
         return None
-    names, counts = list(result.names), np.asarray(result.counts, dtype=np.int64)
+    names = list(result.names)
     if len(names) != len(samples) or len(set(names)) != len(names):
         raise RuntimeError(f"validation gathered {len(names)} results for {len(samples)} images")
-    per_image = dice_from_counts(counts)
-    return ValResult(names=names, per_image_dice=per_image, summary=summarize_dice(per_image))
+    return ValResult(names=names, per_image_dice=result.per_image_dice, summary=result.summary())
 
 
 def broadcast_mean(accelerator: Accelerator, result: ValResult | None) -> float:
