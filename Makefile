@@ -22,6 +22,7 @@ demo: install
 	sh scripts/demo.sh
 
 test: install
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
 
 bench: install

@@ -1,19 +1,20 @@
 #!/bin/sh
 # Evaluation under Accelerate: validation Dice or the submission CSV, images sharded across processes.
 #   sh accelerate_eval.sh [--accelerate-config FILE] --mode validation|submission [--cfg-path config/eval.yaml]
-# Other options (--backend, --output-dir) go to `python -m evaluator.run_eval`.
+# Other options (--backend, --output-dir) go to `python -m evaluator.run_eval`. The Accelerate config follows the
+# rule of accelerate_train.sh (handseg/launch.py): --accelerate-config, the YAML's accelerate_config:, else the
+# single-GPU config when a GPU is visible and the CPU config otherwise.
 set -eu
 cd "$(dirname "$0")"
-if [ -x .venv/bin/accelerate ]; then ACCELERATE=.venv/bin/accelerate; else ACCELERATE=accelerate; fi
-if [ "${1:-}" = "--accelerate-config" ]; then
-  CONFIG="$2"; shift 2
-  exec "$ACCELERATE" launch --config_file "$CONFIG" -m evaluator.run_eval "$@"
-fi
-# No config given: one process, on the GPU when one is visible (as accelerate_train.sh chooses).
-if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python; fi
-if "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
-  CONFIG=config/accelerate/single_gpu.yaml
-else
-  CONFIG=config/accelerate/cpu.yaml
-fi
-exec "$ACCELERATE" launch --config_file "$CONFIG" -m evaluator.run_eval "$@"
+[ -d .venv/bin ] && PATH="$PWD/.venv/bin:$PATH" && export PATH
+ACC=""
+if [ "${1:-}" = "--accelerate-config" ]; then ACC="$2"; shift 2; fi
+CFG=config/eval.yaml
+prev=""
+for arg in "$@"; do
+  [ "$prev" = "--cfg-path" ] && CFG="$arg"
+  case "$arg" in --cfg-path=*) CFG="${arg#*=}" ;; esac
+  prev="$arg"
+done
+CONFIG=$(python -m handseg.launch --cfg-path "$CFG" ${ACC:+--accelerate-config "$ACC"}) || exit 2
+exec accelerate launch --config_file "$CONFIG" -m evaluator.run_eval "$@"

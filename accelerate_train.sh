@@ -28,21 +28,9 @@ done
 [ -n "$CFG" ] || usage
 [ -f "$CFG" ] || { echo "error: $CFG: config file not found" >&2; exit 2; }
 
-if [ -z "$ACC" ]; then
-  # The YAML's accelerate_config, read without importing the project (the trainer validates it again).
-  ACC=$(python -c 'import sys, yaml
-d = yaml.safe_load(open(sys.argv[1])) or {}
-v = d.get("accelerate_config") if isinstance(d, dict) else None
-print(v or "")' "$CFG") || exit 2
-fi
-if [ -z "$ACC" ]; then
-  if python -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
-    ACC=config/accelerate/single_gpu.yaml
-  else
-    ACC=config/accelerate/cpu.yaml
-  fi
-fi
-[ -f "$ACC" ] || { echo "error: $CFG: accelerate_config: file $ACC not found (scripts/accelerate_config.sh writes one)" >&2; exit 2; }
+# One rule for both launch scripts (handseg/launch.py): --accelerate-config, the YAML's accelerate_config:,
+# else the single-GPU config when a GPU is visible and the CPU config otherwise.
+ACC=$(python -m handseg.launch --cfg-path "$CFG" ${ACC:+--accelerate-config "$ACC"}) || exit 2
 
 # Validate the config once, here, so that a bad key is one clean line before any process starts.
 python -m trainer.train --cfg-path "$CFG" --check-config || exit $?

@@ -11,23 +11,22 @@ import argparse
 import json
 from pathlib import Path
 
+from evaluator.config import load_eval_config
+from evaluator.efficiency import efficiency_chart, format_table, run_efficiency
+from evaluator.engines import load_eval_checkpoint
+from handseg.atomic import atomic_write_text
 from handseg.errors import cli_main
 
 
 @cli_main
 def main(argv=None) -> dict:
-    from evaluator.config import load_eval_config
-    from evaluator.efficiency import efficiency_chart, format_table, run_efficiency
-    from evaluator.engines import load_bundle
-    from handseg.atomic import atomic_write_text
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cfg-path", default="config/eval.yaml")
     p.add_argument("--output-dir", default=None, help="default: <output_dir>/efficiency from the config")
     args = p.parse_args(argv)
     cfg = load_eval_config(args.cfg_path)
     out = Path(args.output_dir) if args.output_dir else Path(cfg.output_dir) / "efficiency"
-    result = run_efficiency(cfg, load_bundle(cfg))
+    result = run_efficiency(cfg, load_eval_checkpoint(cfg, file=args.cfg_path))
     table = format_table(result)
     atomic_write_text(out / "efficiency.json", json.dumps(result, indent=2) + "\n")
     atomic_write_text(out / "efficiency.md", "# Efficiency\n\n" + table)

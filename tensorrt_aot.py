@@ -11,32 +11,33 @@ from __future__ import annotations
 
 import argparse
 
+from evaluator.agreement import sample_image
+from evaluator.backends import COMPILED
+from evaluator.build_engine import build_engine
+from evaluator.config import load_eval_config
+from evaluator.engines import load_eval_checkpoint
+from handseg.engine import DTYPES
 from handseg.errors import cli_main
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cfg-path", default="config/eval.yaml")
-    p.add_argument("--backend", choices=["tensorrt", "aot_inductor", "auto"], default=None)
-    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default=None)
+    p.add_argument("--backend", choices=[*COMPILED, "auto"], default=None)
+    p.add_argument("--precision", choices=list(DTYPES), default=None)
     p.add_argument("--batch", type=int, default=None, help="static tile batch (default: batch_size_eval)")
     return p.parse_args(argv)
 
 
 @cli_main
 def main(argv=None) -> None:
-    from evaluator.agreement import sample_image
-    from evaluator.build_engine import build_engine
-    from evaluator.config import engine_input_side, load_eval_config
-    from evaluator.engines import load_bundle
-
     args = parse_args(argv)
     cfg = load_eval_config(args.cfg_path)
     backend = args.backend or ("aot_inductor" if cfg.backend == "eager" else cfg.backend)
-    bundle = load_bundle(cfg)
-    image, where = sample_image(cfg.data_root, size=max(256, 2 * engine_input_side(bundle[3])))
+    ckpt = load_eval_checkpoint(cfg, file=args.cfg_path)
+    image, where = sample_image(cfg.data_root, size=max(256, 2 * ckpt.spec.model_size))
     path, manifest = build_engine(
-        cfg, bundle, image, backend=backend, batch=args.batch, precision=args.precision, source=args.cfg_path
+        cfg, ckpt, image, backend=backend, batch=args.batch, precision=args.precision, source=args.cfg_path
     )
     agree = manifest["agreement_vs_eager_fp32"]
     print(

@@ -12,8 +12,8 @@ float32 normalised, labels), with no augmentation:
 Baseline (the usual notebook Dataset): per sample ``cv2.imread`` the PNG, ``json.load`` the annotation,
 ``cv2.fillPoly`` each class into a full-size (H, W, 29) mask, then ``cv2.resize`` image and mask (stage 1) or
 crop both (stage 2). Project: :class:`~handseg.cache.ImageCache` (built once; its build time is printed
-separately and excluded from the rates) read by :class:`~trainer.data.WholeImageDataset` /
-:class:`~trainer.data.CropDataset`. Each measurement draws ``--samples`` samples in batches of
+separately and excluded from the rates) read by :class:`~trainer.datasets.WholeImageDataset` /
+:class:`~trainer.datasets.CropDataset`. Each measurement draws ``--samples`` samples in batches of
 ``--batch-size``; the clock starts when the first batch arrives, so worker start-up is excluded for both.
 Labels: the headline rows, "handseg (packed labels)", time the project's default ``data.label_dtype: packed``
 ((B, h, w) int32, bit c = class c) against the baseline's usual (B, 29, h, w) float32. Packed labels defer the
@@ -40,9 +40,9 @@ from handseg.cache import ImageCache
 from handseg.classes import CLASS_TO_INDEX, NUM_CLASSES
 from handseg.dataset_index import index_split
 from handseg.errors import cli_main
-from handseg.models import IMAGENET_MEAN, IMAGENET_STD
+from handseg.model_io import IMAGENET_MEAN, IMAGENET_STD
 from handseg.rasterize import unpack_label_batch
-from trainer.data import CropDataset, WholeImageDataset
+from trainer.datasets import CropDataset, WholeImageDataset
 
 MEAN = np.array(IMAGENET_MEAN, np.float32)
 STD = np.array(IMAGENET_STD, np.float32)
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    # OpenCV's thread pool is not fork-safe (see trainer.data.build_train_loader); same setting for both loaders.
+    # OpenCV's thread pool is not fork-safe (see trainer.loader.build_train_loader); same setting for both loaders.
     cv2.setNumThreads(0)
     tmp = Path(tempfile.mkdtemp(prefix="bench_loader."))
     try:

@@ -47,8 +47,8 @@ def synthetic_polygons(size: int, seed: int) -> list[np.ndarray]:
 def make_masks(size: int, seed: int) -> tuple[np.ndarray, str]:
     """(29, size, size) bool masks and where they came from."""
     try:
-        from handseg.phantom import render_hand
         from handseg.classes import CLASSES
+        from handseg.phantom import render_hand
 
         _, polygons = render_hand(seed, size, "R")
         polys = [polygons[c] for c in CLASSES]
@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
         bad = [i for i, (a, b) in enumerate(zip(ours, base)) if a != b]
         raise SystemExit(f"encoders disagree on channels {bad}")
     runs = sum(len(s.split()) // 2 for s in ours)
-    print(f"masks: {masks.shape[0]} x {args.size}x{args.size} from {source}, {masks.mean():.2%} foreground, {runs} runs")
+    print(f"masks: {masks.shape[0]} x {args.size}x{args.size} from {source}, {masks.mean():.2%} foreground, "
+          f"{runs} runs")
     print(f"identical strings: yes (best of {args.repeats})")
     print(f"project rle_encode_many : {ours_s * 1e3:8.1f} ms per image")
     print(f"per-mask numpy baseline : {base_s * 1e3:8.1f} ms per image")

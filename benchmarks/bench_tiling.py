@@ -19,9 +19,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from handseg.engine import eager_engine
 from handseg.errors import cli_main
-from handseg.inference import InferenceSettings, predict_probs, preprocess
-from handseg.models import InputSpec, LogitsModule, ModelConfig, build_model, count_parameters
+from handseg.inference import InferenceSettings, predict_probs
+from handseg.model_io import InputSpec, to_pixel_values
+from handseg.models import ModelConfig, build_model, count_parameters
 from handseg.tiling import pad_amounts
 
 
@@ -46,7 +48,7 @@ def monai_probs(engine, image: np.ndarray, settings: InferenceSettings) -> torch
     spec = settings.input
     h, w = image.shape
     (top, bottom), (left, right) = pad_amounts(h, spec.tile_size), pad_amounts(w, spec.tile_size)
-    x = preprocess(np.pad(image, ((top, bottom), (left, right))), spec.mean, spec.std)
+    x = to_pixel_values(np.pad(image, ((top, bottom), (left, right))), spec.mean, spec.std)[None]
 
     def predictor(tiles: torch.Tensor) -> torch.Tensor:
         logits = engine(tiles).float()
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
 
     model = build_model(ModelConfig(arch=args.arch, preset=args.preset)).eval()
-    engine = LogitsModule(model)
+    engine = eager_engine(model)
     image, source = bench_image(args.size, args.seed)
     settings = InferenceSettings(
         input=InputSpec(mode="tile", image_size=args.size, tile_size=args.tile, overlap=args.overlap),

@@ -9,32 +9,31 @@ import torch
 import torch.nn.functional as F
 
 from handseg.classes import CLASSES
+from handseg.dataset_index import index_split
+from handseg.errors import DataFormatError
+from handseg.image_io import read_image
+from handseg.inference import predict_probs, threshold_probs
+from handseg.metrics import dice_counts, dice_from_counts
+from handseg.model_io import to_pixel_values
+from handseg.phantom import render_hand
 
 
 def sample_image(data_root: str | Path | None, size: int = 256, seed: int = 0) -> tuple[np.ndarray, str]:
     """(H, W) uint8 image to measure agreement on: the first training image under ``data_root``, else a phantom."""
     if data_root is not None and Path(data_root).is_dir():
-        from handseg.dataset_index import index_split
-        from handseg.errors import DataFormatError
-        from handseg.image_io import read_image
-
         try:
             samples = index_split(data_root, "train")
             if samples:
                 return read_image(samples[0].image_path), samples[0].rel
         except DataFormatError:
             pass
-    from handseg.phantom import render_hand
-
     image, _ = render_hand(seed, size, "R")
     return image, f"phantom(seed={seed}, size={size})"
 
 
 def tile_batch(image: np.ndarray, spec, batch: int, side: int) -> torch.Tensor:
     """A (batch, 3, side, side) float32 batch of real tiles from ``image`` (resized when it is smaller)."""
-    from handseg.inference import preprocess
-
-    x = preprocess(image, spec.mean, spec.std)  # (1, 3, H, W)
+    x = to_pixel_values(image, spec.mean, spec.std)[None]  # (1, 3, H, W)
     h, w = x.shape[-2:]
     if h < side or w < side or spec.mode == "resize":
         return F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False).repeat(batch, 1, 1, 1)
@@ -45,8 +44,6 @@ def tile_batch(image: np.ndarray, spec, batch: int, side: int) -> torch.Tensor:
 
 def mask_dice(pred: torch.Tensor, ref: torch.Tensor) -> np.ndarray:
     """(29,) Dice of two (29, H, W) bool masks by the competition rule (both empty -> 1)."""
-    from handseg.metrics import dice_counts, dice_from_counts
-
     return dice_from_counts(dice_counts(pred, ref))
 
 
@@ -54,8 +51,6 @@ def compare(
     engine, ref_engine, image: np.ndarray, settings, ref_settings, device: str, thresholds=0.5, side: int | None = None
 ) -> dict:
     """Logit and mask agreement of ``engine`` with ``ref_engine`` (eager fp32) on ``image``."""
-    from handseg.inference import predict_probs, threshold_probs
-
     side = side or engine.side or settings.input.tile_size
     batch = engine.batch_size or settings.batch_size
     x = tile_batch(image, settings.input, batch, side)

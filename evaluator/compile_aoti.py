@@ -9,8 +9,18 @@ import torch
 from handseg.atomic import atomic_path
 
 
-def compile_aoti(exported: torch.export.ExportedProgram, out_path: str | Path) -> Path:
-    """Compile and package ``exported`` to ``out_path`` (.pt2), written atomically (temp name, then rename)."""
+def aoti_missing(device: str) -> str | None:
+    """What prevents AOTInductor on ``device`` (None: it runs on the CPU and on any CUDA device)."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return "no CUDA device is available"
+    return None
+
+
+def compile_aoti(exported: torch.export.ExportedProgram, example: torch.Tensor | None, out_path: str | Path,
+                 device: str = "cpu", optimization_level: int | None = None) -> Path:
+    """Compile and package ``exported`` to ``out_path`` (.pt2), written atomically (temp name, then rename).
+    ``example``, ``device`` and ``optimization_level`` are part of the backend interface; AOTInductor takes
+    shapes and device from the exported program."""
     out_path = Path(out_path)
     with atomic_path(out_path, suffix=".pt2") as tmp:
         torch._inductor.aoti_compile_and_package(exported, package_path=str(tmp))

@@ -15,11 +15,6 @@ from pathlib import Path
 import torch
 
 from handseg.atomic import atomic_path
-from handseg.errors import HandSegError
-
-
-class BackendUnavailableError(HandSegError):
-    """The requested backend cannot run on this machine."""
 
 
 def tensorrt_missing(device: str) -> str | None:
@@ -33,11 +28,8 @@ def tensorrt_missing(device: str) -> str | None:
     return None
 
 
-def require_tensorrt(device: str):
-    """Import torch_tensorrt or raise a one-line error suggesting ``--backend aot_inductor``."""
-    missing = tensorrt_missing(device)
-    if missing:
-        raise BackendUnavailableError(f"backend tensorrt cannot run: {missing}; use --backend aot_inductor instead")
+def _torch_tensorrt():
+    """The torch_tensorrt module (imported only here: optional; ``evaluator.backends.require`` checks first)."""
     return importlib.import_module("torch_tensorrt")
 
 
@@ -46,20 +38,20 @@ def compile_trt(
     example: torch.Tensor,
     out_path: str | Path,
     device: str = "cuda:0",
-    optimization_level: int = 3,
+    optimization_level: int | None = 3,
 ) -> Path:
     """Compile with ``torch_tensorrt.dynamo.compile`` (static shape of ``example``) and save as an exported program.
 
     example: (B, 3, side, side) tensor on the CUDA device, in the engine dtype.
     """
-    trt = require_tensorrt(device)
+    trt = _torch_tensorrt()
     out_path = Path(out_path)
     module = trt.dynamo.compile(
         exported,
         arg_inputs=[example],
         device=torch.device(device),
         use_explicit_typing=True,
-        optimization_level=optimization_level,
+        optimization_level=3 if optimization_level is None else optimization_level,
         min_block_size=1,
     )
     with atomic_path(out_path, suffix=".ep") as tmp:
@@ -69,5 +61,4 @@ def compile_trt(
 
 def load_trt(path: str | Path, device: str = "cuda:0"):
     """Load a saved Torch-TensorRT exported program; returns a callable module."""
-    trt = require_tensorrt(device)
-    return trt.load(str(path)).module()
+    return _torch_tensorrt().load(str(path)).module()

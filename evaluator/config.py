@@ -1,8 +1,10 @@
-"""The evaluator's YAML schema (``config/eval.yaml``) and its resolution against a checkpoint.
+"""The evaluator's YAML schema (``config/eval.yaml``), checked on load, and its explicit resolution steps.
 
-Settings left empty (fold, n_folds, seed, tile_size, overlap) are filled from the checkpoint's ``handseg.json``,
-so evaluation sees the validation fold and input scale that training used. Thresholds may be one number, 29
-numbers, or the path of a file written by ``scripts/tune_thresholds.py``.
+``load_eval_config`` reads and checks values only. :func:`resolve_checkpoint` then chooses among candidate
+checkpoints (printing the choice); settings left empty (fold, n_folds, seed, tile_size, overlap) are taken from
+the checkpoint's record when it is loaded (``evaluator.engines.load_eval_checkpoint``), so evaluation sees the
+validation fold and input scale that training used. Thresholds may be one number, 29 numbers, or the path of a
+file written by ``scripts/tune_thresholds.py``.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from typing import Any, Literal
 
 import yaml
 
+from evaluator.backends import BACKEND_CHOICES, BACKENDS
+from handseg.checkpoint import best_checkpoint
 from handseg.classes import CLASSES, NUM_CLASSES
-from handseg.config_schema import load_config
-from handseg.errors import ConfigError
+from handseg.config_schema import FieldError, load_config
+from handseg.engine import DTYPES
+from handseg.errors import ConfigError, DataFormatError
 
-Backend = Literal["tensorrt", "aot_inductor", "eager", "auto"]
-Precision = Literal["fp32", "fp16", "bf16"]
+EFFICIENCY_ENGINES = ("eager_fp32", "eager_autocast", *(n for n, b in BACKENDS.items() if b.compiled))
 
 _DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
 
@@ -38,25 +42,24 @@ class EfficiencyConfig:
     backends: list[str] = field(default_factory=list)  # empty: every backend available here
     compile_missing: bool = True  # compile AOTInductor engines that trt_models/ lacks
 
-    def validate(self) -> None:
+    def check(self) -> None:
         if self.warmup < 0 or self.iters < 1 or self.image_iters < 1:
-            raise ValueError("iters: warmup must be >= 0, iters and image_iters >= 1")
+            raise FieldError("iters", "warmup must be >= 0, iters and image_iters >= 1")
         if any(b < 1 for b in self.batch_sizes):
-            raise ValueError("batch_sizes: every batch size must be >= 1")
+            raise FieldError("batch_sizes", "every batch size must be >= 1")
         if self.image_size < 32:
-            raise ValueError("image_size: must be >= 32")
-        allowed = {"eager_fp32", "eager_autocast", "aot_inductor", "tensorrt"}
-        bad = [b for b in self.backends if b not in allowed]
+            raise FieldError("image_size", "must be >= 32")
+        bad = [b for b in self.backends if b not in EFFICIENCY_ENGINES]
         if bad:
-            raise ValueError(f"backends: unknown {bad[0]!r} (allowed: {', '.join(sorted(allowed))})")
+            raise FieldError("backends", f"unknown {bad[0]!r} (allowed: {', '.join(EFFICIENCY_ENGINES)})")
 
 
 @dataclass
 class EvalConfig:
     """Everything ``tensorrt_aot.py``, ``accelerate_eval.sh`` and ``evaluate_efficiency.py`` read.
 
-    ``checkpoint`` is one folder, or a list of candidates (e.g. stage 2's and stage 1's ``best/``): the one
-    with the highest validation Dice recorded by training is used, and ``candidates`` keeps what was compared.
+    ``checkpoint`` is one folder, or a list of candidates (e.g. stage 2's and stage 1's ``best/``):
+    :func:`resolve_checkpoint` picks the one with the highest validation Dice recorded by training.
     """
 
     checkpoint: Path | list[Path]
@@ -68,8 +71,8 @@ class EvalConfig:
     overlap: float | None = None
     batch_size_eval: int = 4
     blend: Literal["gaussian", "constant"] = "gaussian"
-    backend: Backend = "auto"
-    precision: Precision = "fp32"
+    backend: str = "auto"  # a name of evaluator.backends.BACKENDS, or auto
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     optimization_level: int = 3
     device: str = "cpu"
     flip_tta: bool = False
@@ -79,75 +82,85 @@ class EvalConfig:
     output_dir: Path = Path("outputs/eval")
     sample_submission: Path | None = None  # default: <data_root>/sample_submission.csv when present
     n_worst_overlays: int = 4
+    accelerate_config: Path | None = None  # default: single_gpu.yaml with a GPU, cpu.yaml without
     efficiency: EfficiencyConfig = field(default_factory=EfficiencyConfig)
-    candidates: list[dict] = field(default_factory=list, init=False)  # filled when checkpoint is a list
 
-    def validate(self) -> None:
-        if isinstance(self.checkpoint, list):
-            self.checkpoint, self.candidates = _choose_checkpoint(self.checkpoint)
-        if not Path(self.checkpoint).is_dir():
-            raise ValueError(f"checkpoint: folder not found: {self.checkpoint}")
+    def check(self) -> None:
+        if isinstance(self.checkpoint, list) and not self.checkpoint:
+            raise FieldError("checkpoint", "the list of candidate checkpoints is empty")
+        if self.backend not in BACKEND_CHOICES:
+            raise FieldError("backend", f"must be one of {list(BACKEND_CHOICES)}, got {self.backend!r}")
+        if self.precision not in DTYPES:
+            raise FieldError("precision", f"must be one of {list(DTYPES)}, got {self.precision!r}")
         if not _DEVICE_RE.match(self.device):
-            raise ValueError(f"device: expected cpu, cuda or cuda:N, got {self.device!r}")
+            raise FieldError("device", f"expected cpu, cuda or cuda:N, got {self.device!r}")
         if self.batch_size_eval < 1:
-            raise ValueError("batch_size_eval: must be >= 1")
+            raise FieldError("batch_size_eval", "must be >= 1")
         if self.tile_size is not None and self.tile_size < 32:
-            raise ValueError("tile_size: must be >= 32")
+            raise FieldError("tile_size", "must be >= 32")
         if self.overlap is not None and not 0.0 <= self.overlap < 1.0:
-            raise ValueError("overlap: must be in [0, 1)")
+            raise FieldError("overlap", "must be in [0, 1)")
         if not 0 <= self.optimization_level <= 5:
-            raise ValueError("optimization_level: must be in 0..5")
+            raise FieldError("optimization_level", "must be in 0..5")
         if self.n_folds is not None and self.n_folds < 2:
-            raise ValueError("n_folds: must be >= 2")
+            raise FieldError("n_folds", "must be >= 2")
         if self.fold is not None and self.fold < 0:
-            raise ValueError("fold: must be >= 0")
+            raise FieldError("fold", "must be >= 0")
         if self.fold is not None and self.n_folds is not None and self.fold >= self.n_folds:
-            raise ValueError(f"fold: {self.fold} is not below n_folds {self.n_folds}")
+            raise FieldError("fold", f"{self.fold} is not below n_folds {self.n_folds}")
         if self.n_worst_overlays < 0:
-            raise ValueError("n_worst_overlays: must be >= 0")
+            raise FieldError("n_worst_overlays", "must be >= 0")
         if isinstance(self.thresholds, list):
             _check_threshold_list(self.thresholds)
-        elif isinstance(self.thresholds, float):
-            if not 0.0 < self.thresholds < 1.0:
-                raise ValueError("thresholds: must be in (0, 1)")
-        elif not Path(self.thresholds).is_file():
-            raise ValueError(f"thresholds: file not found: {self.thresholds}")
+        elif isinstance(self.thresholds, float) and not 0.0 < self.thresholds < 1.0:
+            raise FieldError("thresholds", "must be in (0, 1)")
 
 
-def _choose_checkpoint(folders: list[Path]) -> tuple[Path, list[dict]]:
-    """The best of several candidate checkpoints by recorded validation Dice; problems name ``checkpoint``."""
-    from handseg.checkpoint import best_checkpoint
-    from handseg.errors import DataFormatError
+@dataclass
+class ChosenCheckpoint:
+    """The checkpoint an evaluation uses and, when the config listed candidates, what was compared."""
 
+    folder: Path
+    candidates: list[dict] = field(default_factory=list)
+
+
+def resolve_checkpoint(cfg: EvalConfig, file: str | Path = "<config>", echo: bool = True) -> ChosenCheckpoint:
+    """The config's checkpoint folder, or the candidate with the best validation Dice recorded by training
+    (printed to stderr when ``echo``). A missing folder, or candidates validated on other images, is a
+    ConfigError naming ``checkpoint``."""
+    if not isinstance(cfg.checkpoint, list):
+        if not Path(cfg.checkpoint).is_dir():
+            raise ConfigError(file, "checkpoint", f"folder not found: {cfg.checkpoint}")
+        return ChosenCheckpoint(Path(cfg.checkpoint))
     try:
-        return best_checkpoint(folders)  # a missing folder is a DataFormatError naming it
+        folder, rows = best_checkpoint(cfg.checkpoint)  # a missing folder is a DataFormatError naming it
     except (ValueError, DataFormatError) as exc:
-        raise ValueError(f"checkpoint: {exc}") from None
+        raise ConfigError(file, "checkpoint", str(exc)) from None
+    if echo:
+        compared = ", ".join(f"{c['checkpoint']} {c['mean_dice']:.4f}" for c in rows)
+        print(f"checkpoint: {folder} has the best validation mean Dice ({compared})", file=sys.stderr)
+    return ChosenCheckpoint(folder, rows)
 
 
 def _check_threshold_list(values: list[float]) -> None:
     if len(values) != NUM_CLASSES:
-        raise ValueError(f"thresholds: expected one number or {NUM_CLASSES} (one per class), got {len(values)}")
+        raise FieldError("thresholds", f"expected one number or {NUM_CLASSES} (one per class), got {len(values)}")
     bad = [v for v in values if not 0.0 < v < 1.0]
     if bad:
-        raise ValueError(f"thresholds: every threshold must be in (0, 1), got {bad[0]}")
+        raise FieldError("thresholds", f"every threshold must be in (0, 1), got {bad[0]}")
 
 
 def load_eval_config(path: str | Path, overrides: dict | None = None) -> EvalConfig:
-    """Read and validate an eval YAML; bad keys, types or a missing checkpoint -> ConfigError naming the key.
-
-    When ``checkpoint`` lists candidates, the choice is printed to stderr.
-    """
-    cfg = load_config(path, EvalConfig, overrides=overrides)
-    if cfg.candidates:
-        compared = ", ".join(f"{c['checkpoint']} {c['mean_dice']:.4f}" for c in cfg.candidates)
-        print(f"checkpoint: {cfg.checkpoint} has the best validation mean Dice ({compared})", file=sys.stderr)
-    return cfg
+    """Read and check an eval YAML (bad keys, types or values -> ConfigError naming the key); nothing else is
+    read or chosen here (see :func:`resolve_checkpoint`)."""
+    return load_config(path, EvalConfig, overrides=overrides)
 
 
 def read_thresholds_file(path: str | Path) -> list[float]:
     """Read a thresholds file (JSON or YAML): ``thresholds`` as 29 numbers or a class -> number mapping."""
     path = Path(path)
+    if not path.is_file():
+        raise ConfigError(path, "thresholds", "thresholds file not found")
     try:
         data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
     except (OSError, ValueError, yaml.YAMLError) as exc:
@@ -162,8 +175,8 @@ def read_thresholds_file(path: str | Path) -> list[float]:
         raise ConfigError(path, "thresholds", "expected a list of numbers or a class -> number mapping")
     try:
         _check_threshold_list([float(v) for v in values])
-    except ValueError as exc:
-        raise ConfigError(path, "thresholds", str(exc).partition(": ")[2]) from None
+    except FieldError as exc:
+        raise ConfigError(path, "thresholds", exc.problem) from None
     return [float(v) for v in values]
 
 
@@ -177,34 +190,6 @@ def resolve_thresholds(cfg: EvalConfig) -> list[float]:
     return read_thresholds_file(t)
 
 
-def _find_key(tree: Any, key: str) -> Any:
-    """First value of ``key`` in a nested dict, searched breadth-first (training configs nest split settings)."""
-    queue = [tree]
-    while queue:
-        node = queue.pop(0)
-        if isinstance(node, dict):
-            if key in node and not isinstance(node[key], dict):
-                return node[key]
-            queue.extend(v for v in node.values() if isinstance(v, dict))
-    return None
-
-
-def resolve_split(cfg: EvalConfig, info: dict) -> tuple[int, int, int]:
-    """(fold, n_folds, seed): the config's values, else the training run's (from ``handseg.json``), else 0/5/0."""
-    train_cfg = info.get("config") or {}
-    fold = cfg.fold if cfg.fold is not None else _find_key(train_cfg, "fold")
-    n_folds = cfg.n_folds if cfg.n_folds is not None else _find_key(train_cfg, "n_folds")
-    seed = cfg.seed
-    for key in ("fold_seed", "split_seed", "seed"):  # the split's own seed wins over the run seed
-        if seed is None:
-            seed = _find_key(train_cfg.get("data", {}), key) if isinstance(train_cfg.get("data"), dict) else None
-        if seed is None:
-            seed = _find_key(train_cfg, key) if key != "seed" else None
-    if seed is None:
-        seed = _find_key(train_cfg, "seed")
-    return int(fold if fold is not None else 0), int(n_folds if n_folds is not None else 5), int(seed or 0)
-
-
 def resolve_input_spec(cfg: EvalConfig, spec):
     """The checkpoint's InputSpec with ``tile_size`` / ``overlap`` overridden where the config sets them."""
     changes = {}
@@ -213,20 +198,3 @@ def resolve_input_spec(cfg: EvalConfig, spec):
     if cfg.overlap is not None:
         changes["overlap"] = cfg.overlap
     return replace(spec, **changes) if changes else spec
-
-
-def engine_input_side(spec) -> int:
-    """Static side of the model input: the tile in tile mode, the resized image in resize mode."""
-    return int(spec.tile_size if spec.mode == "tile" else spec.image_size)
-
-
-def resolve_backend(backend: str, device: str) -> str:
-    """``auto`` -> tensorrt where torch_tensorrt and CUDA are present, else aot_inductor."""
-    if backend != "auto":
-        return backend
-    import importlib.util
-
-    import torch
-
-    has_trt = importlib.util.find_spec("torch_tensorrt") is not None
-    return "tensorrt" if has_trt and device.startswith("cuda") and torch.cuda.is_available() else "aot_inductor"

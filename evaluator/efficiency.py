@@ -8,18 +8,29 @@ a background thread samples the process RSS (psutil) every 2 ms during the measu
 
 from __future__ import annotations
 
+import platform
 import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
 import numpy as np
+import psutil
 import torch
+from matplotlib.figure import Figure
 
 from evaluator.agreement import mask_dice, tile_batch
-from evaluator.config import EvalConfig, engine_input_side
-from evaluator.engines import Engine, eager_engine, inference_settings, load_engine
+from evaluator.backends import BACKENDS
+from evaluator.build_engine import build_engine
+from evaluator.config import EvalConfig, resolve_thresholds
+from evaluator.engines import eval_settings, load_engine
 from evaluator.manifest import StaleEngineError
+from evaluator.report import save_figure
+from handseg.checkpoint import LoadedCheckpoint
+from handseg.engine import Engine, eager_engine
+from handseg.inference import predict_probs, threshold_probs
+from handseg.phantom import render_hand
+from handseg.rle import rle_encode_many
 
 CPU_MEMORY_METHOD = "peak RSS of the process, psutil sampling thread every 2 ms during the measurement"
 CUDA_MEMORY_METHOD = "torch.cuda.max_memory_allocated after reset_peak_memory_stats"
@@ -49,8 +60,6 @@ class PeakRSS:
     """Context manager sampling this process's RSS in a background thread; ``peak`` and ``base`` in bytes."""
 
     def __init__(self, interval_s: float = 0.002):
-        import psutil
-
         self._proc = psutil.Process()
         self._interval = interval_s
         self._stop = threading.Event()
@@ -94,34 +103,35 @@ def timed(fn: Callable[[], object], iters: int, device: str) -> list[float]:
 
 def whole_image(engine, image: np.ndarray, settings, device: str, thresholds):
     """The deployed path for one image: tiled probabilities, thresholds, RLE. Returns (masks, rles)."""
-    from handseg.inference import predict_probs, threshold_probs
-    from handseg.rle import rle_encode_many
-
     masks = threshold_probs(predict_probs(engine, image, settings, device=device), thresholds)
     return masks, rle_encode_many(masks.cpu().numpy())
 
 
-def measure(engine: Engine, cfg: EvalConfig, spec, image, batch: int, ref_logits, ref_masks, thresholds) -> Measurement:
+def measure(engine: Engine, cfg: EvalConfig, ckpt: LoadedCheckpoint, image, batch: int, ref_logits, ref_masks,
+            thresholds) -> Measurement:
     """Time and measure ``engine`` at tile batch ``batch`` against the eager fp32 references."""
     eff, device = cfg.efficiency, engine.device
-    settings = inference_settings(cfg, spec, engine)
+    settings = eval_settings(cfg, ckpt, engine)
     settings.batch_size = batch
-    x = tile_batch(image, spec, batch, engine_input_side(spec))
+    x = tile_batch(image, ckpt.spec, batch, ckpt.spec.model_size)
     with torch.inference_mode():
         for _ in range(eff.warmup):
             engine(x)
         calls = np.asarray(timed(lambda: engine(x), eff.iters, device))
         diff = float((engine(x).cpu() - ref_logits).abs().max().item())
-    whole_image(engine, image, settings, device, thresholds)  # warm-up of the whole-image path
+    def run_image():
+        return whole_image(engine, image, settings, device, thresholds)
+
+    run_image()  # warm-up of the whole-image path
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-        image_ms = float(np.mean(timed(lambda: whole_image(engine, image, settings, device, thresholds), eff.image_iters, device)))
+        image_ms = float(np.mean(timed(run_image, eff.image_iters, device)))
         peak, increase = torch.cuda.max_memory_allocated(device), torch.cuda.max_memory_allocated(device) - base
     else:
         with PeakRSS() as rss:
-            image_ms = float(np.mean(timed(lambda: whole_image(engine, image, settings, device, thresholds), eff.image_iters, device)))
+            image_ms = float(np.mean(timed(run_image, eff.image_iters, device)))
         peak, increase = rss.peak, rss.peak - rss.base
     masks, _ = whole_image(engine, image, settings, device, thresholds)
     dice = mask_dice(masks.cpu(), ref_masks)
@@ -144,55 +154,47 @@ def measure(engine: Engine, cfg: EvalConfig, spec, image, batch: int, ref_logits
     )
 
 
-def available_backends(cfg: EvalConfig) -> list[str]:
-    """Backends to measure: the config's list, else every one this machine can run."""
-    from evaluator.compile_trt import tensorrt_missing
-
+def available_engines(cfg: EvalConfig) -> list[str]:
+    """Engines to measure: the config's list, else eager (fp32 and autocast) and every compiled backend that
+    can run here."""
     if cfg.efficiency.backends:
         return list(cfg.efficiency.backends)
-    names = ["eager_fp32", "eager_autocast", "aot_inductor"]
-    if tensorrt_missing(cfg.device) is None:
-        names.append("tensorrt")
-    return names
+    compiled = [n for n, b in BACKENDS.items() if b.compiled and b.missing(cfg.device) is None]
+    return ["eager_fp32", "eager_autocast", *compiled]
 
 
-def make_engine(name: str, cfg: EvalConfig, bundle, batch: int, image) -> Engine:
-    """Build (or load, compiling a missing AOTInductor engine when allowed) the engine called ``name``."""
-    model = bundle[0]
+def engine_named(name: str, cfg: EvalConfig, ckpt: LoadedCheckpoint, batch: int, image) -> Engine:
+    """The engine called ``name`` (see :func:`available_engines`); a missing AOTInductor engine is compiled
+    when ``efficiency.compile_missing`` allows."""
     if name == "eager_fp32":
-        return eager_engine(model, "fp32", cfg.device)
+        return eager_engine(ckpt.model, "fp32", cfg.device)
     if name == "eager_autocast":
-        return eager_engine(model, "fp16" if cfg.device.startswith("cuda") else "bf16", cfg.device)
+        return eager_engine(ckpt.model, "fp16" if cfg.device.startswith("cuda") else "bf16", cfg.device)
     try:
-        return load_engine(cfg, backend=name, batch=batch, bundle=bundle)
+        return load_engine(cfg, ckpt, backend=name, batch=batch)
     except StaleEngineError:
         if not cfg.efficiency.compile_missing or name != "aot_inductor":
             raise
-    from evaluator.build_engine import build_engine
-
-    build_engine(cfg, bundle, image, backend=name, batch=batch)
-    return load_engine(cfg, backend=name, batch=batch, bundle=bundle)
+    build_engine(cfg, ckpt, image, backend=name, batch=batch)
+    return load_engine(cfg, ckpt, backend=name, batch=batch)
 
 
-def run_efficiency(cfg: EvalConfig, bundle, progress: bool = True) -> dict:
+def run_efficiency(cfg: EvalConfig, ckpt: LoadedCheckpoint, progress: bool = True) -> dict:
     """Measure every available engine at batch 1 and ``batch_size_eval``; returns the JSON-ready result."""
-    from evaluator.config import resolve_thresholds
-    from handseg.phantom import render_hand
-
-    _model, _info, _model_cfg, spec = bundle
+    spec = ckpt.spec
     thresholds = resolve_thresholds(cfg)
     image, _ = render_hand(0, cfg.efficiency.image_size, "R")
     batches = cfg.efficiency.batch_sizes or sorted({1, cfg.batch_size_eval})
-    ref = eager_engine(bundle[0], "fp32", cfg.device)
-    ref_masks = whole_image(ref, image, inference_settings(cfg, spec, ref), cfg.device, thresholds)[0].cpu()
+    ref = eager_engine(ckpt.model, "fp32", cfg.device)
+    ref_masks = whole_image(ref, image, eval_settings(cfg, ckpt, ref), cfg.device, thresholds)[0].cpu()
     rows = []
     for batch in batches:
-        x = tile_batch(image, spec, batch, engine_input_side(spec))
+        x = tile_batch(image, spec, batch, spec.model_size)
         with torch.inference_mode():
             ref_logits = ref(x).cpu()
-        for name in available_backends(cfg):
-            engine = make_engine(name, cfg, bundle, batch, image)
-            row = measure(engine, cfg, spec, image, batch, ref_logits, ref_masks, thresholds)
+        for name in available_engines(cfg):
+            engine = engine_named(name, cfg, ckpt, batch, image)
+            row = measure(engine, cfg, ckpt, image, batch, ref_logits, ref_masks, thresholds)
             if progress:
                 print(f"  {row.engine:<22} batch {batch}: {row.image_ms:9.1f} ms/image, {row.peak_mem_mib:8.1f} MiB")
             rows.append(asdict(row))
@@ -200,8 +202,8 @@ def run_efficiency(cfg: EvalConfig, bundle, progress: bool = True) -> dict:
         "device": cfg.device,
         "device_name": torch.cuda.get_device_name(cfg.device) if cfg.device.startswith("cuda") else cpu_name(),
         "torch_threads": torch.get_num_threads(),
-        "checkpoint": str(cfg.checkpoint),
-        "input": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()},
+        "checkpoint": str(ckpt.folder),
+        "input": spec.to_dict(),
         "image_size": cfg.efficiency.image_size,
         "warmup": cfg.efficiency.warmup,
         "iters": cfg.efficiency.iters,
@@ -212,8 +214,6 @@ def run_efficiency(cfg: EvalConfig, bundle, progress: bool = True) -> dict:
 
 
 def cpu_name() -> str:
-    import platform
-
     return platform.processor() or platform.machine()
 
 
@@ -243,26 +243,14 @@ def format_table(result: dict) -> str:
 
 def efficiency_chart(result: dict, path) -> None:
     """Two panels: whole-image latency and peak memory per engine and batch."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from handseg.atomic import atomic_write_bytes
-
     rows = result["results"]
     labels = [f"{r['engine']}\nb{r['batch']}" for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.4 * len(rows) * 2), 4), dpi=100)
+    fig = Figure(figsize=(max(8, 1.4 * len(rows) * 2), 4), dpi=100)
+    axes = fig.subplots(1, 2)
     axes[0].bar(range(len(rows)), [r["image_ms"] for r in rows], color="#4c72b0")
     axes[0].set_ylabel(f"ms per {result['image_size']}px image")
     axes[1].bar(range(len(rows)), [r["peak_mem_mib"] for r in rows], color="#dd8452")
     axes[1].set_ylabel("peak memory (MiB)")
     for ax in axes:
         ax.set_xticks(range(len(rows)), labels, fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
+from handseg.engine import DTYPES
 from handseg.errors import ConfigError
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from handseg.models import LogitsModule
 
 
 def check_tile_size(side: int, divisor: int, source: str = "config", key: str = "tile_size") -> None:
@@ -31,8 +31,6 @@ def example_input(batch: int, side: int, precision: str = "fp32", device: str = 
 
 def logits_module(model, precision: str = "fp32", device: str = "cpu") -> torch.nn.Module:
     """The model wrapped to return plain logits, cast to ``precision`` (strongly typed engines need that)."""
-    from handseg.models import LogitsModule
-
     module = LogitsModule(model).eval().to(device)
     return module.to(DTYPES[precision])
 

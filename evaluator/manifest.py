@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import platform
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from handseg.atomic import atomic_write_text
+from handseg.checkpoint import checkpoint_sha256, versions
 from handseg.classes import CLASSES
 from handseg.errors import HandSegError
 
@@ -27,23 +27,6 @@ class StaleEngineError(HandSegError):
 def manifest_path(engine_path: str | Path) -> Path:
     """``trt_models/x.pt2`` -> ``trt_models/x.json``."""
     return Path(engine_path).with_suffix(".json")
-
-
-def versions() -> dict[str, str]:
-    """Versions of the libraries an engine depends on."""
-    import torch
-    import transformers
-
-    out = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
-    try:
-        import torch_tensorrt  # noqa: F401  (optional)
-
-        out["torch_tensorrt"] = torch_tensorrt.__version__
-    except ImportError:
-        pass
-    if torch.cuda.is_available():
-        out["cuda"] = str(torch.version.cuda)
-    return out
 
 
 def build_manifest(
@@ -96,7 +79,8 @@ def read_manifest(engine_path: str | Path) -> dict:
     """Read the manifest beside ``engine_path``; a missing or malformed one is a StaleEngineError."""
     path = manifest_path(engine_path)
     if not path.is_file():
-        raise StaleEngineError(f"{engine_path}: no manifest ({path.name}) beside the engine; recompile with tensorrt_aot.py")
+        raise StaleEngineError(f"{engine_path}: no manifest ({path.name}) beside the engine; "
+                               "recompile with tensorrt_aot.py")
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -112,8 +96,6 @@ def check_manifest(manifest: dict, checkpoint_folder: str | Path, expect: dict |
     ``expect`` maps manifest keys (backend, precision, batch_size, input_shape, ...) to required values.
     Raises StaleEngineError with a one-line message naming the mismatch.
     """
-    from handseg.checkpoint import checkpoint_sha256
-
     name = manifest.get("engine", "engine")
     fix = "recompile it with `python tensorrt_aot.py --cfg-path <eval.yaml>`"
     if manifest.get("manifest_version") != MANIFEST_VERSION:
@@ -128,4 +110,5 @@ def check_manifest(manifest: dict, checkpoint_folder: str | Path, expect: dict |
         raise StaleEngineError(f"{name}: engine classes differ from the project's {len(CLASSES)} classes; {fix}")
     for key, value in (expect or {}).items():
         if manifest.get(key) != value:
-            raise StaleEngineError(f"{name}: manifest {key} is {manifest.get(key)!r}, the config needs {value!r}; {fix}")
+            raise StaleEngineError(f"{name}: manifest {key} is {manifest.get(key)!r}, the config needs {value!r}; "
+                                   f"{fix}")

@@ -7,10 +7,16 @@ import io
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
+from matplotlib.figure import Figure
 
 from handseg.atomic import atomic_write_bytes, atomic_write_text
 from handseg.classes import CLASSES
+from handseg.image_io import read_image, write_png
+from handseg.inference import predict_probs, threshold_probs
+from handseg.metrics import format_dice_table
+from handseg.scoring import ground_truth
 
 # Overlay colours (RGB): true positive, false positive, false negative.
 TP_RGB, FP_RGB, FN_RGB = (40, 200, 80), (240, 60, 40), (60, 120, 255)
@@ -19,8 +25,6 @@ OVERLAY_MAX_SIDE = 768
 
 def write_validation_report(out: Path, summary, result, meta: dict) -> dict:
     """Write dice.md, dice.csv, dice.json and dice.png under ``out``; returns their paths."""
-    from handseg.metrics import format_dice_table
-
     out.mkdir(parents=True, exist_ok=True)
     md = (
         f"# Validation Dice\n\ncheckpoint `{meta.get('checkpoint')}`, engine `{meta.get('engine')}`, "
@@ -52,13 +56,9 @@ def write_validation_report(out: Path, summary, result, meta: dict) -> dict:
 
 def dice_chart(summary, path: Path) -> Path:
     """Per-class bar chart of Dice with the mean as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     values = [summary.per_class[c] for c in CLASSES]
-    fig, ax = plt.subplots(figsize=(12, 4), dpi=100)
+    fig = Figure(figsize=(12, 4), dpi=100)
+    ax = fig.subplots()
     ax.bar(range(len(CLASSES)), values, color="#4c72b0")
     ax.axhline(summary.mean, color="k", linestyle="--", linewidth=1, label=f"mean {summary.mean:.4f}")
     ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=70, fontsize=8)
@@ -66,21 +66,24 @@ def dice_chart(summary, path: Path) -> Path:
     ax.set_ylabel("Dice")
     ax.set_title(f"Per-class Dice ({summary.n_images} images)")
     ax.legend(loc="lower right")
+    return save_figure(fig, path)
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Lay out ``fig`` and write it as a PNG, atomically (matplotlib's object API: no global backend)."""
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def overlay_rgb(image: np.ndarray, pred: np.ndarray, target: np.ndarray, max_side: int = OVERLAY_MAX_SIDE) -> np.ndarray:
+def overlay_rgb(image: np.ndarray, pred: np.ndarray, target: np.ndarray,
+                max_side: int = OVERLAY_MAX_SIDE) -> np.ndarray:
     """(h, w, 3) uint8 picture: the X-ray in gray with TP / FP / FN pixels (any class) in three colours.
 
     image (H, W) uint8; pred, target (29, H, W) bool. A pixel wrong for any class shows as FN (missed bone)
     before FP (extra bone); TP only where every class agrees. Downscaled so the longer side is <= max_side.
     """
-    import cv2
-
     pred = pred.astype(bool)
     target = target.astype(bool)
     fn = (target & ~pred).any(0)
@@ -99,10 +102,6 @@ def overlay_rgb(image: np.ndarray, pred: np.ndarray, target: np.ndarray, max_sid
 
 def write_overlays(out: Path, worst: list, engine, settings, device: str, thresholds) -> list[Path]:
     """Overlay PNGs of the worst images (recomputed prediction vs ground truth); returns the paths."""
-    from handseg.validation import ground_truth
-    from handseg.image_io import read_image, write_png
-    from handseg.inference import predict_probs, threshold_probs
-
     paths = []
     for rank, (sample, mean_dice) in enumerate(worst):
         image = read_image(sample.image_path)

@@ -11,6 +11,13 @@ from __future__ import annotations
 
 import argparse
 
+from accelerate import Accelerator
+
+from evaluator.backends import BACKEND_CHOICES
+from evaluator.config import EvalConfig, load_eval_config, resolve_thresholds
+from evaluator.engines import eval_settings, load_engine, load_eval_checkpoint
+from evaluator.submission_mode import run_submission
+from evaluator.validation_mode import run_validation
 from handseg.errors import cli_main
 
 
@@ -18,7 +25,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Validation Dice or submission CSV with a compiled or eager engine")
     p.add_argument("--mode", choices=["validation", "submission"], required=True)
     p.add_argument("--cfg-path", default="config/eval.yaml")
-    p.add_argument("--backend", choices=["tensorrt", "aot_inductor", "eager", "auto"], default=None)
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default=None)
     p.add_argument("--output-dir", default=None)
     return p.parse_args(argv)
 
@@ -30,34 +37,26 @@ def process_device(cfg_device: str, accelerator) -> str:
     return str(accelerator.device)
 
 
-def run(mode: str, cfg, accelerator=None) -> dict:
+def run(mode: str, cfg: EvalConfig, accelerator=None, file: str = "<config>") -> dict:
     """Run one mode for a loaded config; returns the written outputs (main process) or {}."""
-    from evaluator.config import resolve_thresholds
-    from evaluator.engines import inference_settings, load_bundle, load_engine
-    from evaluator.submit import run_submission
-    from evaluator.validate import run_validation
-
     device = process_device(cfg.device, accelerator) if accelerator is not None else cfg.device
     thresholds = resolve_thresholds(cfg)
-    bundle = load_bundle(cfg, device)
-    engine = load_engine(cfg, device=device, bundle=bundle)
-    settings = inference_settings(cfg, bundle[3], engine)
+    is_main = accelerator is None or accelerator.is_main_process
+    ckpt = load_eval_checkpoint(cfg, device, file=file, echo=is_main)
+    engine = load_engine(cfg, ckpt, device=device)
+    settings = eval_settings(cfg, ckpt, engine)
     if mode == "validation":
-        return run_validation(cfg, engine, settings, bundle[1], device, thresholds, accelerator)
+        return run_validation(cfg, ckpt, engine, settings, device, thresholds, accelerator)
     return run_submission(cfg, engine, settings, device, thresholds, accelerator)
 
 
 @cli_main
 def main(argv=None) -> dict:
-    from accelerate import Accelerator
-
-    from evaluator.config import load_eval_config
-
     args = parse_args(argv)
     overrides = {k: v for k, v in {"backend": args.backend, "output_dir": args.output_dir}.items() if v}
     cfg = load_eval_config(args.cfg_path, overrides=overrides)
     accelerator = Accelerator(cpu=cfg.device == "cpu")
-    out = run(args.mode, cfg, accelerator)
+    out = run(args.mode, cfg, accelerator, file=args.cfg_path)
     if accelerator.is_main_process:
         summary = out.pop("summary", None)
         if summary is not None:

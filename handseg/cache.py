@@ -207,10 +207,9 @@ class ImageCache:
                     bar.update(1)
             bar.close()
             images.flush()
-            del images
             if masks is not None:
                 masks.flush()
-                del masks
+            images = masks = None  # close the memory maps before the folder is renamed
             np.save(tmp / "sizes.npy", sizes)
             np.save(tmp / "areas.npy", areas)
             np.save(tmp / "boxes.npy", boxes)

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import json
 import os
+import platform
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +28,11 @@ from transformers.utils import logging as hf_logging
 
 import handseg
 from handseg.classes import CLASSES
-from handseg.config_schema import to_dict
-from handseg.errors import DataFormatError, HandSegError
-from handseg.models import ModelConfig, MODEL_CLASSES
+from handseg.config_schema import from_dict, to_dict
+from handseg.data_config import DataConfig
+from handseg.errors import ConfigError, DataFormatError, HandSegError
+from handseg.model_io import InputSpec
+from handseg.models import MODEL_CLASSES, ModelConfig
 
 INFO_FILE = "handseg.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -36,8 +41,30 @@ REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, INFO_FILE)
 
 
 def versions() -> dict[str, str]:
-    """Library versions recorded in every artefact."""
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "handseg": handseg.__version__}
+    """Library versions recorded in every artefact (checkpoints, engine manifests)."""
+    out = {"python": platform.python_version(), "torch": torch.__version__,
+           "transformers": transformers.__version__, "handseg": handseg.__version__}
+    try:
+        out["torch_tensorrt"] = importlib.metadata.version("torch-tensorrt")  # optional, not imported
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    if torch.cuda.is_available():
+        out["cuda"] = str(torch.version.cuda)
+    return out
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint folder loaded for use: the model (eval mode), its ``handseg.json`` record, the model config
+    and the input spec it was trained with (the evaluator may override tile size and overlap), and the candidate
+    checkpoints it was chosen from, if any (rows of :func:`best_checkpoint`)."""
+
+    folder: Path
+    model: nn.Module
+    info: dict
+    model_cfg: ModelConfig
+    spec: InputSpec
+    candidates: list[dict] = field(default_factory=list)
 
 
 def _json_default(obj: Any) -> Any:
@@ -152,8 +179,8 @@ def _classes_problem(classes: Any) -> str:
 
 
 def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu",
-                    arch: str | None = None) -> tuple[nn.Module, dict]:
-    """Load ``(model, info)`` from a checkpoint folder, weights from safetensors only, model in eval mode.
+                    arch: str | None = None) -> LoadedCheckpoint:
+    """Load a checkpoint folder, weights from safetensors only, model in eval mode.
 
     Missing folder or files, malformed JSON, classes other than CLASSES, a corrupt weights file, missing or
     unexpected weights, or (when ``arch`` is given) another architecture -> DataFormatError.
@@ -162,9 +189,10 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
     info = read_info(folder)
     try:
         model_cfg = ModelConfig(**info["model"])
-        model_cfg.validate()
-    except (TypeError, ValueError) as exc:
-        raise DataFormatError(folder / INFO_FILE, f"invalid 'model' entry ({exc})") from None
+        model_cfg.check()
+        spec = InputSpec.from_dict(info["input"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataFormatError(folder / INFO_FILE, f"invalid 'model' or 'input' entry ({exc})") from None
     if arch is not None and model_cfg.arch != arch:
         raise DataFormatError(folder, f"checkpoint is a {model_cfg.arch} model, expected {arch}")
     model_cls = MODEL_CLASSES[model_cfg.arch]
@@ -182,7 +210,7 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
     if problems:
         key, names = next(iter(problems.items()))
         raise DataFormatError(folder / WEIGHTS_FILE, f"{key.replace('_', ' ')}: {sorted(map(str, names))[:3]}")
-    return model.to(device).eval(), info
+    return LoadedCheckpoint(folder=folder, model=model.to(device).eval(), info=info, model_cfg=model_cfg, spec=spec)
 
 
 def checkpoint_sha256(folder: str | os.PathLike) -> str:
@@ -197,11 +225,25 @@ def checkpoint_sha256(folder: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _validation_set(info: dict) -> tuple:
-    """What a checkpoint's recorded Dice was measured on: data fingerprint, fold, folds, split seed, images."""
-    data = (info.get("config") or {}).get("data") or {}
+def recorded_data_config(info: dict, folder: str | os.PathLike) -> DataConfig:
+    """The training run's ``data:`` section from a checkpoint record (``handseg.json``'s ``config.data``), parsed
+    with the training schema; DataFormatError naming ``handseg.json`` when it is missing or malformed."""
+    path = Path(folder) / INFO_FILE
+    data = (info.get("config") or {}).get("data")
+    if not isinstance(data, dict):
+        raise DataFormatError(path, "no 'config.data' entry: the training run's data section is needed for its fold")
+    try:
+        return from_dict(DataConfig, data, file=path, prefix="config.data")
+    except ConfigError as exc:
+        raise DataFormatError(path, f"{exc.key}: {exc.problem}") from None
+
+
+def _validation_set(info: dict, folder: str | os.PathLike) -> tuple:
+    """What a checkpoint's recorded Dice was measured on: data fingerprint, fold, folds, split seed,
+    stratification and number of images."""
+    data = recorded_data_config(info, folder)
     n_images = (info.get("validation") or {}).get("n_images")
-    return (info.get("data_fingerprint"), data.get("fold"), data.get("n_folds"), data.get("seed"), n_images)
+    return (info.get("data_fingerprint"), data.fold, data.n_folds, data.seed, data.stratify, n_images)
 
 
 def best_checkpoint(folders: list[str | os.PathLike]) -> tuple[Path, list[dict]]:
@@ -220,13 +262,13 @@ def best_checkpoint(folders: list[str | os.PathLike]) -> tuple[Path, list[dict]]
         dice = info.get("mean_dice")
         if not isinstance(dice, (int, float)):
             raise DataFormatError(Path(folder) / INFO_FILE, "no recorded validation mean_dice to compare")
-        where = _validation_set(info)
+        where = _validation_set(info, folder)
         if reference is None:
             reference = where
         elif where != reference:
             raise ValueError(f"{folder} was validated on other images than {folders[0]} (data fingerprint, "
-                             f"fold, n_folds, seed, images: {list(where)} vs {list(reference)}); their Dice "
-                             "cannot be compared")
+                             f"fold, n_folds, seed, stratify, images: {list(where)} vs {list(reference)}); their "
+                             "Dice cannot be compared")
         rows.append({"checkpoint": str(folder), "stage": info.get("stage"), "mean_dice": float(dice)})
     best = max(range(len(rows)), key=lambda i: (rows[i]["mean_dice"], -i))
     return Path(folders[best]), rows

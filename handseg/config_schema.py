@@ -3,8 +3,10 @@
 A schema is a (possibly nested) dataclass whose fields carry type hints. :func:`load_config` reads a YAML
 file and builds the dataclass, rejecting unknown keys, missing required keys and wrong types with a
 :class:`~handseg.errors.ConfigError` that names the file and the dotted key, before any work starts.
-A dataclass may define ``validate(self) -> None`` raising ``ValueError("key: problem")`` or
-``ValueError("problem")`` for cross-field checks; the loader adds the file name.
+A dataclass may define ``check(self) -> None`` for value checks that need no disk: it raises
+:class:`FieldError` naming the field (or a dotted path below it) and the problem; the loader adds the file name
+and the prefix of nested sections. Checks never change the object; defaults that depend on the disk are
+resolved by an explicit step after loading.
 
 Supported field types: ``int``, ``float``, ``str``, ``bool``, ``Path``, ``Literal[...]``, ``X | None``,
 ``list[X]``, ``tuple[X, ...]``, ``dict[str, X]``, ``Any`` and nested dataclasses.
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import types
-import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -23,6 +24,15 @@ import yaml
 from handseg.errors import ConfigError
 
 T = TypeVar("T")
+
+
+class FieldError(ValueError):
+    """A config value is wrong: ``key`` is the field (dotted below the checked object), ``problem`` says why."""
+
+    def __init__(self, key: str, problem: str):
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{key}: {problem}")
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -80,16 +90,14 @@ def from_dict(schema: type[T], data: Any, *, file: str | Path = "<config>", pref
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise ConfigError(file, key, "required key is missing")
     try:
-        obj = schema(**kwargs)  # a __post_init__ check may raise ValueError too
-        validate = getattr(obj, "validate", None)
-        if callable(validate):
-            validate()
+        obj = schema(**kwargs)
+        check = getattr(obj, "check", None)
+        if callable(check):
+            check()
+    except FieldError as exc:
+        raise ConfigError(file, _join(prefix, exc.key), exc.problem) from None
     except ValueError as exc:
-        msg = str(exc)
-        sub, sep, problem = msg.partition(": ")
-        if sep and " " not in sub:
-            raise ConfigError(file, _join(prefix, sub), problem) from None
-        raise ConfigError(file, prefix or "<root>", msg) from None
+        raise ConfigError(file, prefix or "<root>", str(exc)) from None
     return obj
 
 
@@ -177,4 +185,4 @@ def _convert(tp: Any, value: Any, file, key: str) -> Any:
     raise ConfigError(file, key, f"unsupported schema type {_type_name(tp)}")
 
 
-__all__ = ["load_config", "load_yaml", "from_dict", "to_dict", "merge_dicts", "typing"]
+__all__ = ["FieldError", "load_config", "load_yaml", "from_dict", "to_dict", "merge_dicts"]

@@ -12,13 +12,21 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from handseg.atomic import atomic_write_text
-from handseg.errors import DataFormatError
+from handseg.errors import ConfigError, DataFormatError
+
+if TYPE_CHECKING:
+    from handseg.data_config import DataConfig
 
 META_NAMES = ("meta_data.csv", "meta_data.xlsx")
+PHANTOM_HINT = (
+    "create phantom data with `python scripts/make_phantom.py --out data/phantom --train-ids 40 --test-ids 10` "
+    "(or `make demo`), or set data.data_root to your copy of the data"
+)
 MAX_CATEGORIES = 5  # a numeric meta column with more distinct values is binned into quantiles to stratify
 STRATIFY_BINS = 4
 
@@ -80,7 +88,8 @@ def index_split(root: str | os.PathLike, split: str = "train") -> list[Sample]:
         if no_json or no_png:
             parts = []
             if no_json:
-                parts.append(_listing([f"DCM/{k}.png" for k in no_json], len(no_json), "PNG(s) without annotation JSON"))
+                parts.append(_listing([f"DCM/{k}.png" for k in no_json], len(no_json),
+                                      "PNG(s) without annotation JSON"))
             if no_png:
                 parts.append(_listing([f"outputs_json/{k}.json" for k in no_png], len(no_png), "JSON(s) without PNG"))
             raise DataFormatError(root / split, "; ".join(parts))
@@ -143,7 +152,8 @@ def read_meta(root: str | os.PathLike):
         try:
             df = pd.read_csv(path) if path.suffix == ".csv" else pd.read_excel(path)
         except Exception as exc:  # pandas raises many types for malformed files
-            raise DataFormatError(path, f"cannot read table ({type(exc).__name__}: {str(exc).splitlines()[0][:80]})") from None
+            first_line = str(exc).splitlines()[0][:80]
+            raise DataFormatError(path, f"cannot read table ({type(exc).__name__}: {first_line})") from None
         id_cols = [c for c in df.columns if str(c).strip().lower() == "id"]
         if not id_cols:
             raise DataFormatError(path, f"no ID column (columns: {', '.join(map(str, df.columns))})")
@@ -262,3 +272,44 @@ def fold_summary(samples: list[Sample], folds: dict[str, int], meta=None, strati
             line += "  [" + ", ".join(f"{stratify}={k}: {v}" for k, v in sorted(counts.items())) + "]"
         lines.append(line)
     return "\n".join(lines)
+
+
+@dataclass
+class DataSplit:
+    """The train split of a data root and one fold of it (patients never straddle train and val)."""
+
+    samples: list[Sample]  # every annotated image, sorted by relative path
+    train: list[Sample]
+    val: list[Sample]
+    folds: dict[str, int]  # patient id -> fold
+
+
+def load_split(cfg: "DataConfig", file: str | os.PathLike = "<config>", key: str = "data") -> DataSplit:
+    """Index ``cfg.data_root``, assign patients to folds (``n_folds``, ``seed``, ``stratify``) and split off
+    ``cfg.fold``: the one definition of the validation fold, used by training, the evaluator and the
+    comparison of candidate checkpoints.
+
+    Raises ConfigError(file, "<key>.data_root") when the folder is missing (with how to make phantom data) and
+    ConfigError(file, "<key>.fold") when the fold leaves no training or no validation image.
+    """
+    root = Path(cfg.data_root)
+    if not root.is_dir():
+        raise ConfigError(file, f"{key}.data_root", f"folder {root} not found; {PHANTOM_HINT}")
+    samples = index_split(root, "train")
+    meta = read_meta(root) if cfg.stratify else None
+    try:
+        folds = assign_folds(samples, n_folds=cfg.n_folds, seed=cfg.seed, stratify=cfg.stratify, meta=meta)
+    except ValueError as exc:  # too few persons for the folds (a fold would be empty), or a bad stratify column
+        if "stratify" in str(exc):
+            raise ConfigError(file, f"{key}.stratify", str(exc)) from None
+        raise ConfigError(file, f"{key}.n_folds", f"{exc} (a fold would be empty)") from None
+    train, val = split_fold(samples, folds, cfg.fold)
+    for name, part in (("training", train), ("validation", val)):
+        if not part:
+            raise ConfigError(
+                file,
+                f"{key}.fold",
+                f"fold {cfg.fold} of {cfg.n_folds} leaves no {name} images ({len(samples)} images of "
+                f"{len(set(folds))} patients in {root}); use fewer folds or more data",
+            )
+    return DataSplit(samples=samples, train=train, val=val, folds=folds)

@@ -1,9 +1,8 @@
 """The one inference path: image -> (29, H, W) sigmoid probabilities at the original size.
 
 Training-time validation, the evaluator, threshold tuning and the benchmarks all call :func:`predict_probs`
-with an *engine*: any callable mapping a float32 batch ``(B, 3, h, w)`` to logits ``(B, 29, h', w')`` (an
-eager :class:`handseg.models.LogitsModule`, an AOTInductor package, a Torch-TensorRT module). How the image
-is fed is decided by the :class:`~handseg.models.InputSpec` the checkpoint was trained with:
+with a :class:`handseg.engine.Engine` (eager model, AOTInductor package or Torch-TensorRT program). How the
+image is fed is decided by the :class:`~handseg.model_io.InputSpec` the checkpoint was trained with:
 
 * ``resize`` (stage 1): the whole image is resized (``cv2.INTER_AREA``) to ``image_size`` squared, the
   logits are upsampled bilinearly to H x W, then the sigmoid is applied.
@@ -19,97 +18,61 @@ Only the probability buffer and one weight map are kept at full size: for 2048 x
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Literal, Sequence
 
 import cv2
 import numpy as np
 import torch
 
-from handseg.models import InputSpec, input_spec_from_dict, upsample_logits
+from handseg.config_schema import FieldError
+from handseg.engine import Engine
+from handseg.model_io import InputSpec, to_pixel_values, upsample_logits
 from handseg.tiling import constant_importance, gaussian_importance, pad_amounts, tile_windows
 
-Engine = Callable[[torch.Tensor], torch.Tensor]
 _ACC_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 @dataclass
 class InferenceSettings:
-    """How to run an engine over one image. ``fixed_batch`` pads every tile batch to ``batch_size`` (for
-    engines compiled with a static batch); ``accumulate_dtype: float16`` halves the blending buffer on CUDA."""
+    """How to run an engine over one image: ``batch_size`` tiles per engine call, blending, flip TTA;
+    ``accumulate_dtype: float16`` halves the blending buffer on CUDA. Build it with :func:`inference_settings`."""
 
     input: InputSpec
     batch_size: int = 4
     blend: Literal["gaussian", "constant"] = "gaussian"
     flip_tta: bool = False
-    fixed_batch: bool = False
     accumulate_dtype: Literal["float32", "float16"] = "float32"
     sigma_scale: float = 0.125
 
-    def validate(self) -> None:
+    def check(self) -> None:
         if self.batch_size < 1:
-            raise ValueError(f"batch_size: must be >= 1, got {self.batch_size}")
+            raise FieldError("batch_size", f"must be >= 1, got {self.batch_size}")
         if self.blend not in ("gaussian", "constant"):
-            raise ValueError(f"blend: must be 'gaussian' or 'constant', got {self.blend!r}")
+            raise FieldError("blend", f"must be 'gaussian' or 'constant', got {self.blend!r}")
         if self.accumulate_dtype not in _ACC_DTYPES:
-            raise ValueError(f"accumulate_dtype: must be one of {sorted(_ACC_DTYPES)}, got {self.accumulate_dtype!r}")
+            raise FieldError("accumulate_dtype", f"must be one of {sorted(_ACC_DTYPES)}, got {self.accumulate_dtype!r}")
         if not self.sigma_scale > 0:
-            raise ValueError(f"sigma_scale: must be positive, got {self.sigma_scale}")
-        self.input.validate()
+            raise FieldError("sigma_scale", f"must be positive, got {self.sigma_scale}")
+        self.input.check()
 
 
-def settings_from_info(info: dict, **kwargs) -> InferenceSettings:
-    """InferenceSettings for a checkpoint's recorded input spec (``info["input"]``); ``kwargs`` set the rest."""
-    settings = InferenceSettings(input=input_spec_from_dict(info["input"]), **kwargs)
-    settings.validate()
+def inference_settings(spec: InputSpec, engine: Engine, batch_size: int = 4, blend: str = "gaussian",
+                       flip_tta: bool = False) -> InferenceSettings:
+    """The settings for running ``engine`` at the checkpoint's input ``spec``: a compiled engine's static batch
+    wins over ``batch_size``; reduced-precision engines on CUDA blend in float16 (half the buffer)."""
+    half = str(engine.device).startswith("cuda") and engine.precision != "fp32"
+    settings = InferenceSettings(input=spec, batch_size=engine.batch_size or batch_size, blend=blend,
+                                 flip_tta=flip_tta, accumulate_dtype="float16" if half else "float32")
+    settings.check()
     return settings
-
-
-def preprocess(image: np.ndarray, mean: Sequence[float], std: Sequence[float],
-               device: str | torch.device = "cpu") -> torch.Tensor:
-    """Grayscale uint8 (H, W) -> normalised float32 (1, 3, H, W): /255, replicated to 3 channels, then
-    ``(x - mean) / std`` per channel. The uint8 image is moved to ``device`` first (4x less to copy)."""
-    if image.ndim != 2 or image.dtype != np.uint8:
-        raise ValueError(f"expected a (H, W) uint8 image, got {image.shape} {image.dtype}")
-    x = torch.from_numpy(np.ascontiguousarray(image)).to(device).float().div_(255.0)
-    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    return (x.view(1, 1, *x.shape) - m) / s
-
-
-def _as_tensor(out) -> torch.Tensor:
-    """Engines may return a tensor, a one-element list/tuple (AOTInductor) or an HF output with ``logits``."""
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (list, tuple)) and out and isinstance(out[0], torch.Tensor):
-        return out[0]
-    logits = getattr(out, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    raise TypeError(f"engine returned {type(out).__name__}, expected a logits tensor")
-
-
-def run_engine(engine: Engine, batch: torch.Tensor, settings: InferenceSettings) -> torch.Tensor:
-    """Logits (N, 29, h', w') float32 for ``batch`` (N, 3, h, w), in chunks of ``settings.batch_size``; with
-    ``fixed_batch`` the last chunk is padded with zeros to the full batch and the padding's output dropped.
-    The result is made contiguous: a compiled engine may return channels-last logits, and upsampling those to
-    (29, 2048, 2048) keeps that layout, which makes every later per-class step strided and slow."""
-    outs = []
-    size = settings.batch_size
-    for start in range(0, batch.shape[0], size):
-        chunk = batch[start:start + size]
-        k = chunk.shape[0]
-        if settings.fixed_batch and k < size:
-            chunk = torch.cat([chunk, chunk.new_zeros((size - k, *chunk.shape[1:]))])
-        outs.append(_as_tensor(engine(chunk))[:k].float().contiguous())
-    return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
 def _tile_probs(engine: Engine, tiles: torch.Tensor, settings: InferenceSettings) -> torch.Tensor:
     """Sigmoid probabilities (k, 29, t, t) float32 of a batch of tiles, flip-TTA averaged if asked."""
     size = tuple(tiles.shape[-2:])
-    probs = torch.sigmoid(upsample_logits(run_engine(engine, tiles, settings), size))
+    probs = torch.sigmoid(upsample_logits(engine(tiles), size))
     if settings.flip_tta:
-        flipped = run_engine(engine, tiles.flip(-1), settings)
+        flipped = engine(tiles.flip(-1))
         probs.add_(torch.sigmoid(upsample_logits(flipped, size)).flip(-1)).mul_(0.5)
     return probs
 
@@ -118,7 +81,7 @@ def predict_probs(engine: Engine, image: np.ndarray, settings: InferenceSettings
                   device: str | torch.device = "cpu") -> torch.Tensor:
     """Sigmoid probabilities (29, H, W) float32 on ``device`` for a grayscale uint8 image (H, W), at the
     image's original size, by the mode in ``settings.input`` (see the module docstring)."""
-    settings.validate()
+    settings.check()
     device = torch.device(device)
     if settings.accumulate_dtype == "float16" and device.type != "cuda":
         raise ValueError("accumulate_dtype float16 is only supported on CUDA devices")
@@ -135,10 +98,10 @@ def _predict_resized(engine: Engine, image: np.ndarray, settings: InferenceSetti
     h, w = image.shape
     side = settings.input.image_size
     small = image if image.shape == (side, side) else cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
-    x = preprocess(small, settings.input.mean, settings.input.std, device)
+    x = to_pixel_values(small, settings.input.mean, settings.input.std, device)[None]
     if settings.flip_tta:
         x = torch.cat([x, x.flip(-1)])
-    logits = run_engine(engine, x, settings)
+    logits = engine(x)
     probs = torch.sigmoid_(upsample_logits(logits[:1], (h, w))[0])
     if settings.flip_tta:
         # Bilinear resizing commutes with a horizontal flip, so flip the small logits, not the big probabilities.
@@ -154,7 +117,7 @@ def _predict_tiled(engine: Engine, image: np.ndarray, settings: InferenceSetting
     tile = settings.input.tile_size
     (top, bottom), (left, right) = pad_amounts(h, tile), pad_amounts(w, tile)
     padded = np.pad(image, ((top, bottom), (left, right))) if top + bottom + left + right else image
-    x = preprocess(padded, settings.input.mean, settings.input.std, device)
+    x = to_pixel_values(padded, settings.input.mean, settings.input.std, device)[None]
     ph, pw = padded.shape
     if settings.blend == "gaussian":
         weight = gaussian_importance((tile, tile), settings.sigma_scale, device=device)

@@ -6,9 +6,8 @@ with ``from_pretrained`` when ``pretrained`` names a hub id or a local folder.
 
 Output resolution differs between the two architectures:
 
-* SegFormer's decode head predicts at 1/4 of the input resolution, ``(B, 29, h/4, w/4)``. The loss meets
-  full-resolution masks by upsampling the logits bilinearly to the mask size (:func:`upsample_logits`);
-  masks are never downsampled, so thin phalanges keep their true extent in the target.
+* SegFormer's decode head predicts at 1/4 of the input resolution, ``(B, 29, h/4, w/4)``; the loss and
+  inference meet full-resolution masks with :func:`handseg.model_io.upsample_logits`.
 * UperNet's main and auxiliary (FCN) heads are upsampled to the input size inside the model, exactly as the
   Hugging Face forward does, so their logits are ``(B, 29, h, w)``.
 
@@ -39,10 +38,8 @@ from transformers import (
 )
 
 from handseg.classes import ID2LABEL, LABEL2ID, NUM_CLASSES
+from handseg.config_schema import FieldError
 from handseg.errors import DataFormatError
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 # SegFormer (Mix Transformer) sizes from the paper / the official nvidia/mit-b* configs. Every preset keeps
 # the library defaults sr_ratios (8, 4, 2, 1), patch_sizes (7, 3, 3, 3), strides (4, 2, 2, 2), mlp_ratios 4.
@@ -106,7 +103,7 @@ _BACKBONE_EXTRA_KEYS = {"out_features", "out_indices"}
 
 @dataclass
 class ModelConfig:
-    """Which network to build; checked by ``validate`` (called by the YAML loader and :func:`build_model`).
+    """Which network to build; checked by ``check`` (called by the YAML loader and :func:`build_model`).
     ``overrides`` passes extra Hugging Face config keys, e.g. ``{drop_path_rate: 0.2}``; for UperNet a nested
     ``backbone_config`` mapping goes to the ConvNeXt config."""
 
@@ -117,63 +114,19 @@ class ModelConfig:
     prior_prob: float | None = 0.01
     overrides: dict[str, Any] = field(default_factory=dict)
 
-    def validate(self) -> None:
+    def check(self) -> None:
         presets = PRESETS.get(self.arch)
         if presets is None:
-            raise ValueError(f"arch: must be one of {sorted(PRESETS)}, got {self.arch!r}")
+            raise FieldError("arch", f"must be one of {sorted(PRESETS)}, got {self.arch!r}")
         if self.preset not in presets:
-            raise ValueError(f"preset: unknown {self.arch} preset {self.preset!r} (allowed: {', '.join(presets)})")
+            raise FieldError("preset", f"unknown {self.arch} preset {self.preset!r} (allowed: {', '.join(presets)})")
         if not (self.aux_loss_weight >= 0 and math.isfinite(self.aux_loss_weight)):
-            raise ValueError(f"aux_loss_weight: must be a finite number >= 0, got {self.aux_loss_weight}")
+            raise FieldError("aux_loss_weight", f"must be a finite number >= 0, got {self.aux_loss_weight}")
         if self.prior_prob is not None and not 0.0 < self.prior_prob < 1.0:
-            raise ValueError(f"prior_prob: must be in (0, 1) or null, got {self.prior_prob}")
+            raise FieldError("prior_prob", f"must be in (0, 1) or null, got {self.prior_prob}")
         if self.pretrained is not None and not self.pretrained.strip():
-            raise ValueError("pretrained: must be a hub id or a folder, got an empty string")
+            raise FieldError("pretrained", "must be a hub id or a folder, got an empty string")
         _check_overrides(self)
-
-
-@dataclass
-class InputSpec:
-    """How a model was trained to see images: ``resize`` (stage 1: whole image resized to ``image_size``)
-    or ``tile`` (stage 2: native-resolution tiles of ``tile_size`` with ``overlap``); ``mean``/``std`` apply
-    to the grayscale image scaled to [0, 1] and replicated to three channels."""
-
-    mode: Literal["resize", "tile"]
-    image_size: int
-    tile_size: int
-    overlap: float = 0.25
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-
-    def validate(self) -> None:
-        if self.mode not in ("resize", "tile"):
-            raise ValueError(f"mode: must be 'resize' or 'tile', got {self.mode!r}")
-        if self.image_size <= 0:
-            raise ValueError(f"image_size: must be positive, got {self.image_size}")
-        if self.tile_size <= 0:
-            raise ValueError(f"tile_size: must be positive, got {self.tile_size}")
-        if not 0.0 <= self.overlap < 1.0:
-            raise ValueError(f"overlap: must be in [0, 1), got {self.overlap}")
-        if len(self.mean) != 3 or len(self.std) != 3:
-            raise ValueError("mean: mean and std need three values each")
-        if any(s <= 0 for s in self.std):
-            raise ValueError(f"std: must be positive, got {list(self.std)}")
-
-    def __post_init__(self) -> None:
-        self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
-        self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
-
-    @property
-    def model_size(self) -> int:
-        """Side of the square network input: ``image_size`` in resize mode, ``tile_size`` in tile mode."""
-        return self.image_size if self.mode == "resize" else self.tile_size
-
-
-def input_spec_from_dict(data: dict) -> InputSpec:
-    """InputSpec from its JSON form (as stored in checkpoints and engine manifests)."""
-    spec = InputSpec(**data)
-    spec.validate()
-    return spec
 
 
 def _config_keys(config_cls: type) -> set[str]:
@@ -184,26 +137,26 @@ def _check_overrides(cfg: ModelConfig) -> None:
     overrides = dict(cfg.overrides)
     reserved = sorted(_RESERVED_KEYS & set(overrides))
     if reserved:
-        raise ValueError(f"overrides: {reserved[0]} is set from the project's classes and cannot be overridden")
+        raise FieldError("overrides", f"{reserved[0]} is set from the project's classes and cannot be overridden")
     if cfg.arch == "segformer":
         allowed = _config_keys(SegformerConfig)
     else:
         allowed = _config_keys(UperNetConfig)
         backbone = overrides.pop("backbone_config", {})
         if not isinstance(backbone, dict):
-            raise ValueError("overrides: backbone_config must be a mapping of ConvNeXt config keys")
+            raise FieldError("overrides", "backbone_config must be a mapping of ConvNeXt config keys")
         family = UPERNET_PRESETS[cfg.preset]["backbone"]
         backbone_allowed = _config_keys(_BACKBONE_CONFIGS[family]) | _BACKBONE_EXTRA_KEYS
         unknown = sorted(set(backbone) - backbone_allowed)
         if unknown:
-            raise ValueError(f"overrides: unknown {family} backbone key {unknown[0]!r}")
+            raise FieldError("overrides", f"unknown {family} backbone key {unknown[0]!r}")
     unknown = sorted(set(overrides) - allowed)
     if unknown:
-        raise ValueError(f"overrides: unknown {cfg.arch} config key {unknown[0]!r}")
+        raise FieldError("overrides", f"unknown {cfg.arch} config key {unknown[0]!r}")
     try:
         hf_config(cfg)  # the Hugging Face config classes check value types
     except Exception as exc:  # noqa: BLE001 - StrictDataclassFieldValidationError, ValueError, TypeError
-        raise ValueError(f"overrides: {_one_line(exc)}") from None
+        raise FieldError("overrides", _one_line(exc)) from None
 
 
 def hf_config(cfg: ModelConfig) -> SegformerConfig | UperNetConfig:
@@ -226,7 +179,7 @@ def build_model(cfg: ModelConfig) -> PreTrainedModel:
     folder, safetensors only) with a fresh 29-class head where the stored head has another shape. With
     ``pretrained`` the sizes come from the stored config (the preset is not applied) and only top-level
     ``overrides`` are applied; a missing folder or unreachable hub id is a DataFormatError."""
-    cfg.validate()
+    cfg.check()
     model_cls = MODEL_CLASSES[cfg.arch]
     if cfg.pretrained is None:
         model = model_cls(hf_config(cfg))
@@ -280,14 +233,6 @@ def size_divisor(cfg: ModelConfig) -> int:
     return int(patch) * 2 ** (len(config.backbone_config.depths) - 1)
 
 
-def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear (align_corners=False) resize of ``(B, C, h, w)`` logits to ``size``; how SegFormer's 1/4
-    resolution logits meet full-resolution masks in the loss and at inference."""
-    if tuple(logits.shape[-2:]) == tuple(size):
-        return logits
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-
-
 def _is_upernet(model: nn.Module) -> bool:
     return isinstance(model, UperNetForSemanticSegmentation)
 
@@ -313,16 +258,10 @@ def forward_logits(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor
 
 def forward_train(model: nn.Module, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(logits, aux_logits)`` for training: UperNet's auxiliary FCN logits (B, 29, h, w), or None for
-    SegFormer (and for UperNet built with ``use_auxiliary_head: false``). The loss upsamples logits to the
-    mask size with :func:`upsample_logits`."""
+    SegFormer (and for UperNet built with ``use_auxiliary_head: false``)."""
     if _is_upernet(model):
         return _upernet_heads(model, pixel_values, aux=True)
     return model(pixel_values=pixel_values).logits, None
-
-
-def arch_of(model: nn.Module) -> Literal["segformer", "upernet"]:
-    """Architecture name of a built model."""
-    return "upernet" if _is_upernet(model) else "segformer"
 
 
 class LogitsModule(nn.Module):

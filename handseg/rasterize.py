@@ -5,7 +5,8 @@ that centre is (x + 0.5, y + 0.5). Scaling by ``s`` maps a pixel-centre coordina
 ``(x + 0.5) * s - 0.5`` in the target grid. Scaled vertices keep :data:`SHIFT` fractional bits through
 ``cv2.fillPoly(..., shift=SHIFT)``; a downscaled polygon is filled on a sub-grid of about native density
 and reduced by coverage, so it matches the area-downsampled native mask (>= half covered) up to a few
-boundary pixels while only ever touching the polygon's bounding box. Each class gets its own channel: overlapping bones stay overlapping (multi-label).
+boundary pixels while only ever touching the polygon's bounding box. Each class gets its own channel:
+overlapping bones stay overlapping (multi-label).
 
 Bit packing: :func:`pack_bits` / :func:`unpack_bits` turn (C, H, W) masks into one (H, W) uint32 with bit c =
 class c and back (numpy, for the cache). :func:`unpack_label_batch` is the torch unpack of a batch of packed

@@ -116,8 +116,8 @@ def rle_encode_many(masks: Any) -> list[str]:
     starts = starts - channel * n + 1
     split = np.searchsorted(channel, np.arange(1, c))
     out = []
-    for s, l in zip(np.split(starts, split), np.split(lengths, split)):
-        out.append(" ".join(map(str, np.stack([s, l], 1).ravel().tolist())) if s.size else "")
+    for s, n in zip(np.split(starts, split), np.split(lengths, split)):
+        out.append(" ".join(map(str, np.stack([s, n], 1).ravel().tolist())) if s.size else "")
     return out
 
 

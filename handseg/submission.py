@@ -51,7 +51,8 @@ def _pairs_preview(pairs: list[tuple[str, str]], k: int = 3) -> str:
     return ", ".join(f"({a}, {b})" for a, b in pairs[:k]) + (", ..." if len(pairs) > k else "")
 
 
-def submission_order(image_names: list[str], sample_submission: str | os.PathLike | None = None) -> list[tuple[str, str]]:
+def submission_order(image_names: list[str],
+                     sample_submission: str | os.PathLike | None = None) -> list[tuple[str, str]]:
     """The (image_name, class) rows of the submission, in order.
 
     Without ``sample_submission``: ``image_names`` in the given order, each with the 29 CLASSES in order.

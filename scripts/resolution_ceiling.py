@@ -24,7 +24,7 @@ from handseg.dataset_index import assign_folds, index_split, split_fold
 from handseg.errors import cli_main
 from handseg.image_io import read_image
 from handseg.metrics import dice_counts, dice_from_counts
-from handseg.validation import ground_truth
+from handseg.scoring import ground_truth
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

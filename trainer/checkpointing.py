@@ -27,6 +27,7 @@ from torch import nn
 from handseg.atomic import atomic_write_text
 from handseg.checkpoint import save_checkpoint
 from handseg.classes import CLASSES
+from handseg.scoring import ScoreResult
 
 STATE_DIR = "state"
 
@@ -44,6 +45,15 @@ class TrainProgress:
     bad_validations: int = 0
     last_dice: float | None = None
 
+    def record_validation(self, mean_dice: float) -> bool:
+        """Book a validation's mean Dice; True when it is the best so far (``best_epoch`` is this epoch)."""
+        self.last_dice = mean_dice
+        if mean_dice > self.best_dice:
+            self.best_dice, self.best_epoch, self.bad_validations = mean_dice, self.epoch, 0
+            return True
+        self.bad_validations += 1
+        return False
+
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -52,29 +62,30 @@ class TrainProgress:
             setattr(self, key, value)
 
 
-def run_record(
-    *, cfg_dict: dict, model_cfg: dict, spec: dict, stage: int, progress: TrainProgress, dice: dict | None,
-    mean_dice: float | None, fingerprint: str | None, val_settings: dict,
-) -> dict[str, Any]:
-    """The ``handseg.json`` payload of a model folder (see the checkpoint contract)."""
-    return {
-        "model": model_cfg,
-        "classes": list(CLASSES),
-        "input": spec,
-        "stage": stage,
-        "epoch": progress.epoch,
-        "step": progress.step,
-        "dice": dice,
-        "mean_dice": mean_dice,
-        "config": cfg_dict,
-        "data_fingerprint": fingerprint,
-        "validation": val_settings,
-    }
+@dataclass
+class RunRecord:
+    """What every model folder of a run records in ``handseg.json`` besides its own epoch, step and Dice: the
+    resolved config, the model config, the input spec, the stage, the data fingerprint and how validation ran."""
+
+    config: dict
+    model: dict
+    input: dict
+    stage: int
+    data_fingerprint: str
+    validation: dict
+
+    def info(self, progress: TrainProgress, dice: dict | None, mean_dice: float | None) -> dict[str, Any]:
+        """The ``handseg.json`` payload of a model folder (see :mod:`handseg.checkpoint`)."""
+        return {"model": self.model, "classes": list(CLASSES), "input": self.input, "stage": self.stage,
+                "epoch": progress.epoch, "step": progress.step, "dice": dice, "mean_dice": mean_dice,
+                "config": self.config, "data_fingerprint": self.data_fingerprint, "validation": self.validation}
 
 
-def save_model(model: nn.Module, folder: Path, info: dict[str, Any]) -> None:
-    """Write one model folder atomically (main process only)."""
-    save_checkpoint(model, folder, info)
+def save_models(model: nn.Module, output_dir: Path, info: dict[str, Any], best: bool) -> None:
+    """Write ``last/`` and, when ``best``, ``best/`` atomically (main process only)."""
+    save_checkpoint(model, Path(output_dir) / "last", info)
+    if best:
+        save_checkpoint(model, Path(output_dir) / "best", info)
 
 
 def save_state(accelerator: Accelerator, output_dir: Path) -> Path:
@@ -117,15 +128,16 @@ def write_config(output_dir: Path, cfg_dict: dict) -> None:
     atomic_write_text(Path(output_dir) / "config.yaml", yaml.safe_dump(cfg_dict, sort_keys=False))
 
 
-def write_validation(output_dir: Path, epoch: int, names: list[str], per_image: Any, summary: Any) -> Path:
+def write_validation(output_dir: Path, epoch: int, result: ScoreResult) -> Path:
     """Per-image and per-class Dice of one validation as ``validation/epoch_XXX.json``."""
     path = Path(output_dir) / "validation" / f"epoch_{epoch:03d}.json"
+    summary = result.summary()
     payload = {
         "epoch": epoch,
-        "n_images": len(names),
+        "n_images": len(result.names),
         "mean_dice": summary.mean,
         "per_class": summary.per_class,
-        "per_image": {name: [float(v) for v in row] for name, row in zip(names, per_image)},
+        "per_image": {name: [float(v) for v in row] for name, row in zip(result.names, result.per_image_dice)},
     }
     atomic_write_text(path, json.dumps(payload, indent=1))
     return path

@@ -1,8 +1,9 @@
-"""The training YAML: one typed schema for both stages, validated before any work starts.
+"""The training YAML: one typed schema for both stages, checked before any work starts.
 
-``load_train_config(path)`` returns a :class:`TrainConfig` or raises :class:`~handseg.errors.ConfigError`
-naming the file and the dotted key (unknown or misspelt key, wrong type, missing ``data.data_root``, a
-stage-2 ``ckpt`` that is missing or was trained for other classes or another architecture).
+Two explicit steps, both raising :class:`~handseg.errors.ConfigError` naming the file and the dotted key:
+``load_train_config(path)`` reads and checks values (unknown or misspelt key, wrong type, bad value) without
+touching anything else; :func:`check_paths` then checks what the config points at on disk (``data.data_root``,
+``accelerate_config``, a stage-2 ``ckpt`` that is missing or was trained for another model).
 See ``config/train_stage1.yaml`` for every key with a comment.
 """
 
@@ -10,31 +11,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from handseg.checkpoint import read_info
-from handseg.config_schema import load_config, to_dict
+from handseg.config_schema import FieldError, load_config
+from handseg.data_config import DataConfig
+from handseg.dataset_index import PHANTOM_HINT
 from handseg.errors import ConfigError, DataFormatError
-from handseg.models import InputSpec, ModelConfig
-from trainer.data import PHANTOM_HINT, DataConfig
+from handseg.model_io import InputSpec
+from handseg.models import ModelConfig
 from trainer.ema import EMAConfig
 from trainer.losses import LossConfig
 from trainer.optim import OptimConfig, ScheduleConfig
 
 
-
 @dataclass
 class LoggingConfig:
-    """Accelerate trackers (``tensorboard`` writes under ``<output_dir>/logs``; ``wandb`` needs the package)
-    and how often (optimiser steps) loss, lr and throughput are logged."""
+    """Accelerate trackers (``tensorboard`` writes under ``<output_dir>/logs/<project>``; ``wandb`` needs the
+    package and files the run as ``run_name`` in ``project``) and how often (optimiser steps) loss, lr and
+    throughput are logged."""
 
     trackers: list[Literal["tensorboard", "wandb"]] = field(default_factory=lambda: ["tensorboard"])
     log_every: int = 10
     project: str = "handseg"
 
-    def validate(self) -> None:
+    def check(self) -> None:
         if self.log_every < 1:
-            raise ValueError(f"log_every: must be >= 1, got {self.log_every}")
+            raise FieldError("log_every", f"must be >= 1, got {self.log_every}")
+        if not self.project.strip():
+            raise FieldError("project", "must be a non-empty name")
 
 
 @dataclass
@@ -48,15 +53,15 @@ class ValConfig:
     threshold: float = 0.5
     max_images: int | None = None
 
-    def validate(self) -> None:
+    def check(self) -> None:
         if self.batch_size < 1:
-            raise ValueError(f"batch_size: must be >= 1, got {self.batch_size}")
+            raise FieldError("batch_size", f"must be >= 1, got {self.batch_size}")
         if not 0.0 <= self.overlap < 1.0:
-            raise ValueError(f"overlap: must be in [0, 1), got {self.overlap}")
+            raise FieldError("overlap", f"must be in [0, 1), got {self.overlap}")
         if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"threshold: must be in (0, 1), got {self.threshold}")
+            raise FieldError("threshold", f"must be in (0, 1), got {self.threshold}")
         if self.max_images is not None and self.max_images < 1:
-            raise ValueError(f"max_images: must be >= 1, got {self.max_images}")
+            raise FieldError("max_images", f"must be >= 1, got {self.max_images}")
 
 
 @dataclass
@@ -87,33 +92,40 @@ class TrainConfig:
     max_train_steps_per_epoch: int | None = None
     dryrun_steps: int = 2
 
-    def validate(self) -> None:
+    @property
+    def run_dir(self) -> Path:
+        """Where the run writes: ``output_dir``, or ``runs/<run_name>`` when it is not set."""
+        return Path(self.output_dir) if self.output_dir is not None else Path("runs") / self.run_name
+
+    def check(self) -> None:
         if isinstance(self.stage, bool):
-            raise ValueError(f"stage: must be 1 or 2, got {self.stage!r}")
+            raise FieldError("stage", f"must be 1 or 2, got {self.stage!r}")
         if not self.run_name or "/" in self.run_name:
-            raise ValueError(f"run_name: must be a non-empty name without '/', got {self.run_name!r}")
+            raise FieldError("run_name", f"must be a non-empty name without '/', got {self.run_name!r}")
         for key in ("epochs", "grad_accum_steps", "val_every", "dryrun_steps"):
             if getattr(self, key) < 1:
-                raise ValueError(f"{key}: must be >= 1, got {getattr(self, key)}")
+                raise FieldError(key, f"must be >= 1, got {getattr(self, key)}")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
-            raise ValueError(f"clip_grad_norm: must be > 0 or null, got {self.clip_grad_norm}")
+            raise FieldError("clip_grad_norm", f"must be > 0 or null, got {self.clip_grad_norm}")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
-            raise ValueError(f"early_stopping_patience: must be >= 1 or null, got {self.early_stopping_patience}")
+            raise FieldError("early_stopping_patience", f"must be >= 1 or null, got {self.early_stopping_patience}")
         if self.max_train_steps_per_epoch is not None and self.max_train_steps_per_epoch < 1:
-            raise ValueError(f"max_train_steps_per_epoch: must be >= 1 or null, got {self.max_train_steps_per_epoch}")
-        root = Path(self.data.data_root)
-        if not root.is_dir():
-            raise ValueError(f"data.data_root: folder {root} not found; {PHANTOM_HINT}")
-        if self.output_dir is None:
-            self.output_dir = Path("runs") / self.run_name
-        if self.accelerate_config is not None and not Path(self.accelerate_config).is_file():
-            raise ValueError(f"accelerate_config: file {self.accelerate_config} not found")
+            raise FieldError("max_train_steps_per_epoch", f"must be >= 1 or null, got {self.max_train_steps_per_epoch}")
         if self.stage == 2 and self.ckpt is None:
-            raise ValueError("ckpt: stage 2 starts from stage 1's best checkpoint; set ckpt: runs/<stage-1 run>/best")
-        if self.ckpt is not None:
-            problem = checkpoint_problem(Path(self.ckpt), self.model)
-            if problem:
-                raise ValueError(f"ckpt: {problem}")
+            raise FieldError("ckpt", "stage 2 starts from stage 1's best checkpoint; set ckpt: runs/<stage-1 run>/best")
+
+
+def check_paths(cfg: TrainConfig, file: str | Path) -> None:
+    """Check what the config points at on disk; ConfigError naming ``file`` and the key. Reads no weights."""
+    root = Path(cfg.data.data_root)
+    if not root.is_dir():
+        raise ConfigError(file, "data.data_root", f"folder {root} not found; {PHANTOM_HINT}")
+    if cfg.accelerate_config is not None and not Path(cfg.accelerate_config).is_file():
+        raise ConfigError(file, "accelerate_config", f"file {cfg.accelerate_config} not found")
+    if cfg.ckpt is not None:
+        problem = checkpoint_problem(Path(cfg.ckpt), cfg.model)
+        if problem:
+            raise ConfigError(file, "ckpt", problem)
 
 
 def checkpoint_problem(folder: Path, model: ModelConfig) -> str | None:
@@ -138,13 +150,8 @@ def checkpoint_problem(folder: Path, model: ModelConfig) -> str | None:
 
 
 def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
-    """Read and validate a training YAML (``overrides``: nested dict merged on top, for tests and sweeps)."""
-    try:
-        return load_config(path, TrainConfig, overrides=overrides)
-    except ValueError as exc:  # a sub-config that validates in __post_init__ raises before the loader can
-        sub, sep, problem = str(exc).partition(": ")
-        key = sub if sep and " " not in sub else "<root>"
-        raise ConfigError(path, key, problem if key != "<root>" else str(exc)) from None
+    """Read and check a training YAML (``overrides``: nested dict merged on top, for tests and sweeps)."""
+    return load_config(path, TrainConfig, overrides=overrides)
 
 
 def input_spec(cfg: TrainConfig) -> InputSpec:
@@ -157,8 +164,3 @@ def input_spec(cfg: TrainConfig) -> InputSpec:
         size = cfg.data.image_size
         return InputSpec(mode="resize", image_size=size, tile_size=size, overlap=cfg.val.overlap)
     return InputSpec(mode="tile", image_size=cfg.data.crop_size, tile_size=cfg.data.crop_size, overlap=cfg.val.overlap)
-
-
-def config_dict(cfg: TrainConfig) -> dict[str, Any]:
-    """The resolved config as plain data (what checkpoints record and trackers log)."""
-    return to_dict(cfg)

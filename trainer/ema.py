@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from handseg.config_schema import FieldError
+
 
 @dataclass
 class EMAConfig:
@@ -17,9 +19,9 @@ class EMAConfig:
     enabled: bool = False
     decay: float = 0.999
 
-    def validate(self) -> None:
+    def check(self) -> None:
         if not 0.0 < self.decay < 1.0:
-            raise ValueError(f"decay: must be in (0, 1), got {self.decay}")
+            raise FieldError("decay", f"must be in (0, 1), got {self.decay}")
 
 
 class EMA:

@@ -13,16 +13,12 @@ Batches are therefore (B, h, w) int32 or (B, 29, h, w) float32/uint8; :func:`lab
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import torch
 
 from handseg.classes import NUM_CLASSES
+from handseg.data_config import LABEL_FORMATS
 from handseg.rasterize import unpack_bits, unpack_label_batch
-
-LabelFormat = Literal["packed", "float32", "uint8"]
-LABEL_FORMATS: tuple[str, ...] = ("packed", "float32", "uint8")
 
 
 def label_format(value: str | torch.dtype) -> str:

@@ -1,12 +1,14 @@
-"""One training epoch under Accelerate: forward, loss, backward, clip, step, EMA, log.
+"""One epoch of training and one validation, under Accelerate.
 
-Label batches arrive in the loader's format (bit-packed by default) on the accelerator's device and are
-unpacked there to (B, 29, h, w) float32 by :func:`trainer.labels.labels_to_float`.
-
-Gradient accumulation goes through ``accelerator.accumulate`` (the optimiser really steps, and DDP
-really all-reduces, once per ``grad_accum_steps`` micro-batches); mixed precision comes from the Accelerate
-config through ``accelerator.prepare``. A NaN or infinite loss, or a stop request (SIGINT/SIGTERM), is
+:func:`train_one_epoch`: forward, loss, backward, clip, step, schedule, EMA, log. Label batches arrive in the
+loader's format (bit-packed by default) on the accelerator's device and are unpacked there by
+:func:`trainer.labels.labels_to_float`. Gradient accumulation goes through ``accelerator.accumulate`` (the
+optimiser really steps, and DDP really all-reduces, once per ``grad_accum_steps`` micro-batches); mixed
+precision comes from the Accelerate config. A NaN or infinite loss, or a stop request (SIGINT/SIGTERM), is
 agreed on by all processes before anyone acts on it, so no process is left waiting in a collective.
+
+:func:`validate`: the evaluator's own scoring code (:func:`handseg.scoring.score_sharded`) on this process's
+shard of the validation fold, gathered; every image is counted exactly once (checked).
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ from dataclasses import dataclass, field
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
 from torch import nn
 from tqdm.auto import tqdm
 
+from handseg.engine import eager_engine
 from handseg.errors import HandSegError
+from handseg.inference import InferenceSettings
 from handseg.models import forward_train
+from handseg.scoring import ScoreResult, score_sharded
 from trainer.checkpointing import TrainProgress
 from trainer.ema import EMA
 from trainer.labels import labels_to_float
@@ -47,23 +53,54 @@ class TrainModule(nn.Module):
 
 
 @dataclass
+class TrainState:
+    """What an optimiser step changes and a resume restores: the prepared model (a :class:`TrainModule`), the
+    optimiser, the schedule, the EMA weights (when enabled) and the progress counters."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    ema: EMA | None
+    progress: TrainProgress
+
+    def network(self, accelerator: Accelerator) -> nn.Module:
+        """The Hugging Face model that is validated and saved: the EMA copy when enabled, else the live one."""
+        return self.ema.module if self.ema is not None else accelerator.unwrap_model(self.model).model
+
+
+@dataclass
+class EpochPlan:
+    """How long the run is: micro-batches per epoch (per process), epochs, optimiser steps in all."""
+
+    batches: int
+    epochs: int
+    grad_accum_steps: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * math.ceil(self.batches / self.grad_accum_steps)
+
+
+@dataclass
 class StopFlag:
-    """Set by SIGINT/SIGTERM; the loop saves a resumable state at the next step boundary and exits."""
+    """Set by SIGINT/SIGTERM while installed (``with StopFlag() as stop:``); the loop saves a resumable state
+    at the next step boundary and exits. A second signal gives up on the graceful path."""
 
     signum: int | None = None
     previous: dict = field(default_factory=dict)
 
-    def install(self) -> None:
+    def __enter__(self) -> "StopFlag":
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.previous[sig] = signal.signal(sig, self._handle)
+        return self
 
-    def uninstall(self) -> None:
+    def __exit__(self, *exc) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
         self.previous.clear()
 
     def _handle(self, signum, frame) -> None:
-        if self.signum is not None:  # second signal: give up on the graceful path
+        if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum
 
@@ -90,95 +127,87 @@ def sync_buffers(accelerator: Accelerator, *modules: nn.Module) -> None:
             torch.distributed.broadcast(buf.data, src=0)
 
 
-@dataclass
-class EpochContext:
-    """Everything one epoch needs (built once in ``train.py``)."""
-
-    accelerator: Accelerator
-    model: nn.Module  # prepared TrainModule
-    optimizer: torch.optim.Optimizer
-    schedule: LRSchedule
-    loss_fn: SegLoss
-    ema: EMA | None
-    progress: TrainProgress
-    stop: StopFlag
-    clip_grad_norm: float | None
-    log_every: int
-    batches_per_epoch: int
-
-
-def train_one_epoch(ctx: EpochContext, loader, epoch: int) -> bool:
-    """Train until the end of ``loader`` or ``ctx.batches_per_epoch`` micro-batches (resuming after
-    ``progress.batch_in_epoch``). Returns False when a stop was requested (state not yet saved)."""
-    acc, progress = ctx.accelerator, ctx.progress
-    ctx.model.train()
-    bar = tqdm(total=ctx.batches_per_epoch, initial=progress.batch_in_epoch, desc=f"epoch {epoch + 1}",
-               disable=not acc.is_local_main_process, leave=False, dynamic_ncols=True)
+def train_one_epoch(accelerator: Accelerator, state: TrainState, loader, *, epoch: int, plan: EpochPlan,
+                    loss_fn: SegLoss, clip_grad_norm: float | None, log_every: int, stop: StopFlag) -> bool:
+    """Train ``epoch`` until the end of ``loader`` or ``plan.batches`` micro-batches, resuming after
+    ``progress.batch_in_epoch``. Returns False when a stop was requested (state not yet saved)."""
+    progress, model = state.progress, state.model
+    model.train()
+    bar = tqdm(total=plan.batches, initial=progress.batch_in_epoch, desc=f"epoch {epoch + 1}",
+               disable=not accelerator.is_local_main_process, leave=False, dynamic_ncols=True)
     try:
-        return _run(ctx, loader, epoch, bar)
+        stopped = _train_batches(accelerator, state, loader, epoch=epoch, plan=plan, loss_fn=loss_fn,
+                                 clip_grad_norm=clip_grad_norm, log_every=log_every, stop=stop, bar=bar)
     finally:
-        bar.close()
-
-
-def _run(ctx: EpochContext, loader, epoch: int, bar) -> bool:
-    acc, progress = ctx.accelerator, ctx.progress
-    seen, t0 = 0, time.perf_counter()
-    batch_idx = progress.batch_in_epoch
-    finished = batch_idx >= ctx.batches_per_epoch
-    for batch in ([] if finished else loader):
-        with acc.accumulate(ctx.model):
-            logits, aux = ctx.model(batch["pixel_values"])
-            labels = labels_to_float(batch["labels"])  # packed (B, h, w) int32 -> (B, 29, h, w), on the device
-            loss, parts = ctx.loss_fn(logits, labels, aux)
-            bad, stop = agree(acc, not bool(torch.isfinite(loss.detach())), ctx.stop.signum is not None)
-            if bad:
-                raise NonFiniteLossError(
-                    f"loss is {float(loss.detach())} at step {progress.step + 1} (epoch {epoch + 1}, "
-                    f"batch {batch_idx + 1}); lower optim.lr, check the data, or turn on clip_grad_norm"
-                )
-            acc.backward(loss)
-            if acc.sync_gradients and ctx.clip_grad_norm is not None:
-                acc.clip_grad_norm_(ctx.model.parameters(), ctx.clip_grad_norm)
-            ctx.optimizer.step()
-            ctx.optimizer.zero_grad(set_to_none=True)
-        batch_idx += 1
-        progress.batch_in_epoch = batch_idx
-        seen += batch["pixel_values"].shape[0] * acc.num_processes
-        bar.update(1)
-        if acc.sync_gradients:
-            progress.step += 1
-            ctx.schedule.step()
-            if ctx.ema is not None:
-                ctx.ema.update(acc.unwrap_model(ctx.model).model)
-            if progress.step % ctx.log_every == 0:
-                elapsed = max(time.perf_counter() - t0, 1e-9)
-                log = {f"train/{k}": float(v) for k, v in parts.items()}
-                log.update({"train/loss": float(loss.detach()), "train/lr": ctx.schedule.get_last_lr()[0],
-                            "train/images_per_s": seen / elapsed, "train/epoch": epoch + batch_idx / ctx.batches_per_epoch})
-                acc.log(log, step=progress.step)
-                bar.set_postfix(loss=f"{log['train/loss']:.4f}", lr=f"{log['train/lr']:.2e}")
-        if stop and acc.sync_gradients:
-            _leave(loader)
-            return False
-        if batch_idx >= ctx.batches_per_epoch:
-            _leave(loader)
-            break
+        bar.close()  # also before an error is printed, so it does not land on the bar's line
+    sync_buffers(accelerator, accelerator.unwrap_model(model), *([state.ema.module] if state.ema else []))
+    if stopped:
+        return False
+    progress.epoch, progress.batch_in_epoch = epoch + 1, 0
     return True
 
 
-def _leave(loader) -> None:
-    """Tell Accelerate's loader we left it early (it only does so itself at the end of the data)."""
-    if hasattr(loader, "end") and hasattr(loader, "gradient_state"):
-        loader.end()
+def _train_batches(accelerator: Accelerator, state: TrainState, loader, *, epoch: int, plan: EpochPlan,
+                   loss_fn: SegLoss, clip_grad_norm: float | None, log_every: int, stop: StopFlag, bar) -> bool:
+    """The batches of one epoch (see :func:`train_one_epoch`); returns whether a stop was requested."""
+    progress, model = state.progress, state.model
+    seen, t0 = 0, time.perf_counter()
+    stopped = False
+    for batch in ([] if progress.batch_in_epoch >= plan.batches else loader):
+        with accelerator.accumulate(model):
+            logits, aux = model(batch["pixel_values"])
+            labels = labels_to_float(batch["labels"])  # packed (B, h, w) int32 -> (B, 29, h, w), on the device
+            loss, parts = loss_fn(logits, labels, aux)
+            bad, stopped = agree(accelerator, not bool(torch.isfinite(loss.detach())), stop.signum is not None)
+            if bad:
+                raise NonFiniteLossError(
+                    f"loss is {float(loss.detach())} at step {progress.step + 1} (epoch {epoch + 1}, batch "
+                    f"{progress.batch_in_epoch + 1}); lower optim.lr, check the data, or turn on clip_grad_norm")
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and clip_grad_norm is not None:
+                accelerator.clip_grad_norm_(model.parameters(), clip_grad_norm)
+            state.optimizer.step()
+            state.optimizer.zero_grad(set_to_none=True)
+        progress.batch_in_epoch += 1
+        seen += batch["pixel_values"].shape[0] * accelerator.num_processes
+        bar.update(1)
+        if accelerator.sync_gradients:
+            progress.step += 1
+            state.schedule.step()
+            if state.ema is not None:
+                state.ema.update(accelerator.unwrap_model(model).model)
+            if progress.step % log_every == 0:
+                log = {f"train/{k}": float(v) for k, v in parts.items()}
+                log.update({"train/loss": float(loss.detach()), "train/lr": state.schedule.get_last_lr()[0],
+                            "train/images_per_s": seen / max(time.perf_counter() - t0, 1e-9),
+                            "train/epoch": epoch + progress.batch_in_epoch / plan.batches})
+                accelerator.log(log, step=progress.step)
+                bar.set_postfix(loss=f"{log['train/loss']:.4f}", lr=f"{log['train/lr']:.2e}")
+        if (stopped and accelerator.sync_gradients) or progress.batch_in_epoch >= plan.batches:
+            if hasattr(loader, "end") and hasattr(loader, "gradient_state"):
+                loader.end()  # tell Accelerate's loader we left early (it only does so at the end of the data)
+            break
+    return stopped
 
 
-def batches_per_epoch(loader_len: int, max_steps: int | None, grad_accum: int) -> int:
-    """Micro-batches per epoch on each process: the loader's length, capped at ``max_steps`` optimiser steps."""
-    if max_steps is None:
-        return loader_len
-    return min(loader_len, max_steps * grad_accum)
+def validate(accelerator: Accelerator, model: nn.Module, samples: list, settings: InferenceSettings,
+             threshold: float) -> ScoreResult | None:
+    """Score ``model`` (the unwrapped Hugging Face model, every process) on ``samples`` in float32 eager mode,
+    like the evaluator's reference engine; the gathered result on the main process, None elsewhere."""
+    was_training = model.training
+    engine = eager_engine(model, "fp32", accelerator.device)
+    result = score_sharded(engine, samples, settings, accelerator.device, threshold, accelerator)
+    model.train(was_training)
+    if not accelerator.is_main_process:
+        return None
+    if len(result.names) != len(samples) or len(set(result.names)) != len(result.names):
+        raise RuntimeError(f"validation gathered {len(result.names)} results for {len(samples)} images")
+    return result
 
 
-def optimizer_steps(batches: int, grad_accum: int) -> int:
-    """Optimiser steps per epoch for ``batches`` micro-batches (Accelerate steps on the last, partial group)."""
-    return math.ceil(batches / grad_accum)
+def broadcast_mean(accelerator: Accelerator, result: ScoreResult | None) -> float:
+    """The main process's mean Dice on every process (so all take the same best/early-stop decisions)."""
+    value = [result.summary().mean if result is not None else 0.0]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(value, from_process=0)
+    return float(value[0])

@@ -23,6 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from handseg.config_schema import FieldError
+from handseg.model_io import upsample_logits
+
 
 @dataclass
 class LossTerm:
@@ -31,9 +34,9 @@ class LossTerm:
     name: Literal["bce", "dice", "focal"]
     weight: float = 1.0
 
-    def validate(self) -> None:
+    def check(self) -> None:
         if self.weight < 0:
-            raise ValueError(f"weight: must be >= 0, got {self.weight}")
+            raise FieldError("weight", f"must be >= 0, got {self.weight}")
 
 
 @dataclass
@@ -50,28 +53,20 @@ class LossConfig:
     resolution: Literal["mask", "logits"] = "mask"
     dice_mode: Literal["image", "batch"] = "image"
 
-    def validate(self) -> None:
+    def check(self) -> None:
         if not self.terms:
-            raise ValueError("terms: at least one loss term is required")
+            raise FieldError("terms", "at least one loss term is required")
         names = [t.name for t in self.terms]
         if len(set(names)) != len(names):
-            raise ValueError(f"terms: each loss may appear once, got {names}")
+            raise FieldError("terms", f"each loss may appear once, got {names}")
         if sum(t.weight for t in self.terms) <= 0:
-            raise ValueError("terms: the weights must not all be zero")
+            raise FieldError("terms", "the weights must not all be zero")
         if self.focal_gamma < 0:
-            raise ValueError(f"focal_gamma: must be >= 0, got {self.focal_gamma}")
+            raise FieldError("focal_gamma", f"must be >= 0, got {self.focal_gamma}")
         if self.focal_alpha is not None and not 0.0 <= self.focal_alpha <= 1.0:
-            raise ValueError(f"focal_alpha: must be in [0, 1], got {self.focal_alpha}")
+            raise FieldError("focal_alpha", f"must be in [0, 1], got {self.focal_alpha}")
         if self.dice_smooth < 0:
-            raise ValueError(f"dice_smooth: must be >= 0, got {self.dice_smooth}")
-
-
-def match_size(logits: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinearly upsample logits (B, C, h, w) to ``size`` = (H, W); float32 out; a no-op when sizes match."""
-    logits = logits.float()
-    if tuple(logits.shape[-2:]) != tuple(size):
-        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-    return logits
+            raise FieldError("dice_smooth", f"must be >= 0, got {self.dice_smooth}")
 
 
 def match_targets(targets: Tensor, size: tuple[int, int]) -> Tensor:
@@ -136,7 +131,7 @@ class SegLoss:
             targets = match_targets(targets, tuple(logits.shape[-2:]))
             logits = logits.float()
         else:
-            logits = match_size(logits, tuple(targets.shape[-2:]))
+            logits = upsample_logits(logits, tuple(targets.shape[-2:]))
             targets = targets.float()
         parts: dict[str, Tensor] = {}
         total = logits.new_zeros(())

@@ -8,11 +8,13 @@ process), with an ``on_validation(mean_dice)`` hook for reduce-on-plateau. It ha
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import nn
+
+from handseg.config_schema import FieldError
 
 
 @dataclass
@@ -25,13 +27,13 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
 
-    def validate(self) -> None:
+    def check(self) -> None:
         if not self.lr > 0:
-            raise ValueError(f"lr: must be > 0, got {self.lr}")
+            raise FieldError("lr", f"must be > 0, got {self.lr}")
         if self.weight_decay < 0:
-            raise ValueError(f"weight_decay: must be >= 0, got {self.weight_decay}")
+            raise FieldError("weight_decay", f"must be >= 0, got {self.weight_decay}")
         if not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"betas: must be in [0, 1), got {list(self.betas)}")
+            raise FieldError("betas", f"must be in [0, 1), got {list(self.betas)}")
 
 
 @dataclass
@@ -49,19 +51,19 @@ class ScheduleConfig:
     plateau_factor: float = 0.5
     plateau_min_delta: float = 1e-4
 
-    def validate(self) -> None:
+    def check(self) -> None:
         if self.warmup_steps is not None and self.warmup_ratio is not None:
-            raise ValueError("warmup_steps: give warmup_steps or warmup_ratio, not both")
+            raise FieldError("warmup_steps", "give warmup_steps or warmup_ratio, not both")
         if self.warmup_steps is not None and self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps: must be >= 0, got {self.warmup_steps}")
+            raise FieldError("warmup_steps", f"must be >= 0, got {self.warmup_steps}")
         if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+            raise FieldError("warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(f"min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}")
+            raise FieldError("min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
         if not 0.0 < self.plateau_factor < 1.0:
-            raise ValueError(f"plateau_factor: must be in (0, 1), got {self.plateau_factor}")
+            raise FieldError("plateau_factor", f"must be in (0, 1), got {self.plateau_factor}")
         if self.plateau_patience < 0:
-            raise ValueError(f"plateau_patience: must be >= 0, got {self.plateau_patience}")
+            raise FieldError("plateau_patience", f"must be >= 0, got {self.plateau_patience}")
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:

@@ -33,7 +33,8 @@ def make_checkpoint(folder: Path, seed: int = 0, mode: str = "tile") -> Path:
     import torch
 
     from handseg.checkpoint import save_checkpoint
-    from handseg.models import InputSpec, ModelConfig, build_model
+    from handseg.model_io import InputSpec
+    from handseg.models import ModelConfig, build_model
 
     torch.manual_seed(seed)
     cfg = ModelConfig(arch="segformer", preset="test")
@@ -48,7 +49,7 @@ def make_checkpoint(folder: Path, seed: int = 0, mode: str = "tile") -> Path:
         "epoch": 1,
         "step": 1,
         "dice": None,
-        "config": {"seed": 0, "data": {"fold": 0, "n_folds": 2, "seed": 0}},
+        "config": {"seed": 0, "data": {"data_root": "data", "fold": 0, "n_folds": 2, "seed": 0}},
         "data_fingerprint": "test",
     }
     return save_checkpoint(model, folder, info)
@@ -93,7 +94,7 @@ def aoti_engine(eval_yaml):
     """(path, manifest) of the AOTInductor engine of the tiny checkpoint at (2, 3, 64, 64), built once."""
     from evaluator.build_engine import build_engine
     from evaluator.config import load_eval_config
-    from evaluator.engines import load_bundle
+    from evaluator.engines import load_eval_checkpoint
 
     cfg = load_eval_config(eval_yaml)
-    return build_engine(cfg, load_bundle(cfg), synthetic_xray(), backend="aot_inductor")
+    return build_engine(cfg, load_eval_checkpoint(cfg), synthetic_xray(), backend="aot_inductor")

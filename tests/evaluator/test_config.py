@@ -1,11 +1,13 @@
-"""EvalConfig: validation of keys, types and paths; resolution against the checkpoint."""
+"""EvalConfig: checks of keys, types and values on load; the explicit resolution of checkpoints and thresholds."""
 
 from __future__ import annotations
 
 import pytest
 import yaml
 
-from evaluator.config import load_eval_config, resolve_split, resolve_thresholds
+from evaluator.config import load_eval_config, resolve_checkpoint, resolve_thresholds
+from evaluator.engines import load_eval_checkpoint
+from evaluator.validation_mode import eval_data_config
 from handseg.classes import CLASSES, NUM_CLASSES
 from handseg.errors import ConfigError
 
@@ -23,10 +25,11 @@ def test_missing_checkpoint_key_is_named(tmp_path):
 
 
 def test_checkpoint_folder_that_does_not_exist(tmp_path):
-    cfg = _write(tmp_path / "eval.yaml", {"checkpoint": str(tmp_path / "nope")})
+    path = _write(tmp_path / "eval.yaml", {"checkpoint": str(tmp_path / "nope")})
+    cfg = load_eval_config(path)  # loading checks values only; the folder is looked at when it is resolved
     with pytest.raises(ConfigError) as err:
-        load_eval_config(cfg)
-    assert err.value.key == "checkpoint" and "not found" in err.value.problem
+        resolve_checkpoint(cfg, path)
+    assert err.value.key == "checkpoint" and "not found" in err.value.problem and str(path) in str(err.value)
 
 
 @pytest.mark.parametrize(
@@ -52,13 +55,13 @@ def test_bad_values_name_the_key(tmp_path, tiny_ckpt, extra, key):
 
 
 def test_defaults_resolve_from_the_checkpoint(tmp_path, tiny_ckpt):
-    from handseg.checkpoint import read_info
-
-    cfg = load_eval_config(_write(tmp_path / "eval.yaml", {"checkpoint": str(tiny_ckpt)}))
+    cfg = load_eval_config(_write(tmp_path / "eval.yaml", {"checkpoint": str(tiny_ckpt), "data_root": "elsewhere"}))
     assert cfg.backend == "auto" and cfg.precision == "fp32"
-    assert resolve_split(cfg, read_info(tiny_ckpt)) == (0, 2, 0)
+    ckpt = load_eval_checkpoint(cfg)
+    data = eval_data_config(cfg, ckpt)  # the training run's typed data section, with the evaluation's data root
+    assert (data.fold, data.n_folds, data.seed, str(data.data_root)) == (0, 2, 0, "elsewhere")
     cfg.fold = 1
-    assert resolve_split(cfg, read_info(tiny_ckpt))[0] == 1
+    assert eval_data_config(cfg, ckpt).fold == 1
     assert resolve_thresholds(cfg) == [0.5] * NUM_CLASSES
 
 
@@ -72,14 +75,17 @@ def test_thresholds_file_by_class_name(tmp_path, tiny_ckpt):
     tfile.write_text(yaml.safe_dump({"thresholds": values}))
     with pytest.raises(ConfigError, match="Pisiform"):
         resolve_thresholds(cfg)
+    tfile.unlink()
+    with pytest.raises(ConfigError, match="not found"):
+        resolve_thresholds(cfg)
 
 
 def test_shipped_configs_parse(repo_root, tiny_ckpt):
     for rel in ("config/eval.yaml", "config/demo/eval.yaml"):
         data = yaml.safe_load((repo_root / rel).read_text())
         data["checkpoint"] = str(tiny_ckpt)  # the shipped ones point at trained runs
-        from handseg.config_schema import from_dict
         from evaluator.config import EvalConfig
+        from handseg.config_schema import from_dict
 
         cfg = from_dict(EvalConfig, data, file=rel)
         assert cfg.backend in ("auto", "aot_inductor")
@@ -105,24 +111,28 @@ def test_checkpoint_list_takes_the_best_validation_dice(tmp_path, capsys):
     stage2 = _candidate(tmp_path / "stage2", 0, 0.31)
     stage1 = _candidate(tmp_path / "stage1", 1, 0.87)
     cfg = load_eval_config(_write(tmp_path / "eval.yaml", {"checkpoint": [str(stage2), str(stage1)]}))
-    assert cfg.checkpoint == stage1
-    assert [(c["checkpoint"], c["mean_dice"]) for c in cfg.candidates] == [(str(stage2), 0.31), (str(stage1), 0.87)]
+    assert cfg.checkpoint == [stage2, stage1] and capsys.readouterr().err == ""  # loading chooses nothing
+    chosen = resolve_checkpoint(cfg)
+    assert chosen.folder == stage1
+    assert [(c["checkpoint"], c["mean_dice"]) for c in chosen.candidates] == [(str(stage2), 0.31), (str(stage1), 0.87)]
     assert f"{stage1} has the best validation mean Dice" in capsys.readouterr().err
+    assert load_eval_checkpoint(cfg).candidates == chosen.candidates
     # A single folder is used as given, with no comparison.
-    single = load_eval_config(_write(tmp_path / "one.yaml", {"checkpoint": str(stage2)}))
-    assert single.checkpoint == stage2 and single.candidates == []
+    single = resolve_checkpoint(load_eval_config(_write(tmp_path / "one.yaml", {"checkpoint": str(stage2)})))
+    assert single.folder == stage2 and single.candidates == []
 
 
 def test_checkpoint_list_refuses_dice_from_other_folds(tmp_path):
     a = _candidate(tmp_path / "a", 0, 0.5, fold=0)
     b = _candidate(tmp_path / "b", 1, 0.9, fold=1)
     with pytest.raises(ConfigError) as err:
-        load_eval_config(_write(tmp_path / "eval.yaml", {"checkpoint": [str(a), str(b)]}))
+        resolve_checkpoint(load_eval_config(_write(tmp_path / "eval.yaml", {"checkpoint": [str(a), str(b)]})))
     assert err.value.key == "checkpoint" and "cannot be compared" in err.value.problem
 
 
 def test_checkpoint_list_with_a_missing_folder_names_it(tmp_path):
     a = _candidate(tmp_path / "a", 0, 0.5)
+    cfg = load_eval_config(_write(tmp_path / "eval.yaml", {"checkpoint": [str(a), str(tmp_path / "gone")]}))
     with pytest.raises(ConfigError) as err:
-        load_eval_config(_write(tmp_path / "eval.yaml", {"checkpoint": [str(a), str(tmp_path / "gone")]}))
+        resolve_checkpoint(cfg)
     assert err.value.key == "checkpoint" and "gone" in err.value.problem

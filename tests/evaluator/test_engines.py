@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from evaluator.config import load_eval_config
-from evaluator.engines import eager_engine, inference_settings, load_bundle, load_engine
+from evaluator.engines import engine_path, eval_settings, load_engine, load_eval_checkpoint
 from evaluator.manifest import StaleEngineError, check_manifest, read_manifest
+from handseg.engine import eager_engine
 from handseg.errors import ConfigError
 
 from .conftest import TILE, make_checkpoint, synthetic_xray
@@ -30,17 +31,17 @@ def test_aoti_engine_agrees_with_eager(aoti_engine, eval_yaml):
 
     # Load through the one interface and compare again, on another image, with a short (padded) tile batch.
     cfg = load_eval_config(eval_yaml)
-    bundle = load_bundle(cfg)
-    engine = load_engine(cfg, bundle=bundle)
+    ckpt = load_eval_checkpoint(cfg)
+    engine = load_engine(cfg, ckpt)
     assert engine.backend == "aot_inductor" and engine.batch_size == 2
-    ref = eager_engine(bundle[0], "fp32", "cpu")
+    ref = eager_engine(ckpt.model, "fp32", "cpu")
     x = torch.randn(3, 3, TILE, TILE)  # 3 tiles: one full batch + one padded
     torch.testing.assert_close(engine(x), ref(x), atol=1e-3, rtol=1e-3)
 
     from evaluator.agreement import compare
 
-    out = compare(engine, ref, synthetic_xray(seed=1), inference_settings(cfg, bundle[3], engine),
-                  inference_settings(cfg, bundle[3], ref), "cpu")
+    out = compare(engine, ref, synthetic_xray(seed=1), eval_settings(cfg, ckpt, engine), eval_settings(cfg, ckpt, ref),
+                  "cpu")
     assert out["mask_dice_min"] >= 0.999 and out["max_abs_diff_probs"] < 1e-3
 
 
@@ -53,14 +54,14 @@ def test_stale_engine_is_refused(aoti_engine, eval_yaml, tmp_path):
         check_manifest(read_manifest(path), other)
     # Through load_engine: copy the engine where the config for the other checkpoint looks for it.
     cfg.checkpoint = other
-    from evaluator.engines import engine_path
-
-    target = engine_path(cfg, "aot_inductor", 2, TILE)
+    other_ckpt = load_eval_checkpoint(cfg)
+    target = engine_path(cfg, other_ckpt, "aot_inductor", 2)
+    assert target.name.endswith(f"_b2_t{TILE}.pt2")
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(path, target)
     shutil.copy(path.with_suffix(".json"), target.with_suffix(".json"))
     with pytest.raises(StaleEngineError) as err:
-        load_engine(cfg)
+        load_engine(cfg, other_ckpt)
     assert "\n" not in str(err.value) and "tensorrt_aot.py" in str(err.value)
     # A manifest for other settings (precision) is refused too.
     bad = dict(manifest, precision="bf16")
@@ -72,7 +73,7 @@ def test_missing_engine_says_how_to_build_it(eval_yaml, tmp_path):
     cfg = load_eval_config(eval_yaml)
     cfg.engine_dir = tmp_path / "empty"
     with pytest.raises(StaleEngineError, match="tensorrt_aot.py"):
-        load_engine(cfg)
+        load_engine(cfg, load_eval_checkpoint(cfg))
 
 
 def test_tensorrt_without_torch_tensorrt_is_one_line(eval_yaml, repo_root):
@@ -93,7 +94,7 @@ def test_tile_not_divisible_is_a_config_error(eval_yaml):
 
     cfg = load_eval_config(eval_yaml, overrides={"tile_size": 72})
     with pytest.raises(ConfigError) as err:
-        build_engine(cfg, load_bundle(cfg), synthetic_xray(), backend="aot_inductor")
+        build_engine(cfg, load_eval_checkpoint(cfg), synthetic_xray(), backend="aot_inductor")
     assert err.value.key == "tile_size" and "multiple" in err.value.problem and "32" in err.value.problem
 
 

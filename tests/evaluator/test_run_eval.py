@@ -35,18 +35,19 @@ def eager_cfg(tmp_path, tiny_ckpt, engine_dir, phantom_root):
     return make
 
 
-def test_validation_equals_evaluate_images(eager_cfg):
-    from evaluator.engines import eager_engine, inference_settings, load_bundle
-    from evaluator.validate import validation_samples
-    from handseg.validation import evaluate_images
+def test_validation_equals_score_images(eager_cfg):
+    from evaluator.engines import eval_settings, load_eval_checkpoint
+    from evaluator.validation_mode import validation_samples
+    from handseg.engine import eager_engine
+    from handseg.scoring import score_images
 
     cfg = eager_cfg()
     out = run("validation", cfg)
-    bundle = load_bundle(cfg)
-    engine = eager_engine(bundle[0])
-    samples = validation_samples(cfg, bundle[1])
+    ckpt = load_eval_checkpoint(cfg)
+    engine = eager_engine(ckpt.model)
+    samples = validation_samples(cfg, ckpt)
     assert len(samples) == 4  # 2 of 4 people, two hands each
-    direct = evaluate_images(engine, samples, inference_settings(cfg, bundle[3], engine), "cpu", progress=False)
+    direct = score_images(engine, samples, eval_settings(cfg, ckpt, engine), "cpu", progress=False)
     assert out["summary"].mean == pytest.approx(direct.summary().mean, abs=1e-4)
     for name in CLASSES:
         assert out["summary"].per_class[name] == pytest.approx(direct.summary().per_class[name], abs=1e-4)
@@ -74,19 +75,20 @@ def test_overlay_colours():
 
 def _predicted_masks(cfg, sample):
     from evaluator.config import resolve_thresholds
-    from evaluator.engines import eager_engine, inference_settings, load_bundle
+    from evaluator.engines import eval_settings, load_eval_checkpoint
+    from handseg.engine import eager_engine
     from handseg.image_io import read_image
     from handseg.inference import predict_probs, threshold_probs
 
-    bundle = load_bundle(cfg)
-    engine = eager_engine(bundle[0])
+    ckpt = load_eval_checkpoint(cfg)
+    engine = eager_engine(ckpt.model)
     image = read_image(sample.image_path)
-    probs = predict_probs(engine, image, inference_settings(cfg, bundle[3], engine), "cpu")
+    probs = predict_probs(engine, image, eval_settings(cfg, ckpt, engine), "cpu")
     return threshold_probs(probs, resolve_thresholds(cfg)).numpy().astype(np.uint8)
 
 
 def test_submission_round_trip_and_order(eager_cfg, phantom_root):
-    from evaluator.submit import test_samples
+    from evaluator.submission_mode import test_samples
 
     cfg = eager_cfg()
     out = run("submission", cfg)
@@ -115,7 +117,7 @@ def test_submission_round_trip_and_order(eager_cfg, phantom_root):
 
 
 def test_unreadable_png_is_listed_and_no_csv(eager_cfg, phantom_root, tmp_path, capsys):
-    from evaluator.submit import SubmissionIncompleteError
+    from evaluator.submission_mode import SubmissionIncompleteError
 
     data = tmp_path / "data"
     shutil.copytree(phantom_root / "test", data / "test")
@@ -156,16 +158,21 @@ def test_accelerate_eval_sh_validation(eager_cfg, tmp_path, repo_root):
 
 
 def test_tune_thresholds_writes_a_file_eval_yaml_reads(eager_cfg, tmp_path, repo_root):
-    import importlib.util
+    import subprocess
+    import sys
+
+    import yaml
 
     from evaluator.config import resolve_thresholds
 
-    spec = importlib.util.spec_from_file_location("tune_thresholds", repo_root / "scripts" / "tune_thresholds.py")
-    tune = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tune)
     cfg = eager_cfg()
     out = tmp_path / "thresholds.yaml"
-    result = tune.main(["--cfg-path", str(tmp_path / "eval.yaml"), "--bins", "20", "--out", str(out)])
+    proc = subprocess.run([sys.executable, str(repo_root / "scripts" / "tune_thresholds.py"), "--cfg-path",
+                           str(tmp_path / "eval.yaml"), "--bins", "20", "--out", str(out)],
+                          capture_output=True, text=True, cwd=repo_root, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = yaml.safe_load(out.read_text())
+    assert f"thresholds -> {out}" in proc.stdout
     assert result["mean_dice_tuned"] >= result["mean_dice_at_0.5"] - 1e-9
     cfg.thresholds = str(out)
     values = resolve_thresholds(cfg)

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import torch
 
-_SPEC = importlib.util.spec_from_file_location(
-    "tune_thresholds", Path(__file__).resolve().parents[2] / "scripts" / "tune_thresholds.py"
-)
-tune = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(tune)
+from evaluator import thresholds as tune
 
 
 def test_histogram_dice_matches_brute_force():

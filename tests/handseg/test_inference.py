@@ -10,8 +10,10 @@ import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 
 from handseg.classes import NUM_CLASSES
-from handseg.inference import InferenceSettings, predict_probs, preprocess, run_engine, threshold_probs
-from handseg.models import InputSpec, LogitsModule, build_model
+from handseg.engine import Engine
+from handseg.inference import InferenceSettings, predict_probs, threshold_probs
+from handseg.model_io import InputSpec, to_pixel_values
+from handseg.models import LogitsModule, build_model
 from handseg.tiling import pad_amounts
 
 TILE = 128
@@ -33,7 +35,7 @@ def _monai(engine, image: np.ndarray, settings: InferenceSettings, mode: str = "
     """MONAI's sliding window on the same black-padded, normalised image; predictor = model -> tile -> sigmoid."""
     h, w = image.shape
     (top, bottom), (left, right) = pad_amounts(h, TILE), pad_amounts(w, TILE)
-    x = preprocess(np.pad(image, ((top, bottom), (left, right))), settings.input.mean, settings.input.std)
+    x = to_pixel_values(np.pad(image, ((top, bottom), (left, right))), settings.input.mean, settings.input.std)[None]
 
     def predictor(tiles):
         logits = engine(tiles)
@@ -63,12 +65,12 @@ def engines():
 
     torch.manual_seed(0)
     out = {}
-    probe = preprocess(_image(128, 128, seed=1), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    probe = to_pixel_values(_image(128, 128, seed=1), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))[None]
     for arch in ("segformer", "upernet"):
         module = LogitsModule(build_model(ModelConfig(arch=arch, preset="test", prior_prob=None)).eval())
         with torch.no_grad():
             spread = float(module(probe).std())
-        out[arch] = _Amplified(module, 3.0 / spread)
+        out[arch] = Engine(fn=_Amplified(module, 3.0 / spread))
     return out
 
 
@@ -92,63 +94,48 @@ def test_constant_blend_matches_monai(engines):
     assert float((predict_probs(engines["segformer"], image, settings) - ref).abs().max()) <= 1e-4
 
 
-def test_tile_batch_size_and_fixed_batch_do_not_change_results(engines):
+def test_tile_batch_size_and_a_static_batch_engine_do_not_change_results(engines):
     engine = engines["upernet"]
     image = _image(200, 176)
     one = predict_probs(engine, image, _tile_settings(batch_size=1))
 
     seen = []
 
-    def static_engine(x):
+    def static_fn(x):
         seen.append(x.shape[0])
         return engine(x)
 
-    fixed = predict_probs(static_engine, image, _tile_settings(batch_size=4, fixed_batch=True))
+    static = Engine(fn=static_fn, batch_size=4)  # a compiled engine's static batch: short batches are padded
+    fixed = predict_probs(static, image, _tile_settings(batch_size=4))
     assert set(seen) == {4}  # 6 tiles -> batches of 4 and 2, the second padded to 4
     torch.testing.assert_close(fixed, one, rtol=0, atol=1e-5)
-
-
-def test_run_engine_chunks_and_pads():
-    calls = []
-
-    def engine(x):
-        calls.append(x.shape[0])
-        return x[:, :1].repeat(1, NUM_CLASSES, 1, 1) * 2
-
-    settings = _tile_settings(batch_size=4, fixed_batch=True)
-    x = torch.arange(5 * 3 * 4 * 4, dtype=torch.float32).view(5, 3, 4, 4)
-    out = run_engine(engine, x, settings)
-    assert calls == [4, 4] and out.shape == (5, NUM_CLASSES, 4, 4)
-    torch.testing.assert_close(out[:, 0], x[:, 0] * 2)
 
 
 @pytest.mark.parametrize("mode", ["tile", "resize"])
 def test_channels_last_engine_output_gives_contiguous_probabilities(mode):
     """AOTInductor returns channels-last logits; the probabilities must come back in the plain layout, equal."""
     spec = InputSpec(mode=mode, image_size=128, tile_size=TILE, overlap=0.25)
-
-    def channels_last_engine(x):
-        return _pointwise_engine(x).contiguous(memory_format=torch.channels_last)
-
-    assert not channels_last_engine(torch.zeros(1, 3, 8, 8)).is_contiguous()
-    logits = run_engine(channels_last_engine, torch.rand(2, 3, 16, 16), InferenceSettings(input=spec))
-    assert logits.is_contiguous()
+    channels_last = Engine(fn=lambda x: _pointwise(x).contiguous(memory_format=torch.channels_last))
     image = _image(200, 176)
-    probs = predict_probs(channels_last_engine, image, InferenceSettings(input=spec))
+    probs = predict_probs(channels_last, image, InferenceSettings(input=spec))
     assert probs.is_contiguous() and probs.shape == (NUM_CLASSES, 200, 176)
     torch.testing.assert_close(probs, predict_probs(_pointwise_engine, image, InferenceSettings(input=spec)))
 
 
-def _pointwise_engine(x: torch.Tensor) -> torch.Tensor:
-    """Flip-equivariant toy engine: 4x average pooling (the SegFormer stride) and a fixed 1x1 conv."""
+def _pointwise(x: torch.Tensor) -> torch.Tensor:
+    """Flip-equivariant toy logits: 4x average pooling (the SegFormer stride) and a fixed 1x1 conv."""
     weight = torch.linspace(-2, 2, NUM_CLASSES * 3).view(NUM_CLASSES, 3, 1, 1)
     return F.conv2d(F.avg_pool2d(x, 4), weight)
 
 
-def _position_engine(x: torch.Tensor) -> torch.Tensor:
+def _position(x: torch.Tensor) -> torch.Tensor:
     """Not flip-equivariant: the logits grow from left to right within each input."""
     ramp = torch.linspace(-3, 3, x.shape[-1]).view(1, 1, 1, -1)
     return (x[:, :1] + ramp).repeat(1, NUM_CLASSES, 1, 1)
+
+
+_pointwise_engine = Engine(fn=_pointwise)
+_position_engine = Engine(fn=_position)
 
 
 @pytest.mark.parametrize("mode", ["tile", "resize"])
@@ -172,7 +159,7 @@ def test_resize_mode_returns_original_size_and_follows_the_recipe(engines):
     assert probs.shape == (NUM_CLASSES, 300, 200) and probs.dtype == torch.float32
     small = cv2.resize(image, (128, 128), interpolation=cv2.INTER_AREA)
     with torch.no_grad():
-        logits = engine(preprocess(small, settings.input.mean, settings.input.std))
+        logits = engine(to_pixel_values(small, settings.input.mean, settings.input.std)[None])
     assert logits.shape[-2:] == (32, 32)
     expected = torch.sigmoid(F.interpolate(logits, size=(300, 200), mode="bilinear", align_corners=False))[0]
     torch.testing.assert_close(probs, expected, rtol=0, atol=1e-6)
@@ -184,16 +171,6 @@ def test_tile_mode_keeps_original_size_for_large_and_small_images(engines):
         probs = predict_probs(engines["upernet"], _image(*hw), settings)
         assert probs.shape == (NUM_CLASSES, *hw)
         assert float(probs.min()) >= 0.0 and float(probs.max()) <= 1.0
-
-
-def test_preprocess_normalises_and_replicates():
-    image = np.array([[0, 255]], dtype=np.uint8)
-    x = preprocess(image, (0.5, 0.25, 0.0), (0.5, 0.25, 1.0))
-    assert x.shape == (1, 3, 1, 2) and x.dtype == torch.float32
-    torch.testing.assert_close(x[0, :, 0, 0], torch.tensor([-1.0, -1.0, 0.0]))
-    torch.testing.assert_close(x[0, :, 0, 1], torch.tensor([1.0, 3.0, 1.0]))
-    with pytest.raises(ValueError):
-        preprocess(np.zeros((4, 4, 3), np.uint8), (0, 0, 0), (1, 1, 1))
 
 
 def test_threshold_probs_scalar_and_per_class():

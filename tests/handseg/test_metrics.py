@@ -96,7 +96,8 @@ def test_summary_of_known_values_and_table():
     assert summary.mean == pytest.approx((28 + 0.75) / 29)
     table = format_dice_table(summary)
     lines = table.splitlines()
-    assert lines[0].startswith("| class") and len([ln for ln in lines if ln.startswith("| ")]) == 2 + 29 + 1  # header, rule, classes, mean
+    rows = [ln for ln in lines if ln.startswith("| ")]
+    assert lines[0].startswith("| class") and len(rows) == 2 + 29 + 1  # header, rule, classes, mean
     assert "| Pisiform" in table and "0.7500" in table and f"**{summary.mean:.4f}**" in table
     with pytest.raises(ValueError):
         summarize_dice(np.zeros((0, 29)))

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from tests.handseg.synthetic import make_dataset
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,5 +1,6 @@
 """The training YAML schema: every shipped config loads; bad keys, types, paths and checkpoints are one-line
-errors naming the file and the key, raised before any work."""
+errors naming the file and the key, raised before any work; loading has no side effects; one rule picks the
+Accelerate config."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import pytest
 import yaml
 
 from handseg.errors import ConfigError
+from handseg.launch import CPU_CONFIG, accelerate_config
 from tests.trainer.helpers import REPO_ROOT, run_train, tiny_config, write_yaml
-from trainer.config import checkpoint_problem, input_spec, load_train_config
+from trainer.config import check_paths, checkpoint_problem, input_spec, load_train_config
 
 
 @pytest.fixture()
@@ -24,13 +26,16 @@ def data_root(tmp_path) -> Path:
 
 
 def _load(tmp_path, data_root, **overrides):
+    """Both steps the trainer runs before any work: load (values) and check what the config points at."""
     path = write_yaml(tmp_path / "cfg.yaml", tiny_config(data_root, tmp_path / "run", **overrides))
-    return path, load_train_config(path)
+    cfg = load_train_config(path)
+    check_paths(cfg, path)
+    return path, cfg
 
 
 def test_tiny_config_loads_and_resolves(tmp_path, data_root):
     path, cfg = _load(tmp_path, data_root, output_dir=None)
-    assert cfg.output_dir == Path("runs") / "tiny_stage1"
+    assert cfg.output_dir is None and cfg.run_dir == Path("runs") / "tiny_stage1"  # derived, not written back
     assert cfg.loss.terms[0].name == "bce" and cfg.ema.enabled is False
     spec = input_spec(cfg)
     assert (spec.mode, spec.image_size) == ("resize", 128)
@@ -72,10 +77,25 @@ def test_bad_keys_and_types_name_file_and_key(tmp_path, data_root, overrides, ke
 
 
 def test_missing_data_root_says_how_to_make_data(tmp_path):
+    path = write_yaml(tmp_path / "cfg.yaml", tiny_config(tmp_path / "nowhere", tmp_path / "run"))
+    cfg = load_train_config(path)  # values are fine; the folder is checked by the explicit step
     with pytest.raises(ConfigError) as err:
-        _load(tmp_path, tmp_path / "nowhere")
-    assert err.value.key == "data.data_root"
+        check_paths(cfg, path)
+    assert err.value.key == "data.data_root" and err.value.file == path
     assert "make_phantom.py" in err.value.problem
+
+
+def test_one_rule_picks_the_accelerate_config(tmp_path, data_root):
+    path = write_yaml(tmp_path / "cfg.yaml", tiny_config(data_root, tmp_path / "run"))
+    explicit = write_yaml(tmp_path / "mine.yaml", {"compute_environment": "LOCAL_MACHINE"})
+    assert accelerate_config(path, explicit) == explicit
+    assert accelerate_config(path) == CPU_CONFIG  # no GPU visible in the tests
+    raw = tiny_config(data_root, tmp_path / "run", accelerate_config=str(explicit))
+    in_yaml = write_yaml(tmp_path / "cfg2.yaml", raw)
+    assert accelerate_config(in_yaml) == explicit
+    with pytest.raises(ConfigError) as err:
+        accelerate_config(path, tmp_path / "missing.yaml")
+    assert err.value.key == "accelerate_config" and "missing.yaml" in err.value.problem
 
 
 def test_missing_required_key(tmp_path, data_root):

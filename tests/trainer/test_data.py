@@ -11,19 +11,14 @@ import pytest
 import torch
 
 from handseg.config_schema import load_config
+from handseg.data_config import DataConfig
+from handseg.dataset_index import load_split
 from handseg.errors import ConfigError
-from handseg.models import IMAGENET_MEAN, IMAGENET_STD
+from handseg.model_io import IMAGENET_MEAN, IMAGENET_STD
 from handseg.rasterize import unpack_bits
-from trainer.data import (
-    CropDataset,
-    DataConfig,
-    WholeImageDataset,
-    build_dataset,
-    build_train_loader,
-    load_split,
-    set_epoch,
-)
+from trainer.datasets import CropDataset, WholeImageDataset
 from trainer.labels import labels_to_float
+from trainer.loader import build_dataset, build_train_loader, set_epoch
 
 
 @dataclass
@@ -150,10 +145,10 @@ def test_loader_with_two_workers_matches_the_in_process_loader(split, phantom_ro
     aug = [{"name": "HorizontalFlip", "p": 0.5}, {"name": "RandomBrightnessContrast", "p": 0.5}]
     for stage in (1, 2):
         cfg = data_cfg(phantom_root, tmp_path, augmentations=aug, crops_per_image=1)
-        plain = build_train_loader(cfg, split.train, stage, cache_samples=split.samples, progress=False)
-        workers = build_train_loader(
-            replace(cfg, num_workers=2), split.train, stage, cache_samples=split.samples, progress=False
-        )
+        plain = build_train_loader(cfg, build_dataset(cfg, split.train, stage, cache_samples=split.samples,
+                                                      progress=False))
+        workers = build_train_loader(replace(cfg, num_workers=2), build_dataset(
+            cfg, split.train, stage, cache_samples=split.samples, progress=False))
         got = batches(workers, 3)
         want = batches(plain, 3)
         assert len(got) == 3 and got[0][0].shape == (2, 3, 64, 64) and got[0][1].shape == (2, 64, 64)
@@ -169,9 +164,11 @@ def test_packed_label_batches_unpack_to_the_float_label_batches(split, phantom_r
     aug = [{"name": "Affine", "rotate": [-20, 20], "p": 1.0}, {"name": "HorizontalFlip", "p": 0.5}]
     for stage in (1, 2):
         cfg = data_cfg(phantom_root, tmp_path, augmentations=aug, crops_per_image=2)
-        packed = build_train_loader(cfg, split.train, stage, cache_samples=split.samples, progress=False)
-        dense = build_train_loader(replace(cfg, label_dtype="float32"), split.train, stage,
-                                   cache_samples=split.samples, progress=False)
+        dense_cfg = replace(cfg, label_dtype="float32")
+        packed = build_train_loader(cfg, build_dataset(cfg, split.train, stage, cache_samples=split.samples,
+                                                       progress=False))
+        dense = build_train_loader(dense_cfg, build_dataset(dense_cfg, split.train, stage, cache_samples=split.samples,
+                                                            progress=False))
         got, want = batches(packed, 1), batches(dense, 1)
         assert len(got) == len(want) == (3 if stage == 1 else 6)
         for (x1, y1), (x2, y2) in zip(got, want):

@@ -9,11 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from handseg.errors import ConfigError
 from handseg.config_schema import from_dict
+from handseg.errors import ConfigError
+from handseg.model_io import upsample_logits
 from handseg.rasterize import pack_bits
 from trainer.labels import labels_to_float
-from trainer.losses import LossConfig, LossTerm, SegLoss, bce_loss, focal_loss, match_size, soft_dice_loss
+from trainer.losses import LossConfig, LossTerm, SegLoss, bce_loss, focal_loss, soft_dice_loss
 
 
 def test_bce_matches_hand_computation():
@@ -53,10 +54,10 @@ def test_focal_reduces_to_bce_and_downweights_easy_pixels():
 
 def test_logits_are_upsampled_bilinearly_to_mask_size():
     logits = torch.randn(2, 29, 16, 16)
-    out = match_size(logits, (64, 64))
+    out = upsample_logits(logits, (64, 64))
     assert out.shape == (2, 29, 64, 64) and out.dtype == torch.float32
     assert torch.equal(out, F.interpolate(logits, size=(64, 64), mode="bilinear", align_corners=False))
-    assert match_size(logits, (16, 16)) is not None and torch.equal(match_size(logits, (16, 16)), logits)
+    assert torch.equal(upsample_logits(logits, (16, 16)), logits)
 
 
 def test_weighted_sum_and_aux_term():
@@ -67,7 +68,7 @@ def test_weighted_sum_and_aux_term():
     cfg = LossConfig(terms=[LossTerm("bce", 0.5), LossTerm("dice", 2.0), LossTerm("focal", 1.0)], focal_gamma=2.0)
     loss_fn = SegLoss(cfg, aux_weight=0.4)
     total, parts = loss_fn(logits, target)
-    up = match_size(logits, (32, 32))
+    up = upsample_logits(logits, (32, 32))
     expected = 0.5 * bce_loss(up, target) + 2.0 * soft_dice_loss(up, target) + focal_loss(up, target, 2.0)
     assert total.item() == pytest.approx(expected.item(), rel=1e-5)
     assert set(parts) == {"bce", "dice", "focal"}

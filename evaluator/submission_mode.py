@@ -8,9 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from evaluator.config import EvalConfig
-from handseg.validation import gather_rows, shard
+from handseg.dataset_index import index_split
 from handseg.errors import DataFormatError, HandSegError
+from handseg.image_io import read_image
+from handseg.inference import predict_probs, threshold_probs
+from handseg.rle import rle_encode_many
+from handseg.scoring import gather_rows, shard
+from handseg.submission import write_submission
 
 
 class SubmissionIncompleteError(HandSegError):
@@ -19,8 +26,6 @@ class SubmissionIncompleteError(HandSegError):
 
 def test_samples(data_root: str | Path) -> list:
     """The test images (sorted by path under ``test/DCM``); a folder without PNGs is a DataFormatError."""
-    from handseg.dataset_index import index_split
-
     folder = Path(data_root) / "test" / "DCM"
     if folder.is_dir() and not any(folder.rglob("*.png")):
         raise DataFormatError(folder, "no PNG images found")
@@ -32,12 +37,6 @@ def test_samples(data_root: str | Path) -> list:
 
 def predict_rles(engine, samples: list, settings, device: str, thresholds, progress: bool = True):
     """([(rel, name, rles)], [(rel, problem)]): 29 RLE strings per readable image, and the images that failed."""
-    from tqdm.auto import tqdm
-
-    from handseg.image_io import read_image
-    from handseg.inference import predict_probs, threshold_probs
-    from handseg.rle import rle_encode_many
-
     done, failed = [], []
     for sample in tqdm(samples, desc="submission", disable=not progress):
         try:
@@ -60,8 +59,6 @@ def default_sample_submission(cfg: EvalConfig) -> Path | None:
 
 def run_submission(cfg: EvalConfig, engine, settings, device: str, thresholds, accelerator=None) -> dict:
     """Predict every test image (sharded) and write ``<output_dir>/submission.csv`` on the main process."""
-    from handseg.submission import write_submission
-
     samples = test_samples(cfg.data_root)
     rank = accelerator.process_index if accelerator is not None else 0
     world = accelerator.num_processes if accelerator is not None else 1

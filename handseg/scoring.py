@@ -1,15 +1,15 @@
-"""Competition Dice of an engine on annotated images: the code training validation and the evaluator share.
+"""Competition Dice of an engine on annotated images: the scoring that training's validation and the evaluator share.
 
 Each image goes through :func:`handseg.inference.predict_probs` (probabilities at the original size),
 is thresholded, and is compared with the ground truth rasterised from its JSON at the native size
 (never a resized mask). Per-image counts ``[intersection, pred_sum, target_sum]`` are returned so that
-processes that each evaluated a shard can sum or concatenate them (:func:`merge_results`).
+processes that each scored a shard can gather them exactly (:func:`score_sharded`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -17,22 +17,19 @@ from tqdm.auto import tqdm
 
 from handseg.annotations import polygons_in_order, read_annotation
 from handseg.classes import NUM_CLASSES
+from handseg.engine import Engine
 from handseg.errors import DataFormatError
 from handseg.image_io import read_image
-from handseg.inference import Engine, InferenceSettings, predict_probs, threshold_probs
+from handseg.inference import InferenceSettings, predict_probs, threshold_probs
 from handseg.metrics import DiceSummary, dice_counts, dice_from_counts, summarize_dice
 from handseg.rasterize import rasterize
 
 if TYPE_CHECKING:
     from handseg.dataset_index import Sample
 
-# Called once per image with (sample, probabilities (29, H, W) float32 on the device, ground truth
-# (29, H, W) uint8 numpy); lets threshold tuning or overlay writers reuse the inference already done.
-ImageCallback = Callable[["Sample", torch.Tensor, np.ndarray], None]
-
 
 @dataclass
-class EvalResult:
+class ScoreResult:
     """Per-image results: ``names`` (the samples' ``rel`` paths), ``counts`` (N, 29, 3) int64 and
     ``per_image_dice`` (N, 29) float64."""
 
@@ -53,15 +50,14 @@ def ground_truth(sample: "Sample", image_hw: tuple[int, int]) -> np.ndarray:
     return rasterize(polygons_in_order(ann), src_hw=image_hw, out_hw=image_hw)
 
 
-def evaluate_images(
+def score_images(
     engine: Engine,
     samples: Sequence["Sample"],
     settings: InferenceSettings,
     device: str | torch.device = "cpu",
     thresholds: float | Sequence[float] = 0.5,
     progress: bool = True,
-    callback: ImageCallback | None = None,
-) -> EvalResult:
+) -> ScoreResult:
     """Dice counts of ``engine`` on annotated ``samples`` at their original resolution.
 
     An eager model must be in eval mode (``model.eval()``) before it is wrapped as the engine.
@@ -76,22 +72,8 @@ def evaluate_images(
         pred = threshold_probs(probs, thresholds)
         counts[i] = dice_counts(pred, torch.from_numpy(gt).to(device))
         names.append(sample.rel)
-        if callback is not None:
-            callback(sample, probs, gt)
         del probs, pred
-    return EvalResult(names=names, counts=counts, per_image_dice=dice_from_counts(counts))
-
-
-def merge_results(parts: Sequence[EvalResult]) -> EvalResult:
-    """Concatenate shard results (e.g. gathered from several processes), sorted by name, one row per image;
-    a name seen twice (a padded shard) is kept once."""
-    rows: dict[str, np.ndarray] = {}
-    for part in parts:
-        for name, c in zip(part.names, part.counts):
-            rows.setdefault(name, c)
-    names = sorted(rows)
-    counts = np.stack([rows[n] for n in names]) if names else np.zeros((0, NUM_CLASSES, 3), np.int64)
-    return EvalResult(names=names, counts=counts, per_image_dice=dice_from_counts(counts))
+    return ScoreResult(names=names, counts=counts, per_image_dice=dice_from_counts(counts))
 
 
 def shard(items: Sequence, rank: int, world: int) -> list:
@@ -108,19 +90,19 @@ def gather_rows(rows: list, accelerator=None) -> list:
     return list(gather_object(rows))
 
 
-def evaluate_sharded(engine: Engine, samples: Sequence["Sample"], settings: InferenceSettings,
-                     device: str | torch.device = "cpu", thresholds: float | Sequence[float] = 0.5,
-                     accelerator=None) -> EvalResult:
-    """EvalResult over all ``samples`` (original order) on every process: process ``rank`` of ``world``
-    evaluates ``samples[rank::world]``, the per-image counts are gathered and put back in order. Training's
-    validation and the evaluator both call this; without ``accelerator`` it is :func:`evaluate_images`."""
+def score_sharded(engine: Engine, samples: Sequence["Sample"], settings: InferenceSettings,
+                  device: str | torch.device = "cpu", thresholds: float | Sequence[float] = 0.5,
+                  accelerator=None) -> ScoreResult:
+    """ScoreResult over all ``samples`` (original order) on every process: process ``rank`` of ``world``
+    scores ``samples[rank::world]``, the per-image counts are gathered and put back in order. Training's
+    validation and the evaluator both call this; without ``accelerator`` it is :func:`score_images`."""
     rank = accelerator.process_index if accelerator is not None else 0
     world = accelerator.num_processes if accelerator is not None else 1
     mine = shard(samples, rank, world)
     index = list(range(len(samples)))[rank::world]
     is_main = accelerator is None or accelerator.is_main_process
-    res = evaluate_images(engine, mine, settings, device, thresholds=thresholds, progress=is_main)
+    res = score_images(engine, mine, settings, device, thresholds=thresholds, progress=is_main)
     rows = [(i, name, counts) for i, name, counts in zip(index, res.names, np.asarray(res.counts))]
     rows = sorted(gather_rows(rows, accelerator), key=lambda r: r[0])
     counts = np.stack([r[2] for r in rows]).astype(np.int64) if rows else np.zeros((0, NUM_CLASSES, 3), np.int64)
-    return EvalResult(names=[r[1] for r in rows], counts=counts, per_image_dice=dice_from_counts(counts))
+    return ScoreResult(names=[r[1] for r in rows], counts=counts, per_image_dice=dice_from_counts(counts))

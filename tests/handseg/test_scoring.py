@@ -1,4 +1,4 @@
-"""evaluate_images on phantom data: counts against independently rasterised ground truth, shards, callback."""
+"""score_images on phantom data: counts against independently rasterised ground truth, shards."""
 
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ import torch
 from handseg.annotations import polygons_in_order, read_annotation
 from handseg.classes import NUM_CLASSES
 from handseg.dataset_index import index_split
+from handseg.engine import Engine, eager_engine
 from handseg.errors import DataFormatError
 from handseg.image_io import read_image
 from handseg.inference import InferenceSettings, predict_probs, threshold_probs
 from handseg.metrics import dice_counts
-from handseg.models import InputSpec, LogitsModule, build_model
+from handseg.model_io import InputSpec
+from handseg.models import build_model
 from handseg.rasterize import rasterize
-from handseg.validation import evaluate_images, merge_results
+from handseg.scoring import score_images, score_sharded, shard
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +27,8 @@ def samples(phantom_root):
     return index_split(phantom_root, "train")[:3]
 
 
-def _constant_engine(value: float):
-    def engine(x: torch.Tensor) -> torch.Tensor:
-        return torch.full((x.shape[0], NUM_CLASSES, x.shape[2] // 4, x.shape[3] // 4), value)
-
-    return engine
+def _constant_engine(value: float) -> Engine:
+    return Engine(fn=lambda x: torch.full((x.shape[0], NUM_CLASSES, x.shape[2] // 4, x.shape[3] // 4), value))
 
 
 def _settings(mode: str = "resize") -> InferenceSettings:
@@ -43,8 +42,8 @@ def _gt_sums(sample) -> np.ndarray:
 
 
 def test_empty_and_full_predictions_give_exact_counts(samples):
-    empty = evaluate_images(_constant_engine(-20.0), samples, _settings(), progress=False)
-    full = evaluate_images(_constant_engine(20.0), samples, _settings(), progress=False)
+    empty = score_images(_constant_engine(-20.0), samples, _settings(), progress=False)
+    full = score_images(_constant_engine(20.0), samples, _settings(), progress=False)
     assert empty.names == [s.rel for s in samples]
     assert empty.counts.shape == (len(samples), NUM_CLASSES, 3) and empty.counts.dtype == np.int64
     for i, sample in enumerate(samples):
@@ -61,9 +60,9 @@ def test_empty_and_full_predictions_give_exact_counts(samples):
 
 def test_same_numbers_as_predict_threshold_and_dice_by_hand(samples, tiny_upernet_cfg):
     torch.manual_seed(0)
-    engine = LogitsModule(build_model(tiny_upernet_cfg).eval())
+    engine = eager_engine(build_model(tiny_upernet_cfg))
     settings = _settings("tile")
-    result = evaluate_images(engine, samples, settings, thresholds=0.5, progress=False)
+    result = score_images(engine, samples, settings, thresholds=0.5, progress=False)
     for i, sample in enumerate(samples):
         image = read_image(sample.image_path)
         gt = rasterize(polygons_in_order(read_annotation(sample.label_path)), image.shape)
@@ -72,31 +71,21 @@ def test_same_numbers_as_predict_threshold_and_dice_by_hand(samples, tiny_uperne
     assert result.summary().n_images == len(samples)
 
 
-def test_shards_merge_to_the_whole(samples):
+def test_shards_cover_every_image_once_and_score_like_the_whole(samples):
     engine = _constant_engine(20.0)
-    whole = evaluate_images(engine, samples, _settings(), progress=False)
-    a = evaluate_images(engine, samples[:2], _settings(), progress=False)
-    b = evaluate_images(engine, samples[1:], _settings(), progress=False)  # one image in both shards
-    merged = merge_results([b, a])
-    assert merged.names == sorted(whole.names)
-    order = [whole.names.index(n) for n in merged.names]
-    np.testing.assert_array_equal(merged.counts, whole.counts[order])
-    np.testing.assert_allclose(merged.per_image_dice, whole.per_image_dice[order])
-
-
-def test_callback_sees_full_size_probabilities_and_truth(samples):
-    seen = []
-
-    def callback(sample, probs, gt):
-        seen.append((sample.rel, tuple(probs.shape), gt.shape, gt.dtype))
-
-    evaluate_images(_constant_engine(0.0), samples[:2], _settings(), progress=False, callback=callback)
-    h, w = read_image(samples[0].image_path).shape
-    assert [s[0] for s in seen] == [s.rel for s in samples[:2]]
-    assert seen[0][1:] == ((NUM_CLASSES, h, w), (NUM_CLASSES, h, w), np.uint8)
+    whole = score_images(engine, samples, _settings(), progress=False)
+    shards = [shard(samples, rank, 2) for rank in range(2)]
+    assert sorted(s.rel for part in shards for s in part) == sorted(s.rel for s in samples)
+    for part in shards:
+        scored = score_images(engine, part, _settings(), progress=False)
+        rows = [whole.names.index(n) for n in scored.names]
+        np.testing.assert_array_equal(scored.counts, whole.counts[rows])
+    single = score_sharded(engine, samples, _settings())  # one process: the whole, in the original order
+    assert single.names == whole.names
+    np.testing.assert_array_equal(single.counts, whole.counts)
 
 
 def test_sample_without_annotation_is_a_data_error(samples):
     unlabeled = dataclasses.replace(samples[0], label_path=None)
     with pytest.raises(DataFormatError, match="annotation"):
-        evaluate_images(_constant_engine(0.0), [unlabeled], _settings(), progress=False)
+        score_images(_constant_engine(0.0), [unlabeled], _settings(), progress=False)

@@ -1,0 +1,114 @@
+"""Per-class thresholds that maximise mean validation Dice, optionally for a soft vote of several checkpoints.
+
+For each validation image the (averaged) probabilities of every class are binned into ``bins`` equal bins; the
+per-bin counts of all pixels and of ground-truth pixels give, for every candidate threshold k/bins, the exact
+intersection and predicted area, hence the exact per-image Dice. Memory stays at one image's probabilities plus
+(images x 29 x bins) counts, whatever the resolution. ``scripts/tune_thresholds.py`` is the command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from evaluator.config import EvalConfig
+from evaluator.engines import eval_settings, load_engine, load_eval_checkpoint
+from handseg.checkpoint import LoadedCheckpoint
+from handseg.classes import CLASSES
+from handseg.engine import Engine
+from handseg.image_io import read_image
+from handseg.inference import InferenceSettings, predict_probs
+from handseg.metrics import DICE_EPS
+from handseg.scoring import ground_truth
+
+
+def histograms(probs: torch.Tensor, gt: torch.Tensor, bins: int) -> np.ndarray:
+    """(29, 2, bins) int64 counts of one image: [all pixels, ground-truth pixels] per probability bin.
+
+    probs (29, H, W) float in [0, 1]; gt (29, H, W) {0,1}. Bin k holds probabilities in [k/bins, (k+1)/bins).
+    Classes are processed one at a time so the extra memory is one (H, W) index map.
+    """
+    out = np.zeros((probs.shape[0], 2, bins), dtype=np.int64)
+    for c in range(probs.shape[0]):
+        idx = (probs[c] * bins).long().clamp_(0, bins - 1)
+        out[c, 0] = torch.bincount(idx.flatten(), minlength=bins).cpu().numpy()
+        out[c, 1] = torch.bincount(idx[gt[c].bool()], minlength=bins).cpu().numpy()
+    return out
+
+
+def dice_per_threshold(hists: np.ndarray) -> np.ndarray:
+    """(N, 29, bins-1) per-image Dice for thresholds k/bins, k = 1..bins-1, from (N, 29, 2, bins) counts.
+
+    A pixel is predicted at threshold k/bins iff its bin index is >= k (suffix sums).
+    """
+    suffix = np.flip(np.cumsum(np.flip(hists, -1), -1), -1)[..., 1:]  # (N, 29, 2, bins-1)
+    pred_sum, inter = suffix[:, :, 0], suffix[:, :, 1]
+    gt_sum = hists[:, :, 1].sum(-1, keepdims=True)
+    return (2 * inter + DICE_EPS) / (pred_sum + gt_sum + DICE_EPS)
+
+
+def best_thresholds(hists: np.ndarray, default: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(thresholds (29,), tuned Dice (29,), Dice at ``default`` (29,)): per class, the grid threshold with the
+    best mean-over-images Dice; ties go to the threshold closest to ``default``."""
+    bins = hists.shape[-1]
+    grid = np.arange(1, bins) / bins
+    mean = dice_per_threshold(hists).mean(0)  # (29, bins-1)
+    closeness = -np.abs(grid - default)
+    order = np.lexsort((np.broadcast_to(closeness, mean.shape), np.round(mean, 12)), axis=-1)
+    best = order[:, -1]
+    k_default = int(np.argmin(np.abs(grid - default)))
+    rows = np.arange(mean.shape[0])
+    return grid[best], mean[rows, best], mean[:, k_default]
+
+
+def voters(cfg: EvalConfig, checkpoints: list[str], backend: str | None,
+           file: str | Path = "<config>") -> list[tuple[Engine, InferenceSettings, LoadedCheckpoint]]:
+    """(engine, settings, checkpoint) of each member of the soft vote (default: the config's checkpoint), each at
+    its own input scale."""
+    out = []
+    for folder in checkpoints or [None]:
+        member_cfg = cfg if folder is None else replace(cfg, checkpoint=Path(folder))
+        member_cfg = replace(member_cfg, backend=backend or cfg.backend)
+        ckpt = load_eval_checkpoint(member_cfg, file=file)
+        engine = load_engine(member_cfg, ckpt)
+        out.append((engine, eval_settings(member_cfg, ckpt, engine), ckpt))
+    return out
+
+
+def collect(samples, members, device: str, bins: int, progress: bool = True) -> np.ndarray:
+    """(N, 29, 2, bins) histograms of the soft-voted probabilities of every validation image."""
+    hists = []
+    for sample in tqdm(samples, desc="tune", disable=not progress):
+        with torch.inference_mode():
+            hists.append(_image_hist(sample, members, device, bins))
+    return np.stack(hists)
+
+
+def _image_hist(sample, members, device: str, bins: int) -> np.ndarray:
+    """(29, 2, bins) histograms of one image's soft-voted probabilities (mean over the members)."""
+    image = read_image(sample.image_path)
+    probs = None
+    for engine, settings, _ckpt in members:
+        p = predict_probs(engine, image, settings, device=device)
+        probs = p if probs is None else probs.add_(p)
+    probs.div_(len(members))
+    gt = torch.from_numpy(ground_truth(sample, image.shape)).to(probs.device)
+    return histograms(probs, gt, bins)
+
+
+def tune(cfg: EvalConfig, members, samples, bins: int = 100, progress: bool = True) -> dict:
+    """The thresholds file's content: per-class thresholds, mean Dice tuned and at 0.5, per-class tuned Dice."""
+    thresholds, tuned, at_default = best_thresholds(collect(samples, members, cfg.device, bins, progress))
+    return {
+        "thresholds": {c: round(float(t), 4) for c, t in zip(CLASSES, thresholds)},
+        "mean_dice_tuned": round(float(tuned.mean()), 6),
+        "mean_dice_at_0.5": round(float(at_default.mean()), 6),
+        "per_class_dice_tuned": {c: round(float(d), 6) for c, d in zip(CLASSES, tuned)},
+        "bins": bins,
+        "n_images": len(samples),
+        "members": [str(e.path or ckpt.folder) for e, _s, ckpt in members],
+    }

@@ -1,0 +1,49 @@
+"""How images become model input and logits full-size output: normalisation, upsampling, the input spec."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from handseg.config_schema import FieldError
+from handseg.model_io import InputSpec, to_pixel_values, upsample_logits
+
+
+def test_to_pixel_values_normalises_and_replicates():
+    image = np.array([[0, 255]], dtype=np.uint8)
+    x = to_pixel_values(image, (0.5, 0.25, 0.0), (0.5, 0.25, 1.0))
+    assert x.shape == (3, 1, 2) and x.dtype == torch.float32
+    torch.testing.assert_close(x[:, 0, 0], torch.tensor([-1.0, -1.0, 0.0]))
+    torch.testing.assert_close(x[:, 0, 1], torch.tensor([1.0, 3.0, 1.0]))
+    with pytest.raises(ValueError):
+        to_pixel_values(np.zeros((4, 4, 3), np.uint8), (0, 0, 0), (1, 1, 1))
+
+
+def test_to_pixel_values_takes_read_only_memory_maps(tmp_path):
+    path = tmp_path / "img.npy"
+    np.save(path, np.arange(12, dtype=np.uint8).reshape(3, 4))
+    view = np.load(path, mmap_mode="r")
+    assert not view.flags.writeable
+    torch.testing.assert_close(to_pixel_values(view, (0, 0, 0), (1, 1, 1))[0] * 255,
+                               torch.arange(12, dtype=torch.float32).view(3, 4))
+
+
+def test_upsample_logits_is_bilinear_and_float32():
+    logits = torch.randn(2, 29, 8, 8, dtype=torch.float16)
+    up = upsample_logits(logits, (32, 24))
+    assert up.shape == (2, 29, 32, 24) and up.dtype == torch.float32
+    expected = F.interpolate(logits.float(), size=(32, 24), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(up, expected)
+    same = torch.randn(1, 29, 8, 8)
+    assert upsample_logits(same, (8, 8)) is same
+
+
+def test_input_spec_round_trip_and_checks():
+    spec = InputSpec(mode="tile", image_size=512, tile_size=256, overlap=0.25)
+    assert spec.model_size == 256 and InputSpec(mode="resize", image_size=384, tile_size=384).model_size == 384
+    assert InputSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(FieldError) as err:
+        InputSpec.from_dict({**spec.to_dict(), "overlap": 1.0})
+    assert err.value.key == "overlap"

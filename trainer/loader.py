@@ -1,0 +1,118 @@
+"""The training DataLoader: the stage's dataset over a cached fold, a sampler reseeded every epoch, workers.
+
+The order comes from the sampler: :class:`EpochRandomSampler` (a ``RandomSampler`` reseeded with seed + epoch;
+Accelerate's ``use_seedable_sampler`` swaps it for its own ``SeedableRandomSampler``, which does the same).
+Call :func:`set_epoch` at the start of every epoch: it reaches the sampler and the dataset, also after
+``accelerator.prepare``. Workers are not persistent, so each epoch's workers start with the new epoch.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Literal, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from handseg.cache import ImageCache
+from handseg.data_config import DataConfig
+from handseg.dataset_index import Sample
+from handseg.model_io import IMAGENET_MEAN, IMAGENET_STD
+from handseg.transforms import build_transforms
+from trainer.datasets import CropDataset, WholeImageDataset
+
+
+class EpochRandomSampler(RandomSampler):
+    """A RandomSampler whose permutation depends only on (seed, epoch); ``set_epoch`` selects the epoch."""
+
+    def __init__(self, data_source: Dataset, seed: int = 0):
+        super().__init__(data_source, generator=torch.Generator())
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        self.generator.manual_seed(self.seed + self.epoch)
+        yield from super().__iter__()
+
+
+def set_epoch(loader: Any, epoch: int) -> None:
+    """Set the epoch of a loader's sampler and dataset (a plain DataLoader or one prepared by Accelerate)."""
+    if hasattr(loader, "set_epoch"):  # accelerate's DataLoaderShard / DataLoaderDispatcher
+        loader.set_epoch(epoch)
+    elif hasattr(getattr(loader, "sampler", None), "set_epoch"):
+        loader.sampler.set_epoch(epoch)
+    if hasattr(loader.dataset, "set_epoch"):
+        loader.dataset.set_epoch(epoch)
+
+
+def seed_worker(worker_id: int) -> None:
+    """Worker init: seed numpy/random from torch's per-worker seed (items draw from their own generators)."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_dataset(
+    cfg: DataConfig,
+    samples: Sequence[Sample],
+    stage: Literal[1, 2],
+    *,
+    cache_samples: Sequence[Sample] | None = None,
+    seed: int | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    augment: bool = True,
+    progress: bool = True,
+) -> WholeImageDataset | CropDataset:
+    """The stage's dataset over ``samples``, building (or opening) its cache.
+
+    ``cache_samples`` (default ``samples``): what the cache holds, e.g. the whole split, so that every fold
+    shares one cache. Stage 1 caches at ``image_size``; stage 2 at native resolution. In a multi-process run
+    every process may call this: the first builds the cache under a file lock and the others open it; pass
+    ``progress=accelerator.is_main_process``.
+    """
+    cache_samples = list(samples if cache_samples is None else cache_samples)
+    resolution = cfg.image_size if stage == 1 else None
+    cache = ImageCache(cache_samples, cfg.cache_dir, resolution, progress=progress)
+    indices = [cache.index_of(s.rel) for s in samples]
+    transform = build_transforms(cfg.augmentations) if augment else None
+    seed = cfg.seed if seed is None else seed
+    if stage == 1:
+        return WholeImageDataset(cache, indices, transform, seed, mean, std, cfg.label_dtype)
+    if stage == 2:
+        return CropDataset(
+            cache, cfg.crop_size, indices, cfg.crops_per_image, cfg.bone_fraction, transform, seed, mean, std,
+            cfg.label_dtype,
+        )
+    raise ValueError(f"stage must be 1 or 2, got {stage!r}")
+
+
+def build_train_loader(cfg: DataConfig, dataset: WholeImageDataset | CropDataset,
+                       drop_last: bool = False) -> DataLoader:
+    """The training DataLoader over a stage's dataset (:func:`build_dataset`): shuffled by
+    :class:`EpochRandomSampler` with the dataset's seed, ``cfg.num_workers`` non-persistent workers, batches of
+    dict(pixel_values (B, 3, h, w) float32, labels (B, h, w) int32 packed or (B, 29, h, w) float32/uint8 per
+    ``cfg.label_dtype``); unpack with :func:`trainer.labels.labels_to_float`. Call :func:`set_epoch` before each
+    epoch.
+    """
+    if len(dataset) == 0:
+        raise ValueError("no training samples")
+    if cfg.num_workers > 0:
+        # OpenCV's thread pool does not survive fork(): a worker forked after the parent used it can deadlock
+        # in its first cv2 call. Workers parallelise already, so OpenCV runs single-threaded from here on.
+        cv2.setNumThreads(0)
+    return DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        sampler=EpochRandomSampler(dataset, dataset.seed),
+        num_workers=cfg.num_workers,
+        worker_init_fn=seed_worker if cfg.num_workers > 0 else None,
+        persistent_workers=False,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=drop_last,
+    )
