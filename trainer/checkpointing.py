@@ -3,6 +3,7 @@
 Layout of ``<output_dir>``::
 
     best/   last/     Hugging Face folders (config.json, model.safetensors) + handseg.json (the run's record)
+                      + README.md (the model card, handseg.model_card)
     state/            accelerator.save_state: model, optimiser, sampler, RNG of every process, and the
                       registered progress counters, schedule and EMA (for ``resume: true``)
     validation/       per-epoch per-image Dice (JSON) written by the main process
@@ -27,6 +28,7 @@ from torch import nn
 from handseg.atomic import atomic_write_text
 from handseg.checkpoint import save_checkpoint
 from handseg.classes import CLASSES
+from handseg.model_card import card_for_folder
 
 STATE_DIR = "state"
 
@@ -73,8 +75,8 @@ def run_record(
 
 
 def save_model(model: nn.Module, folder: Path, info: dict[str, Any]) -> None:
-    """Write one model folder atomically (main process only)."""
-    save_checkpoint(model, folder, info)
+    """Write one model folder atomically with its model card ``README.md`` (main process only)."""
+    save_checkpoint(model, folder, info, readme=card_for_folder)
 
 
 def save_state(accelerator: Accelerator, output_dir: Path) -> Path:
