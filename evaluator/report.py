@@ -1,4 +1,5 @@
-"""Validation outputs people read: Dice table (markdown, CSV, JSON), per-class bar chart, worst-image overlays."""
+"""Validation outputs people read: Dice table (markdown, CSV, JSON), per-class bar chart, worst-image overlays
+(true positive, false positive, false negative colours, with a legend and the classes drawn)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,18 @@ import io
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 from matplotlib.figure import Figure
 
+from evaluator.overlays import (
+    OVERLAY_MAX_SIDE,
+    LegendRow,
+    class_rows,
+    display_size,
+    draw_class_keys,
+    shrink,
+    with_legend,
+)
 from handseg.atomic import atomic_write_bytes, atomic_write_text
 from handseg.classes import CLASSES
 from handseg.image_io import read_image, write_png
@@ -20,7 +29,12 @@ from handseg.scoring import ground_truth
 
 # Overlay colours (RGB): true positive, false positive, false negative.
 TP_RGB, FP_RGB, FN_RGB = (40, 200, 80), (240, 60, 40), (60, 120, 255)
-OVERLAY_MAX_SIDE = 768
+OUTCOME_LEGEND = (
+    LegendRow("Pixels (any bone)", heading=True),
+    LegendRow("true positive", TP_RGB),
+    LegendRow("false positive (extra)", FP_RGB),
+    LegendRow("false negative (missed)", FN_RGB),
+)
 
 
 def write_validation_report(out: Path, summary, result, meta: dict) -> dict:
@@ -65,7 +79,7 @@ def dice_chart(summary, path: Path) -> Path:
     ax.set_ylim(max(0.0, min(values) - 0.05), 1.0)
     ax.set_ylabel("Dice")
     ax.set_title(f"Per-class Dice ({summary.n_images} images)")
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False, fontsize=9)  # above the bars
     return save_figure(fig, path)
 
 
@@ -92,12 +106,22 @@ def overlay_rgb(image: np.ndarray, pred: np.ndarray, target: np.ndarray,
     rgb = np.repeat(image[..., None], 3, axis=2).astype(np.float32)
     for mask, colour in ((tp, TP_RGB), (fp, FP_RGB), (fn, FN_RGB)):
         rgb[mask] = 0.45 * rgb[mask] + 0.55 * np.asarray(colour, np.float32)
-    scale = min(1.0, max_side / max(image.shape))
-    out = rgb.clip(0, 255).astype(np.uint8)
-    if scale < 1.0:
-        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-        out = cv2.resize(out, size, interpolation=cv2.INTER_AREA)
-    return out
+    return shrink(rgb.clip(0, 255).astype(np.uint8), display_size(image.shape[:2], max_side))
+
+
+def comparison_overlay(image: np.ndarray, pred: np.ndarray, target: np.ndarray,
+                       max_side: int = OVERLAY_MAX_SIDE) -> np.ndarray:
+    """:func:`overlay_rgb` with each bone that is predicted or labelled marked by its key, and a legend panel
+    on the right: the three outcome colours, then the keys and names of the classes drawn.
+
+    image (H, W) uint8; pred, target (29, H, W) bool. Returns (h, w + panel, 3) uint8 RGB.
+    """
+    rgb = overlay_rgb(image, pred, target, max_side)
+    hw = display_size(image.shape[:2], max_side)
+    either = np.asarray(pred, bool) | np.asarray(target, bool)
+    small = np.stack([shrink(m.astype(np.float32), hw) >= 0.5 for m in either])
+    present = draw_class_keys(rgb, small)
+    return with_legend(rgb, list(OUTCOME_LEGEND) + class_rows(present, "Bones drawn", swatches=False))
 
 
 def write_overlays(out: Path, worst: list, engine, settings, device: str, thresholds) -> list[Path]:
@@ -107,7 +131,7 @@ def write_overlays(out: Path, worst: list, engine, settings, device: str, thresh
         image = read_image(sample.image_path)
         pred = threshold_probs(predict_probs(engine, image, settings, device=device), thresholds).cpu().numpy()
         target = ground_truth(sample, image.shape[:2])
-        rgb = overlay_rgb(image, pred, target)
+        rgb = comparison_overlay(image, pred, target)
         name = f"{rank:02d}_{Path(sample.name).stem}_dice{mean_dice:.4f}.png"
         paths.append(write_png(out / name, rgb[..., ::-1].copy()))  # write_png takes BGR like cv2
     return paths

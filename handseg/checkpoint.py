@@ -18,7 +18,7 @@ import platform
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ INFO_FILE = "handseg.json"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, INFO_FILE)
+README_FILE = "README.md"  # optional: the model card
 
 
 def versions() -> dict[str, str]:
@@ -103,13 +104,16 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 def save_checkpoint(model: nn.Module, folder: str | os.PathLike, info: dict,
-                    state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+                    state_dict: dict[str, torch.Tensor] | None = None,
+                    readme: Callable[[Path, dict], str] | None = None) -> Path:
     """Write ``model`` and ``info`` to ``folder`` atomically; returns the folder.
 
     ``model`` is a ``transformers`` model, possibly wrapped by DDP or torch.compile. ``state_dict`` saves other
     weights of the same shapes instead of the model's own (e.g. EMA weights). ``classes`` and ``versions``
     are filled in when ``info`` lacks them; dataclasses in ``info`` are converted with
-    :func:`handseg.config_schema.to_dict`.
+    :func:`handseg.config_schema.to_dict`. ``readme(staging_folder, record)`` returns the text of a
+    ``README.md`` (the model card, :func:`handseg.model_card.card_for_folder`), written inside the staging
+    folder so that it is swapped in with the weights.
     """
     model = unwrap_model(model)
     folder = Path(folder)
@@ -130,6 +134,8 @@ def save_checkpoint(model: nn.Module, folder: str | os.PathLike, info: dict,
     with _quiet_hf():
         model.save_pretrained(tmp, state_dict=state_dict)
     (tmp / INFO_FILE).write_text(text)
+    if readme is not None:
+        (tmp / README_FILE).write_text(readme(tmp, json.loads(text)), encoding="utf-8")
     missing = [name for name in REQUIRED_FILES if not (tmp / name).is_file()]
     if missing:
         raise RuntimeError(f"save_pretrained did not write {missing} (sharded or non-safetensors output?)")

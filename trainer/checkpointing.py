@@ -3,6 +3,7 @@
 Layout of ``<output_dir>``::
 
     best/   last/     Hugging Face folders (config.json, model.safetensors) + handseg.json (the run's record)
+                      + README.md (the model card, handseg.model_card)
     state/            accelerator.save_state: model, optimiser, sampler, RNG of every process, and the
                       registered progress counters, schedule and EMA (for ``resume: true``)
     validation/       per-epoch per-image Dice (JSON) written by the main process
@@ -27,6 +28,7 @@ from torch import nn
 from handseg.atomic import atomic_write_text
 from handseg.checkpoint import save_checkpoint
 from handseg.classes import CLASSES
+from handseg.model_card import card_for_folder
 from handseg.scoring import ScoreResult
 
 STATE_DIR = "state"
@@ -82,10 +84,11 @@ class RunRecord:
 
 
 def save_models(model: nn.Module, output_dir: Path, info: dict[str, Any], best: bool) -> None:
-    """Write ``last/`` and, when ``best``, ``best/`` atomically (main process only)."""
-    save_checkpoint(model, Path(output_dir) / "last", info)
+    """Write ``last/`` and, when ``best``, ``best/`` atomically, each with its model card ``README.md`` (main
+    process only)."""
+    save_checkpoint(model, Path(output_dir) / "last", info, readme=card_for_folder)
     if best:
-        save_checkpoint(model, Path(output_dir) / "best", info)
+        save_checkpoint(model, Path(output_dir) / "best", info, readme=card_for_folder)
 
 
 def save_state(accelerator: Accelerator, output_dir: Path) -> Path:

@@ -1,0 +1,392 @@
+"""One self-contained HTML page per evaluation: ``<out_dir>/report.html``.
+
+Built from what the evaluator leaves in its output folder (only ``dice.json`` is required):
+
+    dice.json, dice.png                 validation Dice (evaluator.report.write_validation_report)
+    overlays/*.png                      worst-case overlays, ``<rank>_<image stem>_dice<mean>.png``
+    robustness/robustness.json, .png    optional (shape: handseg.result_files)
+    efficiency/efficiency.json, .png    optional (evaluate_efficiency.py)
+
+Sections: run configuration, per-class Dice (table and chart), worst-case overlays with their legend,
+robustness (chart and table), efficiency (table and chart). Images are embedded as base64 data URIs and the
+style is inline: the page needs no network, no other file and no JavaScript, so it can be mailed or archived
+as it is. A missing optional part is left out with a one-line note.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import io
+import os
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evaluator.efficiency import COLUMNS as EFFICIENCY_COLUMNS
+from evaluator.overlays import class_key
+from evaluator.report import FN_RGB, FP_RGB, TP_RGB
+from handseg.atomic import atomic_write_text
+from handseg.checkpoint import read_info
+from handseg.classes import ANATOMY, CLASSES
+from handseg.errors import DataFormatError, HandSegError
+from handseg.result_files import Robustness, describe_strength, parse_efficiency, parse_robustness, read_json
+
+REPORT_FILE = "report.html"
+ROBUSTNESS_JSON, ROBUSTNESS_PNG = Path("robustness") / "robustness.json", Path("robustness") / "robustness.png"
+EFFICIENCY_JSON, EFFICIENCY_PNG = Path("efficiency") / "efficiency.json", Path("efficiency") / "efficiency.png"
+_OVERLAY_NAME = re.compile(r"^(\d+)_(.+)_dice(\d+(?:\.\d+)?)\.png$")
+N_LOWEST = 3
+
+STYLE = """
+:root { --ink: #1d2329; --muted: #5d6670; --line: #d9dde2; --card: #ffffff; --bg: #f3f4f6; --low: #fdecea;
+        --accent: #2b5d9b; }
+* { box-sizing: border-box; }
+body { margin: 0; background: var(--bg); color: var(--ink); line-height: 1.45;
+       font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 20px 48px; }
+header { margin-bottom: 18px; }
+h1 { font-size: 26px; margin: 0 0 4px; }
+h2 { font-size: 19px; margin: 0 0 12px; padding-bottom: 6px; border-bottom: 1px solid var(--line); }
+h3 { font-size: 15px; margin: 14px 0 6px; }
+.sub { color: var(--muted); margin: 0; }
+section { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 18px 22px;
+          margin: 16px 0; }
+.headline { display: flex; flex-wrap: wrap; gap: 14px; margin-top: 14px; }
+.stat { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 10px 16px;
+        min-width: 170px; }
+.stat b { display: block; font-size: 24px; font-variant-numeric: tabular-nums; }
+.stat span { color: var(--muted); font-size: 13px; }
+table { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size: 14px; }
+th, td { padding: 4px 10px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
+th { background: #eef1f4; font-weight: 600; white-space: nowrap; }
+td.num, th.num { text-align: right; }
+tr.low td { background: var(--low); }
+tr.total td { font-weight: 700; border-top: 2px solid var(--ink); }
+table.kv th { background: none; color: var(--muted); font-weight: 500; width: 190px; }
+.tables { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
+figure { margin: 12px 0; }
+figure img { display: block; max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
+figcaption { color: var(--muted); font-size: 13px; margin-top: 6px; }
+.legend { display: flex; flex-wrap: wrap; gap: 18px; margin: 6px 0 10px; font-size: 14px; }
+.swatch { display: inline-block; width: 14px; height: 14px; border: 1px solid #888; vertical-align: -2px;
+          margin-right: 6px; }
+.note { color: var(--muted); font-style: italic; margin: 4px 0; }
+code { font-size: 13px; background: #eef1f4; padding: 1px 4px; border-radius: 3px; overflow-wrap: anywhere; }
+footer { color: var(--muted); font-size: 12px; margin-top: 20px; }
+@media print { body { background: #fff; } section { break-inside: avoid; border: none; padding: 0; } }
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's header, or None when ``data`` is not a PNG."""
+    if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        return None
+    return struct.unpack(">II", data[16:24])
+
+
+def img_tag(data: bytes, alt: str) -> str:
+    """An ``<img>`` with the PNG ``data`` embedded as a data URI and its intrinsic size."""
+    size = png_size(data)
+    dims = f' width="{size[0]}" height="{size[1]}"' if size else ""
+    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return f'<img src="{uri}" alt="{_e(alt)}"{dims}>'
+
+
+def _figure(data: bytes, alt: str, caption: str) -> str:
+    return f"<figure>{img_tag(data, alt)}<figcaption>{caption}</figcaption></figure>"
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{text}</p>'
+
+
+def _kv_table(rows: list[tuple[str, str]]) -> str:
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="kv">{body}</table>'
+
+
+def _swatch(rgb: tuple[int, int, int]) -> str:
+    return f'<span class="swatch" style="background: rgb{tuple(rgb)}"></span>'
+
+
+def _bone(name: str) -> str:
+    bone = ANATOMY[name]
+    if bone.group != "finger":
+        return bone.group
+    return f"{bone.ray if bone.ray == 'thumb' else bone.ray + ' finger'}, {bone.part}"
+
+
+def read_dice(out_dir: Path) -> dict:
+    """``dice.json`` of an evaluation folder, checked: per-class Dice for the 29 classes and the mean."""
+    path = out_dir / "dice.json"
+    data = read_json(path)
+    per_class = data.get("per_class") if isinstance(data, dict) else None
+    if not isinstance(per_class, dict) or [c for c in CLASSES if not isinstance(per_class.get(c), (int, float))]:
+        raise DataFormatError(path, "expected per_class Dice for the 29 classes (evaluator validation output)")
+    if not isinstance(data.get("mean_dice"), (int, float)):
+        raise DataFormatError(path, "expected a numeric mean_dice")
+    return data
+
+
+def _per_image(dice: dict) -> tuple[list[str], np.ndarray] | None:
+    rows = dice.get("per_image")
+    if not isinstance(rows, dict) or not rows:
+        return None
+    try:
+        values = np.asarray(list(rows.values()), dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if values.ndim != 2 or values.shape[1] != len(CLASSES):
+        return None
+    return list(rows), values
+
+
+def _config_section(dice: dict) -> str:
+    s = dice.get("settings") or {}
+    spec = s.get("input") or {}
+    if spec.get("mode") == "tile":
+        feed = f"native tiles of {spec.get('tile_size')} px, overlap {spec.get('overlap')}"
+    elif spec.get("mode") == "resize":
+        feed = f"whole image resized to {spec.get('image_size')} px"
+    else:
+        feed = "not recorded"
+    rows = [("checkpoint", f"<code>{_e(s.get('checkpoint', 'not recorded'))}</code>")]
+    candidates = s.get("checkpoint_candidates")
+    if isinstance(candidates, list) and len(candidates) > 1:
+        rows.append(("chosen from", ", ".join(f"<code>{_e(c)}</code>" for c in candidates)))
+    info = None
+    if s.get("checkpoint"):
+        try:
+            info = read_info(s["checkpoint"])
+        except HandSegError:
+            info = None
+    if info is not None:
+        model = info.get("model") or {}
+        rows.append(("model", _e(f"{model.get('arch')} {model.get('preset')}, stage {info.get('stage')}, "
+                                 f"{info.get('epoch')} epochs, {info.get('step')} steps")))
+        if isinstance(info.get("mean_dice"), (int, float)):
+            rows.append(("Dice recorded in training", f"{info['mean_dice']:.4f}"))
+    engine = _e(s.get("engine", "not recorded"))
+    if s.get("engine_path"):
+        engine += f" (<code>{_e(s['engine_path'])}</code>)"
+    rows += [
+        ("engine", engine),
+        ("validation split", _e(f"fold {s.get('fold')} of {s.get('n_folds')} (group K-fold by person), "
+                                f"seed {s.get('seed')}; {dice.get('n_images', '?')} images")),
+        ("input", _e(feed)),
+        ("blending, TTA, tile batch", _e(f"{s.get('blend', '?')}, flip TTA {'on' if s.get('flip_tta') else 'off'}"
+                                         f", {s.get('tile_batch', '?')} tiles per call")),
+    ]
+    return "<section id=\"configuration\"><h2>Run configuration</h2>" + _kv_table(rows) + "</section>"
+
+
+def _class_table(names: list[str], dice: dict, lowest: set[str], worst: dict[str, tuple[float, str]],
+                 total: bool = False) -> str:
+    head = ('<tr><th class="num">#</th><th>class</th><th>bone</th><th class="num">Dice</th>'
+            + ('<th class="num">worst image</th>' if worst else "") + "</tr>")
+    body = []
+    for name in names:
+        cls = ' class="low"' if name in lowest else ""
+        w = worst.get(name)
+        extra = (f'<td class="num" title="{_e(w[1])}">{w[0]:.4f}</td>' if w else "")
+        body.append(f'<tr{cls}><td class="num">{CLASSES.index(name) + 1}</td><td>{_e(name)}</td>'
+                    f'<td>{_e(_bone(name))}</td><td class="num">{dice["per_class"][name]:.4f}</td>{extra}</tr>')
+    if total:
+        body.append(f'<tr class="total"><td></td><td colspan="2">mean of 29 classes</td>'
+                    f'<td class="num">{dice["mean_dice"]:.4f}</td>' + ("<td></td>" if worst else "") + "</tr>")
+    return f"<table>{head}{''.join(body)}</table>"
+
+
+def _dice_section(out_dir: Path, dice: dict) -> str:
+    per_class = dice["per_class"]
+    lowest = sorted(CLASSES, key=lambda c: per_class[c])[:N_LOWEST]
+    worst: dict[str, tuple[float, str]] = {}
+    images = _per_image(dice)
+    if images is not None:
+        names, values = images
+        for c, name in enumerate(CLASSES):
+            i = int(np.argmin(values[:, c]))
+            worst[name] = (float(values[i, c]), names[i])
+    fingers = [c for c in CLASSES if c.startswith("finger-")]
+    others = [c for c in CLASSES if not c.startswith("finger-")]
+    chart = out_dir / "dice.png"
+    parts = ["<section id=\"dice\"><h2>Per-class Dice</h2>",
+             f"<p>Mean Dice <b>{dice['mean_dice']:.4f}</b> over the 29 classes and {dice.get('n_images', '?')} "
+             "validation images: Dice per image and class, "
+             "(2&thinsp;|<i>P</i> &#8745; <i>G</i>| + 10<sup>&minus;4</sup>) / "
+             "(|<i>P</i>| + |<i>G</i>| + 10<sup>&minus;4</sup>) for prediction <i>P</i> and labels <i>G</i>, at "
+             "the original resolution, mean over images per class, then over classes. The "
+             f"{N_LOWEST} lowest classes are shaded"
+             + ("; <i>worst image</i> is the class's Dice on the image where it is lowest (hover for its name)"
+                if worst else "")
+             + ".</p>"]
+    if chart.is_file():
+        parts.append(_figure(chart.read_bytes(), "bar chart of Dice per class",
+                             "Dice per class, the dashed line is the mean."))
+    else:
+        parts.append(_note("No chart (dice.png) in this folder."))
+    parts.append('<div class="tables"><div><h3>Finger bones (numbered from the thumb, tip to wrist)</h3>'
+                 + _class_table(fingers, dice, set(lowest), worst) + "</div><div><h3>Carpals and forearm</h3>"
+                 + _class_table(others, dice, set(lowest), worst, total=True) + "</div></div></section>")
+    return "".join(parts)
+
+
+def _overlay_caption(path: Path, dice: dict) -> str:
+    match = _OVERLAY_NAME.match(path.name)
+    if not match:
+        return _e(path.name)
+    rank, stem, mean = int(match.group(1)), match.group(2), float(match.group(3))
+    text = f"<b>{rank + 1}.</b> <code>{_e(stem)}</code>: mean Dice {mean:.4f}"
+    images = _per_image(dice)
+    if images is not None:
+        names, values = images
+        hits = [i for i, n in enumerate(names) if Path(n).stem == stem]
+        if hits:
+            row = values[hits[0]]
+            low = np.argsort(row, kind="stable")[:N_LOWEST]
+            text += "; lowest: " + ", ".join(f"{_e(CLASSES[c])} {row[c]:.3f}" for c in low)
+    return text
+
+
+def _overlays_section(out_dir: Path, dice: dict) -> str:
+    files = sorted((out_dir / "overlays").glob("*.png")) if (out_dir / "overlays").is_dir() else []
+    head = "<section id=\"overlays\"><h2>Worst-case overlays</h2>"
+    if not files:
+        return head + _note("No overlays in this folder (overlays/*.png).") + "</section>"
+    keys = ", ".join(f"{class_key(c)} {c}" for c in CLASSES if not c.startswith("finger-"))
+    legend = ('<div class="legend">'
+              f"<span>{_swatch(TP_RGB)}true positive</span><span>{_swatch(FP_RGB)}false positive (extra bone)</span>"
+              f"<span>{_swatch(FN_RGB)}false negative (missed bone)</span></div>")
+    images = f"{len(files)} validation image" + ("s" if len(files) != 1 else "")
+    intro = (f"<p>The {images} with the lowest mean Dice, prediction against the labels, "
+             "any bone. A pixel wrong for any class shows as false negative before false positive. Each bone "
+             f"predicted or labelled carries its key: 1-19 the finger bones, {_e(keys)}; the panel beside each "
+             "picture lists them.</p>")
+    figures = "".join(_figure(p.read_bytes(), f"overlay {p.name}", _overlay_caption(p, dice)) for p in files)
+    return head + intro + legend + figures + "</section>"
+
+
+def robustness_chart(rob: Robustness) -> bytes:
+    """PNG bytes: one small panel per perturbation kind, mean Dice against strength, the unperturbed Dice
+    as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = list(rob.by_kind)
+    cols = min(3, len(kinds))
+    rows = (len(kinds) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), dpi=100, squeeze=False)
+    low = min([d for pts in rob.by_kind.values() for _, d in pts] + [rob.clean_mean_dice])
+    for ax, kind in zip(axes.flat, kinds):
+        xs, ys = zip(*rob.by_kind[kind])
+        ax.plot(xs, ys, marker="o", color="#2b5d9b")
+        ax.axhline(rob.clean_mean_dice, color="k", linestyle="--", linewidth=1)
+        ax.set_title(kind.replace("_", " "), fontsize=10)
+        ax.set_xlabel(f"strength ({rob.units[kind]})" if rob.units[kind] else "strength", fontsize=8)
+        ax.set_ylim(max(0.0, low - 0.05), 1.0)
+        ax.tick_params(labelsize=8)
+    for ax in list(axes.flat)[len(kinds):]:
+        ax.axis("off")
+    axes[0][0].set_ylabel("mean Dice", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _robustness_section(out_dir: Path) -> str:
+    head = "<section id=\"robustness\"><h2>Robustness</h2>"
+    path = out_dir / ROBUSTNESS_JSON
+    if not path.is_file():
+        return head + _note(f"No robustness result in this folder ({ROBUSTNESS_JSON.as_posix()}).") + "</section>"
+    rob = parse_robustness(read_json(path), path)
+    chart = out_dir / ROBUSTNESS_PNG
+    data = chart.read_bytes() if chart.is_file() else robustness_chart(rob)
+    n = f" of the {rob.n_images} validation images" if rob.n_images is not None else ""
+    intro = (f"<p>Mean Dice{n} under perturbations of growing strength; unperturbed "
+             f"<b>{rob.clean_mean_dice:.4f}</b> (dashed line).</p>")
+    body = []
+    for kind, points in rob.by_kind.items():
+        for j, (strength, value) in enumerate(points):
+            first = f'<td rowspan="{len(points)}">{_e(kind.replace("_", " "))}</td>' if j == 0 else ""
+            body.append(f'<tr>{first}<td class="num">{_e(describe_strength(strength, rob.units[kind]))}</td>'
+                        f'<td class="num">{value:.4f}</td>'
+                        f'<td class="num">{value - rob.clean_mean_dice:+.4f}</td></tr>')
+    table = ('<table><tr><th>perturbation</th><th class="num">strength</th><th class="num">mean Dice</th>'
+             f'<th class="num">change</th></tr>{"".join(body)}</table>')
+    figure = _figure(data, "robustness chart", "Mean Dice against perturbation strength, one panel per kind.")
+    return head + intro + figure + table + "</section>"
+
+
+def _efficiency_section(out_dir: Path) -> str:
+    head = "<section id=\"efficiency\"><h2>Efficiency</h2>"
+    path = out_dir / EFFICIENCY_JSON
+    if not path.is_file():
+        return head + _note(f"No efficiency result in this folder ({EFFICIENCY_JSON.as_posix()}).") + "</section>"
+    eff = parse_efficiency(read_json(path), path)
+    cols = [(k, title, fmt) for k, title, fmt in EFFICIENCY_COLUMNS if all(k in r for r in eff["results"])]
+    head_row = "".join(f'<th class="{"num" if k != "engine" else ""}">{_e(t)}</th>' for k, t, _ in cols)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{"num" if k != "engine" else ""}">{_e(fmt.format(r[k]))}</td>'
+                         for k, _, fmt in cols) + "</tr>"
+        for r in eff["results"])
+    size = eff.get("image_size", "?")
+    intro = (f"<p>Measured by <code>evaluate_efficiency.py</code> on {_e(eff.get('device', '?'))} "
+             f"({_e(eff.get('device_name', '?'))}, {_e(eff.get('torch_threads', '?'))} threads). Tile times are per "
+             f"model input; image time is one {_e(size)}x{_e(size)} image including tiling, blending, thresholds "
+             f"and RLE; memory: {_e(eff.get('memory_method', 'not recorded'))}; |diff| and mask Dice are against "
+             "eager fp32.</p>")
+    parts = [head, intro, f"<table>{head_row and '<tr>' + head_row + '</tr>'}{body}</table>"]
+    chart = out_dir / EFFICIENCY_PNG
+    if chart.is_file():
+        parts.append(_figure(chart.read_bytes(), "efficiency chart", "Whole-image latency and peak memory per "
+                                                                     "engine and tile batch."))
+    return "".join(parts) + "</section>"
+
+
+def build_report(out_dir: str | os.PathLike, title: str | None = None) -> str:
+    """The HTML text of the report of the evaluation folder ``out_dir`` (see the module docstring).
+
+    Raises DataFormatError when ``dice.json`` is missing or malformed, or an optional result is malformed.
+    """
+    out_dir = Path(out_dir)
+    dice = read_dice(out_dir)
+    run = f"{out_dir.resolve().parent.name}/{out_dir.resolve().name}"
+    title = title or f"Validation report: {run}"
+    per_class = dice["per_class"]
+    low = min(CLASSES, key=lambda c: per_class[c])
+    headline = (
+        '<div class="headline">'
+        f'<div class="stat"><b>{dice["mean_dice"]:.4f}</b><span>mean Dice, 29 classes</span></div>'
+        f'<div class="stat"><b>{_e(dice.get("n_images", "?"))}</b><span>validation images</span></div>'
+        f'<div class="stat"><b>{per_class[low]:.4f}</b><span>lowest class: {_e(low)}</span></div></div>'
+    )
+    generated = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{STYLE}</style></head><body><main>"
+        f"<header><h1>{_e(title)}</h1><p class=\"sub\">Hand-bone X-ray segmentation, 29 classes, evaluation "
+        f"folder <code>{_e(run)}</code>.</p>{headline}</header>"
+        + _config_section(dice) + _dice_section(out_dir, dice) + _overlays_section(out_dir, dice)
+        + _robustness_section(out_dir) + _efficiency_section(out_dir)
+        + f"<footer>Written by handseg on {generated} from the files of the evaluation folder.</footer>"
+        "</main></body></html>\n"
+    )
+
+
+def write_report(out_dir: str | os.PathLike, title: str | None = None, path: str | os.PathLike | None = None) -> Path:
+    """Write :func:`build_report` of ``out_dir`` to ``path`` (default ``<out_dir>/report.html``) atomically."""
+    return atomic_write_text(Path(path) if path else Path(out_dir) / REPORT_FILE, build_report(out_dir, title))
