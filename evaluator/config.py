@@ -24,6 +24,7 @@ from handseg.classes import CLASSES, NUM_CLASSES
 from handseg.config_schema import FieldError, load_config
 from handseg.engine import DTYPES
 from handseg.errors import ConfigError, DataFormatError
+from handseg.postprocess import PostProcessing
 
 EFFICIENCY_ENGINES = ("eager_fp32", "eager_autocast", *(n for n, b in BACKENDS.items() if b.compiled))
 
@@ -188,6 +189,21 @@ def resolve_thresholds(cfg: EvalConfig) -> list[float]:
     if isinstance(t, list):
         return [float(v) for v in t]
     return read_thresholds_file(t)
+
+
+def resolve_postprocess(cfg: EvalConfig) -> PostProcessing | None:
+    """The post-processing stored with tuned thresholds (the thresholds file's ``postprocess``), or None."""
+    if not isinstance(cfg.thresholds, str):
+        return None
+    path = Path(cfg.thresholds)
+    data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+    if not isinstance(data, dict) or data.get("postprocess") is None:
+        return None
+    try:
+        choice = PostProcessing.from_dict(data["postprocess"])
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(path, "postprocess", str(exc)) from None
+    return choice if choice.active else None
 
 
 def resolve_input_spec(cfg: EvalConfig, spec):

@@ -9,9 +9,11 @@ a background thread samples the process RSS (psutil) every 2 ms during the measu
 from __future__ import annotations
 
 import platform
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -27,11 +29,14 @@ from evaluator.engines import eval_settings, load_engine
 from evaluator.manifest import StaleEngineError
 from evaluator.report import save_figure
 from handseg.checkpoint import LoadedCheckpoint
+from handseg.class_masks import ClassMasks
 from handseg.engine import Engine, eager_engine
-from handseg.inference import predict_probs, threshold_probs
+from handseg.image_io import read_image, write_png
+from handseg.inference import predict_masks
 from handseg.phantom import render_hand
-from handseg.rle import rle_encode_many
+from handseg.phase_timer import PhaseTimer, phase
 
+PHASES = ("decode", "preprocess", "engine", "blend", "threshold")
 CPU_MEMORY_METHOD = "peak RSS of the process, psutil sampling thread every 2 ms during the measurement"
 CUDA_MEMORY_METHOD = "torch.cuda.max_memory_allocated after reset_peak_memory_stats"
 
@@ -47,10 +52,16 @@ class Measurement:
     tile_ms_p99: float
     batch_ms_p50: float
     tiles_per_s: float
-    image_ms: float  # whole image: tiling, blending, thresholds and RLE
+    image_ms: float  # whole image: decode, tiling, engine, blending, thresholds and RLE
     images_per_s: float
     peak_mem_mib: float
     peak_mem_increase_mib: float
+    decode_ms: float  # the phases of the whole image (PhaseTimer; they add up to about image_ms)
+    preprocess_ms: float
+    engine_ms: float
+    blend_ms: float
+    threshold_rle_ms: float
+    model_share: float  # engine_ms / the sum of the phases
     max_abs_diff_logits: float
     mask_dice_min: float
     mask_dice_mean: float
@@ -101,14 +112,20 @@ def timed(fn: Callable[[], object], iters: int, device: str) -> list[float]:
     return times
 
 
-def whole_image(engine, image: np.ndarray, settings, device: str, thresholds):
-    """The deployed path for one image: tiled probabilities, thresholds, RLE. Returns (masks, rles)."""
-    masks = threshold_probs(predict_probs(engine, image, settings, device=device), thresholds)
-    return masks, rle_encode_many(masks.cpu().numpy())
+def whole_image(engine, png: Path, settings, device: str, thresholds, postprocess=None,
+                timer: PhaseTimer | None = None) -> tuple[ClassMasks, list[str]]:
+    """The deployed path for one image file: decode, preprocess, engine, blend, threshold, RLE (the phases
+    ``timer`` collects). Returns (masks, rles)."""
+    with phase(timer, "decode"):
+        image = read_image(png)
+    masks = predict_masks(engine, image, settings, thresholds, device, postprocess, timer)
+    with phase(timer, "threshold"):
+        rles = masks.rle()
+    return masks, rles
 
 
-def measure(engine: Engine, cfg: EvalConfig, ckpt: LoadedCheckpoint, image, batch: int, ref_logits, ref_masks,
-            thresholds) -> Measurement:
+def measure(engine: Engine, cfg: EvalConfig, ckpt: LoadedCheckpoint, png: Path, image: np.ndarray, batch: int,
+            ref_logits, ref_masks, thresholds) -> Measurement:
     """Time and measure ``engine`` at tile batch ``batch`` against the eager fp32 references."""
     eff, device = cfg.efficiency, engine.device
     settings = eval_settings(cfg, ckpt, engine)
@@ -119,10 +136,12 @@ def measure(engine: Engine, cfg: EvalConfig, ckpt: LoadedCheckpoint, image, batc
             engine(x)
         calls = np.asarray(timed(lambda: engine(x), eff.iters, device))
         diff = float((engine(x).cpu() - ref_logits).abs().max().item())
-    def run_image():
-        return whole_image(engine, image, settings, device, thresholds)
+    whole_image(engine, png, settings, device, thresholds)  # warm-up of the whole-image path
+    timer = PhaseTimer(device)
 
-    run_image()  # warm-up of the whole-image path
+    def run_image():
+        return whole_image(engine, png, settings, device, thresholds, timer=timer)
+
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -133,8 +152,9 @@ def measure(engine: Engine, cfg: EvalConfig, ckpt: LoadedCheckpoint, image, batc
         with PeakRSS() as rss:
             image_ms = float(np.mean(timed(run_image, eff.image_iters, device)))
         peak, increase = rss.peak, rss.peak - rss.base
-    masks, _ = whole_image(engine, image, settings, device, thresholds)
-    dice = mask_dice(masks.cpu(), ref_masks)
+    phases = {name: 1000.0 * timer.seconds.get(name, 0.0) / eff.image_iters for name in PHASES}
+    masks, _ = whole_image(engine, png, settings, device, thresholds)
+    dice = mask_dice(masks.to_dense().cpu(), ref_masks)
     tiles = calls / batch
     return Measurement(
         engine=engine.name,
@@ -148,6 +168,12 @@ def measure(engine: Engine, cfg: EvalConfig, ckpt: LoadedCheckpoint, image, batc
         images_per_s=1000.0 / image_ms,
         peak_mem_mib=peak / 2**20,
         peak_mem_increase_mib=increase / 2**20,
+        decode_ms=phases["decode"],
+        preprocess_ms=phases["preprocess"],
+        engine_ms=phases["engine"],
+        blend_ms=phases["blend"],
+        threshold_rle_ms=phases["threshold"],
+        model_share=phases["engine"] / max(sum(phases.values()), 1e-9),
         max_abs_diff_logits=diff,
         mask_dice_min=float(dice.min()),
         mask_dice_mean=float(dice.mean()),
@@ -186,18 +212,22 @@ def run_efficiency(cfg: EvalConfig, ckpt: LoadedCheckpoint, progress: bool = Tru
     image, _ = render_hand(0, cfg.efficiency.image_size, "R")
     batches = cfg.efficiency.batch_sizes or sorted({1, cfg.batch_size_eval})
     ref = eager_engine(ckpt.model, "fp32", cfg.device)
-    ref_masks = whole_image(ref, image, eval_settings(cfg, ckpt, ref), cfg.device, thresholds)[0].cpu()
     rows = []
-    for batch in batches:
-        x = tile_batch(image, spec, batch, spec.model_size)
-        with torch.inference_mode():
-            ref_logits = ref(x).cpu()
-        for name in available_engines(cfg):
-            engine = engine_named(name, cfg, ckpt, batch, image)
-            row = measure(engine, cfg, ckpt, image, batch, ref_logits, ref_masks, thresholds)
-            if progress:
-                print(f"  {row.engine:<22} batch {batch}: {row.image_ms:9.1f} ms/image, {row.peak_mem_mib:8.1f} MiB")
-            rows.append(asdict(row))
+    with tempfile.TemporaryDirectory() as tmp:
+        png = write_png(Path(tmp) / "hand.png", image)  # the whole-image time includes decoding a real file
+        ref_masks = whole_image(ref, png, eval_settings(cfg, ckpt, ref), cfg.device, thresholds)[0]
+        ref_masks = ref_masks.to_dense().cpu()
+        for batch in batches:
+            x = tile_batch(image, spec, batch, spec.model_size)
+            with torch.inference_mode():
+                ref_logits = ref(x).cpu()
+            for name in available_engines(cfg):
+                engine = engine_named(name, cfg, ckpt, batch, image)
+                row = measure(engine, cfg, ckpt, png, image, batch, ref_logits, ref_masks, thresholds)
+                if progress:
+                    print(f"  {row.engine:<22} batch {batch}: {row.image_ms:9.1f} ms/image, "
+                          f"model {100 * row.model_share:4.1f}%, {row.peak_mem_mib:8.1f} MiB")
+                rows.append(asdict(row))
     return {
         "device": cfg.device,
         "device_name": torch.cuda.get_device_name(cfg.device) if cfg.device.startswith("cuda") else cpu_name(),
@@ -224,21 +254,29 @@ COLUMNS = [
     ("peak_mem_mib", "peak MiB", "{:.0f}"), ("max_abs_diff_logits", "max |diff|", "{:.2e}"),
     ("mask_dice_min", "mask Dice min", "{:.5f}"),
 ]
+PHASE_COLUMNS = [
+    ("engine", "engine", "{}"), ("batch", "batch", "{}"), ("decode_ms", "decode ms", "{:.1f}"),
+    ("preprocess_ms", "preprocess ms", "{:.1f}"), ("engine_ms", "engine ms", "{:.1f}"),
+    ("blend_ms", "blend ms", "{:.1f}"), ("threshold_rle_ms", "threshold + RLE ms", "{:.1f}"),
+    ("model_share", "model share", "{:.0%}"),
+]
+
+
+def _markdown(rows: list[dict], columns: list[tuple[str, str, str]]) -> list[str]:
+    lines = ["| " + " | ".join(c[1] for c in columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
+    return lines + ["| " + " | ".join(fmt.format(row[key]) for key, _t, fmt in columns) + " |" for row in rows]
 
 
 def format_table(result: dict) -> str:
-    """Markdown table of the measurements."""
-    head = "| " + " | ".join(c[1] for c in COLUMNS) + " |"
-    sep = "| " + " | ".join("---" for _ in COLUMNS) + " |"
-    lines = [head, sep]
-    for row in result["results"]:
-        lines.append("| " + " | ".join(fmt.format(row[key]) for key, _t, fmt in COLUMNS) + " |")
+    """Markdown: the engines table, then where one whole image's time goes (phase by phase)."""
+    rows = result["results"]
     note = (
         f"\n{result['image_size']}x{result['image_size']} image on {result['device']} ({result['device_name']}), "
-        f"{result['torch_threads']} threads; whole-image time includes tiling, blending, thresholds and RLE; "
-        f"memory: {result['memory_method']}.\n"
+        f"{result['torch_threads']} threads; whole-image time: decoding the PNG, preprocessing, the engine, "
+        f"blending, thresholds and RLE; memory: {result['memory_method']}.\n"
     )
-    return "\n".join(lines) + "\n" + note
+    phases = ["", "Where one whole image's time goes (mean per image):", ""] + _markdown(rows, PHASE_COLUMNS)
+    return "\n".join(_markdown(rows, COLUMNS)) + "\n" + note + "\n".join(phases) + "\n"
 
 
 def efficiency_chart(result: dict, path) -> None:

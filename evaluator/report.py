@@ -23,7 +23,7 @@ from evaluator.overlays import (
 from handseg.atomic import atomic_write_bytes, atomic_write_text
 from handseg.classes import CLASSES
 from handseg.image_io import read_image, write_png
-from handseg.inference import predict_probs, threshold_probs
+from handseg.inference import PostProcess, predict_masks
 from handseg.metrics import format_dice_table
 from handseg.scoring import ground_truth
 
@@ -124,12 +124,13 @@ def comparison_overlay(image: np.ndarray, pred: np.ndarray, target: np.ndarray,
     return with_legend(rgb, list(OUTCOME_LEGEND) + class_rows(present, "Bones drawn", swatches=False))
 
 
-def write_overlays(out: Path, worst: list, engine, settings, device: str, thresholds) -> list[Path]:
+def write_overlays(out: Path, worst: list, engine, settings, device: str, thresholds,
+                   postprocess: PostProcess | None = None) -> list[Path]:
     """Overlay PNGs of the worst images (recomputed prediction vs ground truth); returns the paths."""
     paths = []
     for rank, (sample, mean_dice) in enumerate(worst):
         image = read_image(sample.image_path)
-        pred = threshold_probs(predict_probs(engine, image, settings, device=device), thresholds).cpu().numpy()
+        pred = predict_masks(engine, image, settings, thresholds, device, postprocess).to_dense().cpu().numpy()
         target = ground_truth(sample, image.shape[:2])
         rgb = comparison_overlay(image, pred, target)
         name = f"{rank:02d}_{Path(sample.name).stem}_dice{mean_dice:.4f}.png"

@@ -14,7 +14,7 @@ import argparse
 from accelerate import Accelerator
 
 from evaluator.backends import BACKEND_CHOICES
-from evaluator.config import EvalConfig, load_eval_config, resolve_thresholds
+from evaluator.config import EvalConfig, load_eval_config, resolve_postprocess, resolve_thresholds
 from evaluator.engines import eval_settings, load_engine, load_eval_checkpoint
 from evaluator.submission_mode import run_submission
 from evaluator.validation_mode import run_validation
@@ -40,14 +40,14 @@ def process_device(cfg_device: str, accelerator) -> str:
 def run(mode: str, cfg: EvalConfig, accelerator=None, file: str = "<config>") -> dict:
     """Run one mode for a loaded config; returns the written outputs (main process) or {}."""
     device = process_device(cfg.device, accelerator) if accelerator is not None else cfg.device
-    thresholds = resolve_thresholds(cfg)
+    thresholds, postprocess = resolve_thresholds(cfg), resolve_postprocess(cfg)
     is_main = accelerator is None or accelerator.is_main_process
     ckpt = load_eval_checkpoint(cfg, device, file=file, echo=is_main)
     engine = load_engine(cfg, ckpt, device=device)
     settings = eval_settings(cfg, ckpt, engine)
     if mode == "validation":
-        return run_validation(cfg, ckpt, engine, settings, device, thresholds, accelerator)
-    return run_submission(cfg, engine, settings, device, thresholds, accelerator)
+        return run_validation(cfg, ckpt, engine, settings, device, thresholds, accelerator, postprocess)
+    return run_submission(cfg, engine, settings, device, thresholds, accelerator, postprocess)
 
 
 @cli_main

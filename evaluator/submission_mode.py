@@ -14,8 +14,7 @@ from evaluator.config import EvalConfig
 from handseg.dataset_index import index_split
 from handseg.errors import DataFormatError, HandSegError
 from handseg.image_io import read_image
-from handseg.inference import predict_probs, threshold_probs
-from handseg.rle import rle_encode_many
+from handseg.inference import PostProcess, predict_masks
 from handseg.scoring import gather_rows, shard
 from handseg.submission import write_submission
 
@@ -35,7 +34,8 @@ def test_samples(data_root: str | Path) -> list:
     return samples
 
 
-def predict_rles(engine, samples: list, settings, device: str, thresholds, progress: bool = True):
+def predict_rles(engine, samples: list, settings, device: str, thresholds, progress: bool = True,
+                 postprocess: PostProcess | None = None):
     """([(rel, name, rles)], [(rel, problem)]): 29 RLE strings per readable image, and the images that failed."""
     done, failed = [], []
     for sample in tqdm(samples, desc="submission", disable=not progress):
@@ -44,8 +44,8 @@ def predict_rles(engine, samples: list, settings, device: str, thresholds, progr
         except DataFormatError as exc:
             failed.append((sample.rel, exc.problem))
             continue
-        masks = threshold_probs(predict_probs(engine, image, settings, device=device), thresholds)
-        done.append((sample.rel, sample.name, rle_encode_many(masks.cpu().numpy())))
+        masks = predict_masks(engine, image, settings, thresholds, device, postprocess)
+        done.append((sample.rel, sample.name, masks.rle()))
     return done, failed
 
 
@@ -57,13 +57,15 @@ def default_sample_submission(cfg: EvalConfig) -> Path | None:
     return path if path.is_file() else None
 
 
-def run_submission(cfg: EvalConfig, engine, settings, device: str, thresholds, accelerator=None) -> dict:
+def run_submission(cfg: EvalConfig, engine, settings, device: str, thresholds, accelerator=None,
+                   postprocess: PostProcess | None = None) -> dict:
     """Predict every test image (sharded) and write ``<output_dir>/submission.csv`` on the main process."""
     samples = test_samples(cfg.data_root)
     rank = accelerator.process_index if accelerator is not None else 0
     world = accelerator.num_processes if accelerator is not None else 1
     is_main = accelerator is None or accelerator.is_main_process
-    done, failed = predict_rles(engine, shard(samples, rank, world), settings, device, thresholds, progress=is_main)
+    done, failed = predict_rles(engine, shard(samples, rank, world), settings, device, thresholds, progress=is_main,
+                                postprocess=postprocess)
     rows = gather_rows([("ok", *d) for d in done] + [("failed", *f) for f in failed], accelerator)
     if not is_main:
         return {}

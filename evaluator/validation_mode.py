@@ -20,7 +20,7 @@ from handseg.checkpoint import LoadedCheckpoint, recorded_data_config
 from handseg.data_config import DataConfig
 from handseg.dataset_index import load_split
 from handseg.engine import Engine
-from handseg.inference import InferenceSettings
+from handseg.inference import InferenceSettings, PostProcess
 from handseg.scoring import score_sharded
 
 
@@ -48,22 +48,23 @@ def worst_images(result, samples: list, k: int) -> list[tuple[object, float]]:
 
 
 def run_validation(cfg: EvalConfig, ckpt: LoadedCheckpoint, engine: Engine, settings: InferenceSettings,
-                   device: str, thresholds, accelerator=None) -> dict:
+                   device: str, thresholds, accelerator=None, postprocess: PostProcess | None = None) -> dict:
     """Score the validation fold; on the main process write the report. Returns {output name: path}."""
     samples = validation_samples(cfg, ckpt)
-    result = score_sharded(engine, samples, settings, device, thresholds, accelerator)
+    result = score_sharded(engine, samples, settings, device, thresholds, accelerator, postprocess)
     if accelerator is not None and not accelerator.is_main_process:
         return {}
     summary = result.summary()
     out = Path(cfg.output_dir)
-    paths = write_validation_report(out, summary, result, meta=report_meta(cfg, ckpt, engine, settings))
+    paths = write_validation_report(out, summary, result, meta=report_meta(cfg, ckpt, engine, settings, postprocess))
     worst = worst_images(result, samples, cfg.n_worst_overlays)
-    paths["overlays"] = write_overlays(out / "overlays", worst, engine, settings, device, thresholds)
+    paths["overlays"] = write_overlays(out / "overlays", worst, engine, settings, device, thresholds, postprocess)
     paths["summary"] = summary
     return paths
 
 
-def report_meta(cfg: EvalConfig, ckpt: LoadedCheckpoint, engine: Engine, settings: InferenceSettings) -> dict:
+def report_meta(cfg: EvalConfig, ckpt: LoadedCheckpoint, engine: Engine, settings: InferenceSettings,
+                postprocess: PostProcess | None = None) -> dict:
     """What the validation report records about how it was made."""
     data = eval_data_config(cfg, ckpt)
     return {
@@ -78,4 +79,5 @@ def report_meta(cfg: EvalConfig, ckpt: LoadedCheckpoint, engine: Engine, setting
         "blend": settings.blend,
         "flip_tta": settings.flip_tta,
         "tile_batch": settings.batch_size,
+        "postprocess": postprocess.to_dict() if postprocess is not None else None,
     }

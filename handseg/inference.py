@@ -1,35 +1,44 @@
-"""The one inference path: image -> (29, H, W) sigmoid probabilities at the original size.
+"""The one inference path: image -> the model's logits -> masks (or probabilities) at the original size.
 
-Training-time validation, the evaluator, threshold tuning and the benchmarks all call :func:`predict_probs`
-with a :class:`handseg.engine.Engine` (eager model, AOTInductor package or Torch-TensorRT program). How the
-image is fed is decided by the :class:`~handseg.model_io.InputSpec` the checkpoint was trained with:
+Training-time validation, the evaluator, threshold tuning, prediction and the benchmarks all go through
+:func:`run_model` with a :class:`handseg.engine.Engine` (eager model, AOTInductor package or Torch-TensorRT
+program). How the image is fed is decided by the :class:`~handseg.model_io.InputSpec` the checkpoint was
+trained with:
 
-* ``resize`` (stage 1): the whole image is resized (``cv2.INTER_AREA``) to ``image_size`` squared, the
-  logits are upsampled bilinearly to H x W, then the sigmoid is applied.
-* ``tile`` (stage 2): native-resolution tiles of ``tile_size`` with ``overlap`` (a side shorter than a tile
-  is padded with black), run in batches; each tile's logits are upsampled to the tile size, passed through
-  the sigmoid and blended with Gaussian (or constant) weights. Window placement and weights match MONAI's
+* ``resize`` (stage 1): the whole image is resized (``cv2.INTER_AREA``) to ``image_size`` squared, the logits
+  are upsampled bilinearly to H x W, then the sigmoid is applied.
+* ``tile`` (stage 2): native-resolution tiles of ``tile_size`` with ``overlap`` (a side shorter than a tile is
+  padded with black), run in batches; each tile's logits are upsampled to the tile size, passed through the
+  sigmoid and blended with Gaussian (or constant) weights. Window placement and weights match MONAI's
   ``sliding_window_inference`` (``mode="gaussian"``), which the tests check to 1e-4.
 
-Only the probability buffer and one weight map are kept at full size: for 2048 x 2048 that is
-(29, 2048, 2048) float32 = 486 MB plus 16 MB, whatever the number of tiles.
+Two results from the same logits: :func:`predict_masks` thresholds inside each class's candidate box only
+(:mod:`handseg.box_blend`: memory and time follow the bones, not the image) and returns
+:class:`~handseg.class_masks.ClassMasks`; :func:`predict_probs` makes the full (29, H, W) probability map, for
+callers that want probabilities (threshold tuning, ensembling). Both compute every pixel with the same
+arithmetic, so their masks are identical.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import cv2
 import numpy as np
 import torch
 
+from handseg.box_blend import ModelOutputs, blend_box, candidate_boxes, float32_thresholds
+from handseg.class_masks import ClassMasks
 from handseg.config_schema import FieldError
 from handseg.engine import Engine
 from handseg.model_io import InputSpec, to_pixel_values, upsample_logits
+from handseg.phase_timer import PhaseTimer, phase
 from handseg.tiling import constant_importance, gaussian_importance, pad_amounts, tile_windows
 
 _ACC_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+DENSE_CHUNK = 4  # classes blended together at full size when their boxes are large (bounds memory)
+PostProcess = Callable[[ClassMasks], ClassMasks]
 
 
 @dataclass
@@ -67,83 +76,154 @@ def inference_settings(spec: InputSpec, engine: Engine, batch_size: int = 4, ble
     return settings
 
 
-def _tile_probs(engine: Engine, tiles: torch.Tensor, settings: InferenceSettings) -> torch.Tensor:
-    """Sigmoid probabilities (k, 29, t, t) float32 of a batch of tiles, flip-TTA averaged if asked."""
-    size = tuple(tiles.shape[-2:])
-    probs = torch.sigmoid(upsample_logits(engine(tiles), size))
-    if settings.flip_tta:
-        flipped = engine(tiles.flip(-1))
-        probs.add_(torch.sigmoid(upsample_logits(flipped, size)).flip(-1)).mul_(0.5)
-    return probs
-
-
-def predict_probs(engine: Engine, image: np.ndarray, settings: InferenceSettings,
-                  device: str | torch.device = "cpu") -> torch.Tensor:
-    """Sigmoid probabilities (29, H, W) float32 on ``device`` for a grayscale uint8 image (H, W), at the
-    image's original size, by the mode in ``settings.input`` (see the module docstring)."""
+def _check_inputs(image: np.ndarray, settings: InferenceSettings, device: torch.device) -> None:
     settings.check()
-    device = torch.device(device)
     if settings.accumulate_dtype == "float16" and device.type != "cuda":
         raise ValueError("accumulate_dtype float16 is only supported on CUDA devices")
     if image.ndim != 2 or image.dtype != np.uint8:
         raise ValueError(f"expected a (H, W) uint8 image, got {image.shape} {image.dtype}")
+
+
+def run_model(engine: Engine, image: np.ndarray, settings: InferenceSettings, device: str | torch.device = "cpu",
+              timer: PhaseTimer | None = None) -> ModelOutputs:
+    """The engine's logits for a grayscale uint8 image (H, W), by the mode in ``settings.input`` (see the module
+    docstring); only low-resolution logits are kept, with where each lands at full size. ``timer`` collects the
+    ``preprocess`` and ``engine`` phases."""
+    device = torch.device(device)
+    _check_inputs(image, settings, device)
     with torch.inference_mode():
         if settings.input.mode == "resize":
-            return _predict_resized(engine, image, settings, device)
-        return _predict_tiled(engine, image, settings, device)
+            return _run_resized(engine, image, settings, device, timer)
+        return _run_tiled(engine, image, settings, device, timer)
 
 
-def _predict_resized(engine: Engine, image: np.ndarray, settings: InferenceSettings,
-                     device: torch.device) -> torch.Tensor:
+def _run_resized(engine: Engine, image: np.ndarray, settings: InferenceSettings, device: torch.device,
+                 timer: PhaseTimer | None) -> ModelOutputs:
     h, w = image.shape
     side = settings.input.image_size
-    small = image if image.shape == (side, side) else cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
-    x = to_pixel_values(small, settings.input.mean, settings.input.std, device)[None]
-    if settings.flip_tta:
-        x = torch.cat([x, x.flip(-1)])
-    logits = engine(x)
-    probs = torch.sigmoid_(upsample_logits(logits[:1], (h, w))[0])
-    if settings.flip_tta:
-        # Bilinear resizing commutes with a horizontal flip, so flip the small logits, not the big probabilities.
-        flipped = torch.sigmoid_(upsample_logits(logits[1:2].flip(-1), (h, w))[0])
-        probs.add_(flipped).mul_(0.5)
-        del flipped
-    return probs
+    with phase(timer, "preprocess"):
+        small = image if image.shape == (side, side) else cv2.resize(image, (side, side),
+                                                                      interpolation=cv2.INTER_AREA)
+        x = to_pixel_values(small, settings.input.mean, settings.input.std, device)[None]
+        if settings.flip_tta:
+            x = torch.cat([x, x.flip(-1)])
+    with phase(timer, "engine"):
+        logits = engine(x)
+    # Bilinear resizing commutes with a horizontal flip, so the flipped logits are flipped back at low resolution.
+    flipped = logits[1:2].flip(-1) if settings.flip_tta else None
+    return ModelOutputs(logits=logits[:1], flipped=flipped, flip_back="grid", windows=[(0, 0)], window_hw=(h, w),
+                        image_hw=(h, w), padded_hw=(h, w), pad=(0, 0), weight=None,
+                        accumulate=_ACC_DTYPES[settings.accumulate_dtype])
 
 
-def _predict_tiled(engine: Engine, image: np.ndarray, settings: InferenceSettings,
-                   device: torch.device) -> torch.Tensor:
+def _run_tiled(engine: Engine, image: np.ndarray, settings: InferenceSettings, device: torch.device,
+               timer: PhaseTimer | None) -> ModelOutputs:
     h, w = image.shape
     tile = settings.input.tile_size
-    (top, bottom), (left, right) = pad_amounts(h, tile), pad_amounts(w, tile)
-    padded = np.pad(image, ((top, bottom), (left, right))) if top + bottom + left + right else image
-    x = to_pixel_values(padded, settings.input.mean, settings.input.std, device)[None]
-    ph, pw = padded.shape
+    with phase(timer, "preprocess"):
+        (top, bottom), (left, right) = pad_amounts(h, tile), pad_amounts(w, tile)
+        padded = np.pad(image, ((top, bottom), (left, right))) if top + bottom + left + right else image
+        x = to_pixel_values(padded, settings.input.mean, settings.input.std, device)[None]
+        windows = tile_windows(*padded.shape, tile, settings.input.overlap)
+    plain, flipped = [], []
+    for start in range(0, len(windows), settings.batch_size):
+        batch = windows[start:start + settings.batch_size]
+        with phase(timer, "preprocess"):
+            tiles = torch.cat([x[:, :, y:y + tile, x0:x0 + tile] for y, x0 in batch])
+            mirrored = tiles.flip(-1) if settings.flip_tta else None
+        with phase(timer, "engine"):
+            plain.append(engine(tiles))
+            if mirrored is not None:
+                flipped.append(engine(mirrored))
     if settings.blend == "gaussian":
         weight = gaussian_importance((tile, tile), settings.sigma_scale, device=device)
     else:
         weight = constant_importance((tile, tile), device=device)
+    return ModelOutputs(logits=torch.cat(plain), flipped=torch.cat(flipped) if flipped else None, flip_back="output",
+                        windows=windows, window_hw=(tile, tile), image_hw=(h, w), padded_hw=padded.shape,
+                        pad=(top, left), weight=weight, accumulate=_ACC_DTYPES[settings.accumulate_dtype])
 
-    acc_dtype = _ACC_DTYPES[settings.accumulate_dtype]
-    probs = None
-    weight_sum = torch.zeros((ph, pw), dtype=acc_dtype, device=device)
-    windows = tile_windows(ph, pw, tile, settings.input.overlap)
-    for start in range(0, len(windows), settings.batch_size):
-        batch = windows[start:start + settings.batch_size]
-        tiles = torch.cat([x[:, :, y:y + tile, x0:x0 + tile] for y, x0 in batch])
-        tile_probs = _tile_probs(engine, tiles, settings)
+
+def dense_probs(out: ModelOutputs, batch_size: int = 4) -> torch.Tensor:
+    """Sigmoid probabilities (C, H, W) float32 of the whole image from the model's outputs: every tile upsampled,
+    blended, cropped (the reference the per-box path reproduces)."""
+    probs = weight_sum = None
+    for start in range(0, len(out.windows), batch_size):
+        logits = out.logits[start:start + batch_size]
+        if out.weight is None:  # resize mode: one input is the whole image
+            probs = torch.sigmoid_(upsample_logits(logits, out.window_hw)[0])
+            if out.flipped is not None:
+                probs.add_(torch.sigmoid_(upsample_logits(out.flipped, out.window_hw)[0])).mul_(0.5)
+            return probs
+        tile_probs = torch.sigmoid(upsample_logits(logits, out.window_hw))
+        if out.flipped is not None:
+            flipped = torch.sigmoid(upsample_logits(out.flipped[start:start + batch_size], out.window_hw)).flip(-1)
+            tile_probs.add_(flipped).mul_(0.5)
         if probs is None:
-            probs = torch.zeros((tile_probs.shape[1], ph, pw), dtype=acc_dtype, device=device)
-        tile_probs.mul_(weight)
-        for j, (y, x0) in enumerate(batch):
-            probs[:, y:y + tile, x0:x0 + tile] += tile_probs[j].to(acc_dtype)
-            weight_sum[y:y + tile, x0:x0 + tile] += weight.to(acc_dtype)
-    assert probs is not None
+            probs = torch.zeros((tile_probs.shape[1], *out.padded_hw), dtype=out.accumulate, device=logits.device)
+            weight_sum = torch.zeros(out.padded_hw, dtype=out.accumulate, device=logits.device)
+        tile_probs.mul_(out.weight)
+        th, tw = out.window_hw
+        for j, (y, x0) in enumerate(out.windows[start:start + batch_size]):
+            probs[:, y:y + th, x0:x0 + tw] += tile_probs[j].to(out.accumulate)
+            weight_sum[y:y + th, x0:x0 + tw] += out.weight.to(out.accumulate)
     probs /= weight_sum
     del weight_sum
-    if top + bottom + left + right:
-        probs = probs[:, top:top + h, left:left + w]
-    return probs.to(torch.float32).contiguous()
+    (top, left), (h, w) = out.pad, out.image_hw
+    return probs[:, top:top + h, left:left + w].to(torch.float32).contiguous()
+
+
+def predict_probs(engine: Engine, image: np.ndarray, settings: InferenceSettings,
+                  device: str | torch.device = "cpu") -> torch.Tensor:
+    """Sigmoid probabilities (29, H, W) float32 on ``device`` for a grayscale uint8 image (H, W), at the image's
+    original size. Builds the full map: prefer :func:`predict_masks` where masks, RLE or counts are wanted."""
+    out = run_model(engine, image, settings, device)
+    with torch.inference_mode():
+        return dense_probs(out, settings.batch_size)
+
+
+def masks_from_outputs(out: ModelOutputs, thresholds: float | Sequence[float],
+                       postprocess: PostProcess | None = None, timer: PhaseTimer | None = None) -> ClassMasks:
+    """Per-class masks ``probability > threshold`` computed inside each class's candidate box only (equal to
+    thresholding :func:`dense_probs`), then ``postprocess`` (e.g. :class:`handseg.postprocess.PostProcessing`).
+    Classes whose box covers more than a quarter of the image (a model that predicts everywhere) are blended at
+    full size, :data:`DENSE_CHUNK` at a time: the same pixels, at the full path's speed."""
+    n_classes = out.logits.shape[1]
+    h, w = out.image_hw
+    t = float32_thresholds(thresholds, n_classes)
+    with phase(timer, "blend"):
+        boxes: list = candidate_boxes(out, t)
+    masks: list = [None] * n_classes
+    large = [c for c, b in enumerate(boxes) if b is not None and 4 * (b[2] - b[0]) * (b[3] - b[1]) > h * w]
+    with torch.inference_mode():
+        for c, box in enumerate(boxes):
+            if box is not None and c not in large:
+                with phase(timer, "blend"):
+                    boxes[c], probs = blend_box(out, c, box)
+                with phase(timer, "threshold"):
+                    masks[c] = probs > t[c]
+        for start in range(0, len(large), DENSE_CHUNK):
+            chunk = large[start:start + DENSE_CHUNK]
+            with phase(timer, "blend"):
+                probs = dense_probs(out.select(chunk))
+            with phase(timer, "threshold"):
+                for k, c in enumerate(chunk):
+                    y0, x0, y1, x1 = boxes[c]
+                    masks[c] = probs[k, y0:y1, x0:x1] > t[c]
+            del probs
+    with phase(timer, "threshold"):
+        result = ClassMasks(h, w, boxes, masks).tight()
+        return postprocess(result) if postprocess is not None else result
+
+
+def predict_masks(engine: Engine, image: np.ndarray, settings: InferenceSettings,
+                  thresholds: float | Sequence[float] = 0.5, device: str | torch.device = "cpu",
+                  postprocess: PostProcess | None = None, timer: PhaseTimer | None = None) -> ClassMasks:
+    """Masks of the 29 classes of a grayscale uint8 image (H, W) at its original size, as
+    :class:`~handseg.class_masks.ClassMasks` on ``device``: ``probability > threshold`` (one threshold or one per
+    class), then ``postprocess``. Never builds a full-size float map (but for classes predicted nearly
+    everywhere, :data:`DENSE_CHUNK` at a time)."""
+    return masks_from_outputs(run_model(engine, image, settings, device, timer), thresholds, postprocess, timer)
 
 
 def threshold_probs(probs: torch.Tensor, thresholds: float | Sequence[float]) -> torch.Tensor:

@@ -154,3 +154,16 @@ def rle_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
     np.add.at(delta, ends, -1)
     mask[:] = np.cumsum(delta[:-1]) > 0
     return mask.reshape(h, w)
+
+
+def rle_encode_boxes(items, height: int, width: int) -> list[str]:
+    """Placeholder: dense fallback until the box encoder lands."""
+    out = []
+    for item in items:
+        dense = np.zeros((height, width), dtype=bool)
+        if item is not None:
+            y0, x0, m = item
+            m = m.detach().cpu().numpy() if hasattr(m, "detach") else np.asarray(m)
+            dense[y0:y0 + m.shape[0], x0:x0 + m.shape[1]] = m
+        out.append(rle_encode(dense))
+    return out

@@ -1,8 +1,9 @@
 """Competition Dice of an engine on annotated images: the scoring that training's validation and the evaluator share.
 
-Each image goes through :func:`handseg.inference.predict_probs` (probabilities at the original size),
-is thresholded, and is compared with the ground truth rasterised from its JSON at the native size
-(never a resized mask). Per-image counts ``[intersection, pred_sum, target_sum]`` are returned so that
+Each image goes through :func:`handseg.inference.predict_masks` (thresholded at the original size, inside each
+class's box) and is compared with the ground truth rasterised from its JSON at the native size (never a resized
+mask), class by class in its own box (:meth:`handseg.class_masks.ClassMasks.from_polygons`), so neither side
+is ever a (29, H, W) array. Per-image counts ``[intersection, pred_sum, target_sum]`` are returned so that
 processes that each scored a shard can gather them exactly (:func:`score_sharded`).
 """
 
@@ -16,12 +17,13 @@ import torch
 from tqdm.auto import tqdm
 
 from handseg.annotations import polygons_in_order, read_annotation
+from handseg.class_masks import ClassMasks
 from handseg.classes import NUM_CLASSES
 from handseg.engine import Engine
 from handseg.errors import DataFormatError
 from handseg.image_io import read_image
-from handseg.inference import InferenceSettings, predict_probs, threshold_probs
-from handseg.metrics import DiceSummary, dice_counts, dice_from_counts, summarize_dice
+from handseg.inference import InferenceSettings, PostProcess, predict_masks
+from handseg.metrics import DiceSummary, dice_from_counts, summarize_dice
 from handseg.rasterize import rasterize
 
 if TYPE_CHECKING:
@@ -42,12 +44,22 @@ class ScoreResult:
         return summarize_dice(self.per_image_dice)
 
 
-def ground_truth(sample: "Sample", image_hw: tuple[int, int]) -> np.ndarray:
-    """(29, H, W) uint8 masks rasterised from the sample's JSON at the image's native size."""
+def ground_truth_polygons(sample: "Sample", image_hw: tuple[int, int]) -> list[np.ndarray]:
+    """The 29 polygons of the sample's JSON in CLASSES order (checked against the image size)."""
     if sample.label_path is None:
         raise DataFormatError(sample.image_path, "no annotation JSON for this image")
-    ann = read_annotation(sample.label_path, image_hw=image_hw)
-    return rasterize(polygons_in_order(ann), src_hw=image_hw, out_hw=image_hw)
+    return polygons_in_order(read_annotation(sample.label_path, image_hw=image_hw))
+
+
+def ground_truth(sample: "Sample", image_hw: tuple[int, int]) -> np.ndarray:
+    """(29, H, W) uint8 masks rasterised from the sample's JSON at the image's native size (for pictures; scoring
+    uses :func:`ground_truth_masks`)."""
+    return rasterize(ground_truth_polygons(sample, image_hw), src_hw=image_hw, out_hw=image_hw)
+
+
+def ground_truth_masks(sample: "Sample", image_hw: tuple[int, int]) -> ClassMasks:
+    """The sample's 29 masks at native size, each rasterised in its own box."""
+    return ClassMasks.from_polygons(ground_truth_polygons(sample, image_hw), image_hw)
 
 
 def score_images(
@@ -57,6 +69,7 @@ def score_images(
     device: str | torch.device = "cpu",
     thresholds: float | Sequence[float] = 0.5,
     progress: bool = True,
+    postprocess: PostProcess | None = None,
 ) -> ScoreResult:
     """Dice counts of ``engine`` on annotated ``samples`` at their original resolution.
 
@@ -67,12 +80,10 @@ def score_images(
     counts = np.zeros((len(samples), NUM_CLASSES, 3), dtype=np.int64)
     for i, sample in enumerate(tqdm(samples, desc="validate", unit="img", disable=not progress)):
         image = read_image(sample.image_path)
-        gt = ground_truth(sample, image.shape)
-        probs = predict_probs(engine, image, settings, device)
-        pred = threshold_probs(probs, thresholds)
-        counts[i] = dice_counts(pred, torch.from_numpy(gt).to(device))
+        truth = ground_truth_masks(sample, image.shape)
+        pred = predict_masks(engine, image, settings, thresholds, device, postprocess)
+        counts[i] = pred.counts(truth)
         names.append(sample.rel)
-        del probs, pred
     return ScoreResult(names=names, counts=counts, per_image_dice=dice_from_counts(counts))
 
 
@@ -92,7 +103,7 @@ def gather_rows(rows: list, accelerator=None) -> list:
 
 def score_sharded(engine: Engine, samples: Sequence["Sample"], settings: InferenceSettings,
                   device: str | torch.device = "cpu", thresholds: float | Sequence[float] = 0.5,
-                  accelerator=None) -> ScoreResult:
+                  accelerator=None, postprocess: PostProcess | None = None) -> ScoreResult:
     """ScoreResult over all ``samples`` (original order) on every process: process ``rank`` of ``world``
     scores ``samples[rank::world]``, the per-image counts are gathered and put back in order. Training's
     validation and the evaluator both call this; without ``accelerator`` it is :func:`score_images`."""
@@ -101,7 +112,8 @@ def score_sharded(engine: Engine, samples: Sequence["Sample"], settings: Inferen
     mine = shard(samples, rank, world)
     index = list(range(len(samples)))[rank::world]
     is_main = accelerator is None or accelerator.is_main_process
-    res = score_images(engine, mine, settings, device, thresholds=thresholds, progress=is_main)
+    res = score_images(engine, mine, settings, device, thresholds=thresholds, progress=is_main,
+                       postprocess=postprocess)
     rows = [(i, name, counts) for i, name, counts in zip(index, res.names, np.asarray(res.counts))]
     rows = sorted(gather_rows(rows, accelerator), key=lambda r: r[0])
     counts = np.stack([r[2] for r in rows]).astype(np.int64) if rows else np.zeros((0, NUM_CLASSES, 3), np.int64)

@@ -26,8 +26,11 @@ def test_efficiency_writes_json_and_table(aoti_engine, tiny_ckpt, engine_dir, tm
     for r in rows.values():
         assert r["tile_ms_p50"] <= r["tile_ms_p90"] <= r["tile_ms_p99"]
         assert r["image_ms"] > 0 and r["peak_mem_mib"] > 0 and r["images_per_s"] > 0
+    for r in rows.values():  # the split of one whole image's time, phase by phase
+        phases = [r[k] for k in ("decode_ms", "preprocess_ms", "engine_ms", "blend_ms", "threshold_rle_ms")]
+        assert all(p >= 0 for p in phases) and r["engine_ms"] > 0 and 0 < r["model_share"] <= 1
     assert "psutil" in result["memory_method"]
     table = (out / "efficiency.md").read_text()
-    assert "aot_inductor_fp32" in table and "eager_fp32" in table
+    assert "aot_inductor_fp32" in table and "eager_fp32" in table and "threshold + RLE ms" in table
     assert (out / "efficiency.png").stat().st_size > 1000
     assert "aot_inductor_fp32" in capsys.readouterr().out

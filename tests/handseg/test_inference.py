@@ -187,3 +187,52 @@ def test_threshold_probs_scalar_and_per_class():
 def test_float16_accumulation_needs_cuda():
     with pytest.raises(ValueError, match="CUDA"):
         predict_probs(_pointwise_engine, _image(64, 64), _tile_settings(accumulate_dtype="float16"))
+
+
+@pytest.mark.parametrize("arch", ["segformer", "upernet"])
+@pytest.mark.parametrize("mode", ["tile", "resize"])
+@pytest.mark.parametrize("flip_tta", [False, True])
+def test_masks_in_boxes_equal_the_thresholded_full_map(engines, arch, mode, flip_tta):
+    """predict_masks never builds the full map, yet gives exactly the pixels of threshold(predict_probs): one
+    threshold and 29 thresholds, an image smaller than a tile (padding), odd sizes."""
+    from handseg.inference import predict_masks
+
+    spec = InputSpec(mode=mode, image_size=128, tile_size=TILE, overlap=0.25)
+    per_class = [0.3 + 0.4 * k / (NUM_CLASSES - 1) for k in range(NUM_CLASSES)]
+    for hw in [(200, 176), (100, 300)]:
+        image = _image(*hw)
+        settings = InferenceSettings(input=spec, batch_size=3, flip_tta=flip_tta)
+        probs = predict_probs(engines[arch], image, settings)
+        for thresholds in (0.5, per_class):
+            masks = predict_masks(engines[arch], image, settings, thresholds)
+            expected = threshold_probs(probs, thresholds)
+            assert torch.equal(masks.to_dense(), expected)
+            assert 0 < int(expected.sum()) < expected.numel()  # the comparison is not trivially empty or full
+
+
+def test_classes_predicted_everywhere_go_through_the_full_size_blend():
+    """A model that predicts every class nearly everywhere: boxes cover the image, the dense chunks take over,
+    and the masks are still those of the full map."""
+    from handseg.inference import predict_masks
+
+    image = _image(200, 176)
+    engine = Engine(fn=lambda x: _position(x) + 2.0)  # high logits almost everywhere
+    for mode in ("tile", "resize"):
+        settings = InferenceSettings(input=InputSpec(mode=mode, image_size=128, tile_size=TILE, overlap=0.25))
+        masks = predict_masks(engine, image, settings, 0.5)
+        expected = threshold_probs(predict_probs(engine, image, settings), 0.5)
+        assert float(expected.float().mean()) > 0.5 and torch.equal(masks.to_dense(), expected)
+
+
+def test_postprocessing_is_applied_to_the_masks(engines):
+    from handseg.inference import predict_masks
+    from handseg.postprocess import PostProcessing, largest_component
+
+    image = _image(200, 176)
+    settings = _tile_settings()
+    plain = predict_masks(engines["upernet"], image, settings, 0.5)
+    keep = PostProcessing(largest_component=(True,) * NUM_CLASSES)
+    kept = predict_masks(engines["upernet"], image, settings, 0.5, postprocess=keep).to_dense().numpy()
+    dense = plain.to_dense().numpy()
+    for c in range(NUM_CLASSES):
+        np.testing.assert_array_equal(kept[c], largest_component(dense[c]))

@@ -1,0 +1,148 @@
+"""Probabilities inside one class's candidate box, computed exactly as the full-size path computes them.
+
+A pixel can pass ``probability > t`` only where some model input's upsampled logit exceeds ``logit(t)`` (a
+sigmoid is monotone, and a blend of tiles never exceeds its largest member), and a bilinear value never exceeds
+the largest of the cells it reads. So the cells of the low-resolution logits above ``logit(t)`` (minus a small
+margin for float rounding) bound, through :func:`handseg.bilinear.covering_range`, a box that holds every
+pixel of the class's mask. Inside the box the probabilities are computed with the full path's arithmetic
+(:func:`handseg.bilinear.upsample_window` is bit-exact), tile by tile in the same order, so thresholding gives
+the same pixels while time and memory follow the bones, not the 29 x H x W image.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Literal, Sequence
+
+import torch
+
+from handseg.bilinear import covering_range, upsample_region
+
+Box = tuple[int, int, int, int]
+LOGIT_MARGIN = 1e-3  # logits this far below logit(t) still count as candidates (float rounding is ~1e-7)
+
+
+@dataclass
+class ModelOutputs:
+    """The model's low-resolution logits for one image and where each input lands at full size.
+
+    ``logits`` (N, C, h, w) float32, one row per model input (resize mode: the whole image, N = 1; tile mode:
+    one tile each); ``flipped``: the logits of the horizontally flipped inputs (flip TTA), flipped back at low
+    resolution (``flip_back="grid"``, resize mode) or to be flipped after upsampling (``"output"``, tile mode, as
+    the full path does); ``windows``: top-left corner of each input's (``window_hw``) output window in the padded
+    image; ``pad``: (top, left) padding of an image smaller than a tile; ``weight``: (th, tw) blending weights
+    (None in resize mode); ``accumulate``: the blending dtype."""
+
+    logits: torch.Tensor
+    flipped: torch.Tensor | None
+    flip_back: Literal["grid", "output"]
+    windows: list[tuple[int, int]]
+    window_hw: tuple[int, int]
+    image_hw: tuple[int, int]
+    padded_hw: tuple[int, int]
+    pad: tuple[int, int]
+    weight: torch.Tensor | None
+    accumulate: torch.dtype
+
+    def select(self, classes: Sequence[int]) -> "ModelOutputs":
+        """The same outputs for a subset of the classes (channels)."""
+        idx = torch.as_tensor(list(classes), device=self.logits.device)
+        return replace(self, logits=self.logits[:, idx],
+                       flipped=None if self.flipped is None else self.flipped[:, idx])
+
+
+def float32_thresholds(thresholds: float | Sequence[float], n_classes: int) -> torch.Tensor:
+    """(C,) float32 thresholds in (0, 1) (one broadcast, or one per class): what ``probs > t`` compares with."""
+    if isinstance(thresholds, (int, float)):
+        values = [float(thresholds)] * n_classes
+    else:
+        values = [float(v) for v in thresholds]
+    if len(values) != n_classes:
+        raise ValueError(f"got {len(values)} thresholds for {n_classes} classes")
+    if not all(0.0 < v < 1.0 for v in values):
+        raise ValueError(f"thresholds must be in (0, 1), got {values}")
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def _cell_ranges(grids: torch.Tensor, taus: torch.Tensor) -> list[tuple[int, int, int, int, int, int]]:
+    """(input, class, first row, last row, first col, last col) of the cells above ``taus`` (C,) per input and
+    class of ``grids`` (N, C, h, w)."""
+    hit = grids > taus.to(grids.device).view(1, -1, 1, 1)
+    rows, cols = hit.any(dim=3), hit.any(dim=2)  # (N, C, h), (N, C, w)
+    present = rows.any(dim=2)
+    if not bool(present.any()):
+        return []
+    h, w = grids.shape[-2:]
+    r0 = rows.to(torch.uint8).argmax(dim=2)
+    r1 = h - 1 - rows.flip(2).to(torch.uint8).argmax(dim=2)
+    c0 = cols.to(torch.uint8).argmax(dim=2)
+    c1 = w - 1 - cols.flip(2).to(torch.uint8).argmax(dim=2)
+    idx = present.nonzero()
+    table = torch.stack([idx[:, 0], idx[:, 1], r0[present], r1[present], c0[present], c1[present]], dim=1)
+    return [tuple(row) for row in table.tolist()]
+
+
+def candidate_boxes(out: ModelOutputs, thresholds: torch.Tensor) -> list[Box | None]:
+    """Per class, a box (y0, x0, y1, x1) in image coordinates that holds every pixel whose probability can pass
+    its threshold, or None; ``thresholds`` (C,) float32 from :func:`float32_thresholds`."""
+    n_classes = out.logits.shape[1]
+    taus = torch.tensor([math.log(t / (1.0 - t)) - LOGIT_MARGIN for t in thresholds.tolist()], dtype=torch.float32)
+    h, w = out.logits.shape[-2:]
+    th, tw = out.window_hw
+    spans: list[list[int] | None] = [None] * n_classes
+    sources = [(out.logits, False)] + ([(out.flipped, out.flip_back == "output")] if out.flipped is not None else [])
+    for grids, mirrored in sources:
+        for n, c, r0, r1, c0, c1 in _cell_ranges(grids, taus):
+            ys, ye = covering_range(r0, r1, h, th)
+            xs, xe = covering_range(c0, c1, w, tw)
+            if mirrored:  # these logits are flipped after upsampling
+                xs, xe = tw - xe, tw - xs
+            y, x = out.windows[n]
+            box = [y + ys, x + xs, y + ye, x + xe]
+            old = spans[c]
+            spans[c] = box if old is None else [min(old[0], box[0]), min(old[1], box[1]),
+                                                max(old[2], box[2]), max(old[3], box[3])]
+    (top, left), (ih, iw) = out.pad, out.image_hw
+    boxes: list[Box | None] = []
+    for span in spans:
+        box = None
+        if span is not None:
+            y0, x0 = max(span[0] - top, 0), max(span[1] - left, 0)
+            y1, x1 = min(span[2] - top, ih), min(span[3] - left, iw)
+            box = (y0, x0, y1, x1) if y0 < y1 and x0 < x1 else None
+        boxes.append(box)
+    return boxes
+
+
+def blend_box(out: ModelOutputs, c: int, box: Box) -> tuple[Box, torch.Tensor]:
+    """Probabilities (y1 - y0, x1 - x0) float32 of class ``c`` inside ``box`` (image coordinates), equal to the
+    same pixels of :func:`handseg.inference.dense_probs`."""
+    y0, x0, y1, x1 = box
+    if out.weight is None:  # resize mode: one input covers the image
+        probs = torch.sigmoid(upsample_region(out.logits[0, c:c + 1], out.window_hw, y0, y1, x0, x1)[0])
+        if out.flipped is not None:
+            probs.add_(torch.sigmoid(upsample_region(out.flipped[0, c:c + 1], out.window_hw, y0, y1, x0, x1)[0]))
+            probs.mul_(0.5)
+        return box, probs
+    top, left = out.pad
+    py0, px0, py1, px1 = y0 + top, x0 + left, y1 + top, x1 + left  # padded coordinates
+    th, tw = out.window_hw
+    num = torch.zeros((y1 - y0, x1 - x0), dtype=out.accumulate, device=out.logits.device)
+    den = torch.zeros_like(num)
+    for n, (ty, tx) in enumerate(out.windows):
+        ly0, lx0 = max(py0, ty) - ty, max(px0, tx) - tx
+        ly1, lx1 = min(py1, ty + th) - ty, min(px1, tx + tw) - tx
+        if ly0 >= ly1 or lx0 >= lx1:
+            continue
+        part = torch.sigmoid(upsample_region(out.logits[n, c:c + 1], out.window_hw, ly0, ly1, lx0, lx1)[0])
+        if out.flipped is not None:
+            mirror = upsample_region(out.flipped[n, c:c + 1], out.window_hw, ly0, ly1, tw - lx1, tw - lx0)[0]
+            part.add_(torch.sigmoid(mirror).flip(-1)).mul_(0.5)
+        weight = out.weight[ly0:ly1, lx0:lx1]
+        part.mul_(weight)
+        oy, ox = ty + ly0 - py0, tx + lx0 - px0
+        num[oy:oy + ly1 - ly0, ox:ox + lx1 - lx0] += part.to(out.accumulate)
+        den[oy:oy + ly1 - ly0, ox:ox + lx1 - lx0] += weight.to(out.accumulate)
+    num /= den
+    return box, num.to(torch.float32)
