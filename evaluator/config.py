@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
+from evaluator.robustness import RobustnessConfig
 from handseg.classes import CLASSES, NUM_CLASSES
 from handseg.config_schema import load_config
 from handseg.errors import ConfigError
@@ -80,6 +81,7 @@ class EvalConfig:
     sample_submission: Path | None = None  # default: <data_root>/sample_submission.csv when present
     n_worst_overlays: int = 4
     efficiency: EfficiencyConfig = field(default_factory=EfficiencyConfig)
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     candidates: list[dict] = field(default_factory=list, init=False)  # filled when checkpoint is a list
 
     def validate(self) -> None:
