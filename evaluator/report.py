@@ -83,9 +83,11 @@ def dice_chart(summary, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def save_figure(fig: Figure, path: Path) -> Path:
-    """Lay out ``fig`` and write it as a PNG, atomically (matplotlib's object API: no global backend)."""
-    fig.tight_layout()
+def save_figure(fig: Figure, path: Path, layout: bool = True) -> Path:
+    """Write ``fig`` as a PNG, atomically (matplotlib's object API: no global backend); ``layout``: apply
+    ``tight_layout`` first (pass False when the caller laid it out with its own margins)."""
+    if layout:
+        fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return atomic_write_bytes(path, buf.getvalue())

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from handseg.geometry import clip_polygon
 from handseg.phantom.shapes import rotation
 
 SOFT_MARGIN_MM = 9.0  # room kept around the bones for soft tissue when framing the hand
@@ -64,28 +65,6 @@ def sample_frame(
     oy = rng.uniform(0.05, 0.5) * free[1]
     offset = np.array([ox, oy]) - lo * scale
     return Frame(matrix=base * scale, offset=offset, scale=scale)
-
-
-def clip_polygon(points: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Sutherland-Hodgman clip of a closed polygon (N, 2) to the square [lo, hi]^2; may return < 3 points."""
-    p = np.asarray(points, dtype=np.float64)
-    if len(p) and p.min() >= lo and p.max() <= hi:
-        return p
-    for axis in (0, 1):
-        for bound, inside in ((lo, np.greater_equal), (hi, np.less_equal)):
-            if len(p) == 0:
-                return p
-            q = np.roll(p, -1, axis=0)
-            a_in, b_in = inside(p[:, axis], bound), inside(q[:, axis], bound)
-            out = []
-            for a, b, ai, bi in zip(p, q, a_in, b_in):
-                if ai:
-                    out.append(a)
-                if ai != bi:
-                    t = (bound - a[axis]) / (b[axis] - a[axis])
-                    out.append(a + t * (b - a))
-            p = np.array(out).reshape(-1, 2)
-    return p
 
 
 def to_annotation_polygon(points_px: np.ndarray, size: int) -> np.ndarray:
