@@ -3,13 +3,21 @@
 A (H, W) mask is flattened row by row; each run of ones is written as its 1-based start and its length,
 all numbers space-separated; an empty mask is the empty string. Example: the 2x3 mask
 ``[[0, 1, 1], [1, 0, 1]]`` flattens to ``0 1 1 1 0 1`` and encodes to ``"2 3 6 1"``.
+
+Masks are encoded from boxes: a class's pixels inside ``[y0, y0 + h) x [x0, x0 + w)`` of the image, zero
+elsewhere. :func:`rle_encode_many` crops full-size masks to their bounding boxes first; an inference path
+that only ever holds the boxes calls :func:`rle_encode_boxes` (numpy arrays or torch tensors on any device).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
+
+Box = tuple[int, int, Any] | None  # None (empty mask) or (y0, x0, (h, w) mask), the mask numpy or torch
 
 
 def _as_numpy(x: Any) -> np.ndarray:
@@ -19,13 +27,10 @@ def _as_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _as_bytes(masks: np.ndarray) -> np.ndarray:
-    """Any {0, nonzero} array -> uint8 {0, 1} view or copy of the same shape (bool is viewed, not copied)."""
-    if masks.dtype == np.bool_:
-        return masks.view(np.uint8)
-    if masks.dtype == np.uint8 and masks.size and masks.max() <= 1:
-        return masks
-    return (masks != 0).view(np.uint8)
+def _format(starts: np.ndarray, lengths: np.ndarray) -> str:
+    """(n,) int64 starts and lengths -> ``"start length start length ..."``; no runs give ``""``."""
+    pairs = np.stack((starts, lengths), 1).ravel().tolist()
+    return " ".join(["%d"] * len(pairs)) % tuple(pairs)
 
 
 def rle_encode(mask: Any) -> str:
@@ -36,89 +41,145 @@ def rle_encode(mask: Any) -> str:
     return rle_encode_many(mask[None])[0]
 
 
-def _boundaries_dense(stream: np.ndarray) -> np.ndarray:
-    """Sorted b in [1, n) with stream[b-1] != stream[b], by comparing every pixel with its successor."""
-    return np.flatnonzero(stream[1:] != stream[:-1]) + 1
+def _occupied_rows(masks: np.ndarray) -> np.ndarray:
+    """(C, H, W) numpy masks -> (C, H) bool, True where a row holds a nonzero pixel; one pass over the stack,
+    on 8-pixel words where pixels are single bytes."""
+    if masks.dtype.kind in "biu" and masks.dtype.itemsize == 1 and masks.flags.c_contiguous and masks.shape[2] % 8 == 0:
+        return np.bitwise_or.reduce(masks.view(np.uint64), axis=2) != 0
+    return masks.any(axis=2)
 
 
-_BLOCK = 64  # words per block in the two-level search (512 pixels)
-
-
-def _nonzero_words(words: np.ndarray) -> np.ndarray:
-    """Indices of nonzero uint64 words: blocks with any foreground first (cheap ``any``), then inside them."""
-    if words.size % _BLOCK:
-        return np.flatnonzero(words)
-    blocks = words.reshape(-1, _BLOCK)
-    active = np.flatnonzero(blocks.any(axis=1))
-    inner = np.flatnonzero(blocks[active])
-    return active[inner // _BLOCK] * _BLOCK + inner % _BLOCK
-
-
-def _boundaries_sparse(stream: np.ndarray) -> np.ndarray:
-    """Same as :func:`_boundaries_dense` for len(stream) % 8 == 0, touching only 8-pixel words that hold a 1.
-
-    Masks are mostly background: one ``flatnonzero`` over the stream read as uint64 words finds the few
-    words with foreground; every change of value lies inside such a word or right after its last byte.
-    """
-    words = stream.view(np.uint64)
-    nz = _nonzero_words(words)
-    if nz.size == 0:
-        return nz
-    cur = words[nz].view(np.uint8).reshape(-1, 8)  # the 8 pixels of each word with foreground
-    prev = np.empty_like(cur)
-    prev[:, 1:] = cur[:, :-1]
-    prev[:, 0] = stream[np.maximum(nz * 8 - 1, 0)]
-    if nz[0] == 0:
-        prev[0, 0] = cur[0, 0]  # no boundary before the first pixel
-    inside = np.flatnonzero(cur != prev)
-    inside = nz[inside // 8] * 8 + inside % 8
-    # A run that ends exactly at a word edge followed by an all-zero word (or the end of the stream).
-    next_empty = np.ones(nz.size, dtype=bool)
-    next_empty[:-1] = nz[1:] != nz[:-1] + 1
-    edge = nz[next_empty & (cur[:, 7] != 0)] * 8 + 8
-    edge = edge[edge < stream.size]
-    out = np.concatenate((inside, edge))
-    out.sort()
-    return out
+def _bounding_boxes(masks: np.ndarray) -> list[Box]:
+    """(C, H, W) numpy masks (nonzero = 1) -> per channel None (empty) or ``(y0, x0, crop)``, ``crop`` the (h, w)
+    view of the mask inside the channel's tight bounding box."""
+    items: list[Box] = []
+    for mask, rows in zip(masks, _occupied_rows(masks)):
+        rows = np.flatnonzero(rows)
+        if rows.size == 0:
+            items.append(None)
+            continue
+        y0, y1 = rows[0], rows[-1] + 1
+        cols = np.flatnonzero(mask[y0:y1].any(axis=0))
+        x0, x1 = cols[0], cols[-1] + 1
+        items.append((int(y0), int(x0), mask[y0:y1, x0:x1]))
+    return items
 
 
 def rle_encode_many(masks: Any) -> list[str]:
-    """Encode C masks (C, H, W) at once; returns C strings, one per channel.
+    """Encode C masks (C, H, W) at once (numpy or torch, nonzero = 1); returns C strings, one per channel.
 
-    Vectorised over the whole stack: the C masks are read as one byte stream, every run boundary of every
-    channel is found in one pass (on 8-pixel words, skipping background), and runs are assigned to their
-    channel with integer arithmetic; only the final string formatting is per channel. Bool input is
-    viewed as bytes, never copied.
+    One pass over the stack finds each channel's occupied rows; only the bounding boxes are scanned for runs.
     """
     masks = _as_numpy(masks)
     if masks.ndim != 3:
         raise ValueError(f"expected (C, H, W) masks, got shape {masks.shape}")
-    c, h, w = masks.shape
-    n = h * w
-    if c == 0:
-        return []
-    if n == 0:
-        return [""] * c
-    stream = _as_bytes(np.ascontiguousarray(masks)).reshape(-1)
-    bounds = _boundaries_sparse(stream) if stream.size % 8 == 0 else _boundaries_dense(stream)
-    # A boundary is a run start when the pixel after it is 1, otherwise the end of a run before it.
-    is_start = stream[np.minimum(bounds, stream.size - 1)] == 1
-    is_start &= bounds < stream.size
-    starts, ends = bounds[is_start], bounds[~is_start]
-    # Runs that touch a channel edge: first pixel set (start), last pixel set (end); a run continuing
-    # from one channel into the next shows no change in the stream and needs both.
-    first = np.flatnonzero(stream[::n]) * n
-    last = (np.flatnonzero(stream[n - 1 :: n]) + 1) * n
-    starts = np.union1d(starts, first)
-    ends = np.union1d(ends, last)
-    lengths = ends - starts
-    channel = starts // n
-    starts = starts - channel * n + 1
-    split = np.searchsorted(channel, np.arange(1, c))
-    out = []
-    for s, n in zip(np.split(starts, split), np.split(lengths, split)):
-        out.append(" ".join(map(str, np.stack([s, n], 1).ravel().tolist())) if s.size else "")
-    return out
+    return rle_encode_boxes(_bounding_boxes(masks), masks.shape[1], masks.shape[2])
+
+
+def _check_boxes(items: Sequence[Box], height: int, width: int) -> list[tuple[int, int, int, Any]]:
+    """Validate items against the (height, width) image; the non-empty ones as (item index, y0, x0, mask)."""
+    boxes = []
+    for i, item in enumerate(items):
+        if item is None:
+            continue
+        y0, x0, mask = item
+        mask = mask if hasattr(mask, "detach") else np.asarray(mask)
+        if mask.ndim != 2:
+            raise ValueError(f"item {i}: expected a (h, w) mask, got shape {tuple(mask.shape)}")
+        h, w = mask.shape
+        if y0 < 0 or x0 < 0 or y0 + h > height or x0 + w > width:
+            raise ValueError(f"item {i}: box at ({y0}, {x0}) of size {h}x{w} is not inside the {height}x{width} image")
+        if h and w:
+            boxes.append((i, int(y0), int(x0), mask))
+    return boxes
+
+
+def _layout(boxes: list[tuple[int, int, int, Any]], width: int) -> tuple[np.ndarray, int]:
+    """Where each box lies in one flat buffer holding all of them: (5, K) int64 rows item, y0, x0, stride,
+    offset, and the buffer's length.
+
+    The buffer starts with a 0 and holds each box's rows at ``stride`` apart, then a 0. A box narrower than the
+    image gets a 0 after every row (stride w + 1), so no run crosses rows; a full-width box is stored as it
+    lies in the image (stride w), so runs continue from one row into the next, exactly as in the image.
+    """
+    meta = np.zeros((5, len(boxes)), dtype=np.int64)
+    offset = 1
+    for k, (i, y0, x0, mask) in enumerate(boxes):
+        h, w = mask.shape
+        stride = w if w == width else w + 1
+        meta[:, k] = i, y0, x0, stride, offset
+        offset += h * stride + 1
+    return meta, offset
+
+
+def _to_image(bounds: Any, meta: Any, width: int, searchsorted: Any) -> tuple[Any, Any, Any]:
+    """Sorted run boundaries in the buffer -> each run's item, 1-based start in the image and length.
+
+    Written with operators only, so that ``bounds`` and ``meta`` may be numpy arrays or torch tensors.
+    """
+    item, y0, x0, stride, offset = meta
+    starts, ends = bounds[0::2], bounds[1::2]  # the buffer starts with a 0 and ends each box with one
+    k = searchsorted(offset, starts) - 1
+    local = starts - offset[k]
+    image_starts = (y0[k] + local // stride[k]) * width + x0[k] + local % stride[k] + 1
+    return item[k], image_starts, ends - starts
+
+
+def _runs_numpy(boxes: list[tuple[int, int, int, Any]], width: int) -> tuple[np.ndarray, ...]:
+    """Runs of numpy box masks: (item, 1-based start, length), each (n,) int64."""
+    meta, size = _layout(boxes, width)
+    buf = np.zeros(size, dtype=bool)
+    for (_, _, _, mask), stride, offset in zip(boxes, meta[3], meta[4]):
+        h, w = mask.shape
+        buf[offset : offset + h * stride].reshape(h, stride)[:, :w] = mask
+    bounds = np.flatnonzero(buf[1:] != buf[:-1]) + 1
+    return _to_image(bounds, meta, width, lambda a, v: np.searchsorted(a, v, side="right"))
+
+
+def _runs_torch(boxes: list[tuple[int, int, int, Any]], width: int) -> tuple[np.ndarray, ...]:
+    """Runs of torch box masks, found on the masks' device and copied to the host in one transfer."""
+    import torch
+
+    device = next(m.device for *_, m in boxes if isinstance(m, torch.Tensor))
+    meta, size = _layout(boxes, width)
+    buf = torch.zeros(size, dtype=torch.bool, device=device)
+    for (_, _, _, mask), stride, offset in zip(boxes, meta[3].tolist(), meta[4].tolist()):
+        h, w = mask.shape
+        if not isinstance(mask, torch.Tensor):
+            mask = torch.from_numpy(np.ascontiguousarray(mask))
+        buf[offset : offset + h * stride].view(h, stride)[:, :w] = mask  # copied onto the device, cast to bool
+    bounds = torch.nonzero(buf[1:] != buf[:-1])[:, 0] + 1
+    meta_t = torch.from_numpy(meta).to(device)
+    runs = _to_image(bounds, meta_t, width, lambda a, v: torch.searchsorted(a, v.contiguous(), right=True))
+    return tuple(torch.stack(runs).cpu().numpy())
+
+
+def rle_runs_boxes(items: Sequence[Box], height: int, width: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Runs of C masks held only inside boxes of a (height, width) image, as in :func:`rle_encode_boxes`.
+
+    Returns per item ``(starts, lengths)``, two (n,) int64 numpy arrays: 1-based starts in the row-major image,
+    ascending, and run lengths; n = 0 for None or a box without ones.
+    """
+    boxes = _check_boxes(items, height, width)
+    if not boxes:
+        item = start = length = np.zeros(0, dtype=np.int64)
+    elif any(hasattr(m, "detach") for *_, m in boxes):
+        item, start, length = _runs_torch(boxes, width)
+    else:
+        item, start, length = _runs_numpy(boxes, width)
+    bounds = np.searchsorted(item, np.arange(len(items) + 1))
+    return [(start[a:b], length[a:b]) for a, b in pairwise(bounds)]
+
+
+def rle_encode_boxes(items: Sequence[Box], height: int, width: int) -> list[str]:
+    """Encode C masks held only inside boxes of a (height, width) image; returns C strings, one per item.
+
+    ``items[c]`` is None (empty mask) or ``(y0, x0, mask)``: ``mask`` a (h, w) bool numpy array or torch tensor
+    (any device, any strides; nonzero = 1) with class c's pixels in ``[y0, y0 + h) x [x0, x0 + w)``, the
+    image 0 elsewhere. Equal to ``rle_encode`` of the full mask. Torch masks are scanned on their device and
+    their runs copied to the host once for all items.
+    """
+    return [_format(s, n) for s, n in rle_runs_boxes(items, height, width)]
 
 
 def rle_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
@@ -154,16 +215,3 @@ def rle_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
     np.add.at(delta, ends, -1)
     mask[:] = np.cumsum(delta[:-1]) > 0
     return mask.reshape(h, w)
-
-
-def rle_encode_boxes(items, height: int, width: int) -> list[str]:
-    """Placeholder: dense fallback until the box encoder lands."""
-    out = []
-    for item in items:
-        dense = np.zeros((height, width), dtype=bool)
-        if item is not None:
-            y0, x0, m = item
-            m = m.detach().cpu().numpy() if hasattr(m, "detach") else np.asarray(m)
-            dense[y0:y0 + m.shape[0], x0:x0 + m.shape[1]] = m
-        out.append(rle_encode(dense))
-    return out
