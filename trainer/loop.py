@@ -32,6 +32,7 @@ from handseg.scoring import ScoreResult, score_sharded
 from trainer.checkpointing import TrainProgress
 from trainer.ema import EMA
 from trainer.labels import labels_to_float
+from trainer.loader import set_epoch
 from trainer.losses import SegLoss
 from trainer.optim import LRSchedule
 
@@ -130,8 +131,15 @@ def sync_buffers(accelerator: Accelerator, *modules: nn.Module) -> None:
 def train_one_epoch(accelerator: Accelerator, state: TrainState, loader, *, epoch: int, plan: EpochPlan,
                     loss_fn: SegLoss, clip_grad_norm: float | None, log_every: int, stop: StopFlag) -> bool:
     """Train ``epoch`` until the end of ``loader`` or ``plan.batches`` micro-batches, resuming after
-    ``progress.batch_in_epoch``. Returns False when a stop was requested (state not yet saved)."""
+    ``progress.batch_in_epoch``. Returns False when a stop was requested (state not yet saved).
+
+    The loader's sampler order and every item's augmentation depend on (seed, epoch): the epoch is set here, and
+    a resumed epoch skips the batches already trained, in the same order."""
     progress, model = state.progress, state.model
+    set_epoch(loader, epoch)
+    if progress.batch_in_epoch:
+        loader = accelerator.skip_first_batches(loader, progress.batch_in_epoch)
+        set_epoch(loader, epoch)
     model.train()
     bar = tqdm(total=plan.batches, initial=progress.batch_in_epoch, desc=f"epoch {epoch + 1}",
                disable=not accelerator.is_local_main_process, leave=False, dynamic_ncols=True)
