@@ -106,10 +106,15 @@ def sample_person(rng: np.random.Generator, age: float, sex: str, height_cm: flo
     return Person(scale, length_jitter, width_jitter, carpal_shift, density, cortex)
 
 
-def sample_pose(rng: np.random.Generator) -> Pose:
-    """Draw a posture; about one image in five has a strongly bent wrist (18-30 degrees)."""
-    if rng.random() < 0.2:
-        wrist_bend = float(rng.choice([-1.0, 1.0]) * rng.uniform(18.0, 30.0))
+STRONG_BEND_DEG = (18.0, 30.0)  # radial or ulnar deviation of a "strongly bent" wrist
+
+
+def sample_pose(rng: np.random.Generator, bent: bool | None = None) -> Pose:
+    """Draw a posture. ``bent``: whether the wrist is strongly bent (18-30 degrees, either way); None draws it, about
+    one image in five. The draw is made either way, so the rest of the posture does not depend on who decided."""
+    draw = rng.random()
+    if (draw < 0.2) if bent is None else bent:
+        wrist_bend = float(rng.choice([-1.0, 1.0]) * rng.uniform(*STRONG_BEND_DEG))
     else:
         wrist_bend = float(np.clip(rng.normal(0.0, 5.0), -12.0, 12.0))
     flexion = {}

@@ -7,7 +7,9 @@
 <out>/test_labels/outputs_json/ID00k/...json     ...they are held out here, for scripts/score_submission.py
 <out>/meta_data.csv                              ID, age, sex, weight, height
 <out>/sample_submission.csv                      image_name,class,rle for the test images (shuffled order)
-<out>/phantom.json                               the parameters; "complete" once everything is written
+<out>/phantom.json                               the parameters (with each split's share of strongly bent wrists)
+                                                 and how many images of each split came out bent; "complete"
+                                                 once everything is written
 <out>/preview.png                                optional contact sheet
 ```
 Every random draw comes from ``np.random.default_rng([seed, ...])`` streams keyed by the person and image
@@ -34,13 +36,25 @@ from handseg.phantom.render import render
 GENERATOR_VERSION = 1
 SIDES = ("R", "L")
 OUTPUTS = ("train", "test", "test_labels", "meta_data.csv", "sample_submission.csv", "preview.png", "phantom.json")
-STREAM_PERSON, STREAM_NAMES, STREAM_SUBMISSION = 0, 1, 2
+STREAM_PERSON, STREAM_NAMES, STREAM_SUBMISSION, STREAM_BENT = 0, 1, 2, 3
+# Share of images with a strongly bent wrist (18-30 degrees): training images draw it (about one in five); in the
+# test split exactly half of the images (a seeded choice) are bent, as in the competition, where one team's EDA
+# found bent wrists in about half of the test images but about one in ten training images.
+BENT_FRACTION = {"train": 0.2, "test": 0.5}
+
+
+def test_bends(seed: int, test_ids: int) -> np.ndarray:
+    """(test_ids, 2) bool: which test image (person, right/left) has a strongly bent wrist; round(half) of them."""
+    n = 2 * test_ids
+    flags = np.zeros(n, dtype=bool)
+    flags[np.random.default_rng([seed, STREAM_BENT]).permutation(n)[: round(BENT_FRACTION["test"] * n)]] = True
+    return flags.reshape(test_ids, 2)
 
 
 def dataset_params(train_ids: int, test_ids: int, size: int, seed: int) -> dict:
     """The parameters that define a phantom data set (stored in ``phantom.json``)."""
     return {"generator": "handseg.phantom", "version": GENERATOR_VERSION, "train_ids": int(train_ids),
-            "test_ids": int(test_ids), "size": int(size), "seed": int(seed)}
+            "test_ids": int(test_ids), "size": int(size), "seed": int(seed), "bent_fraction": dict(BENT_FRACTION)}
 
 
 def read_params(out: Path) -> dict | None:
@@ -117,22 +131,25 @@ def _sample_submission(seed: int, test_names: list[str]) -> str:
     return _csv_text(rows, ["image_name", "class", "rle"])
 
 
-def generate_person(out: Path, split: str, pid: int, stems: list[str], size: int, seed: int) -> tuple[dict, list]:
-    """Render and write one person's two hands; returns their meta-data row and the written (png, json) pairs."""
+def generate_person(out: Path, split: str, pid: int, stems: list[str], size: int, seed: int,
+                    bends: tuple[bool | None, bool | None] = (None, None)) -> tuple[dict, list, int]:
+    """Render and write one person's two hands (``bends``: whether each is strongly bent, None: drawn); returns
+    their meta-data row, the written (png, json) pairs and how many of the two have a strongly bent wrist."""
     rng = np.random.default_rng([seed, STREAM_PERSON, pid])
     meta = _meta_row(rng, pid)
     person = sample_person(rng, meta["age"], meta["sex"], meta["height"])
     folder = f"ID{pid:03d}"
     label_root = out / ("train/outputs_json" if split == "train" else "test_labels/outputs_json")
-    pairs = []
+    pairs, bent = [], 0
     for k, (side, stem) in enumerate(zip(SIDES, stems)):
-        hand = render(np.random.default_rng([seed, STREAM_PERSON, pid, 1 + k]), size, side, person)
+        hand = render(np.random.default_rng([seed, STREAM_PERSON, pid, 1 + k]), size, side, person, bends[k])
+        bent += int(hand.info["strongly_bent"])
         png = write_png(out / split / "DCM" / folder / f"{stem}.png", hand.image)
         ann = ImageAnnotation(filename=f"{stem}.png", width=size, height=size, polygons=hand.polygons)
         js = write_annotation(label_root / folder / f"{stem}.json", ann,
                               extra={"attributes": {"phantom": hand.info}, "parent_path": f"{split}/DCM/{folder}"})
         pairs.append((png, js))
-    return meta, pairs
+    return meta, pairs, bent
 
 
 def generate_dataset(
@@ -164,9 +181,13 @@ def generate_dataset(
 
         persons = tqdm(persons, desc="phantom", unit="person")
     meta_rows, train_pairs, test_names = [], [], []
+    bent = {"train": 0, "test": 0}
+    test_bent = test_bends(seed, test_ids)
     for pid in persons:
         split = "train" if pid <= train_ids else "test"
-        meta, pairs = generate_person(out, split, pid, names[pid - 1], size, seed)
+        bends = (None, None) if split == "train" else tuple(bool(b) for b in test_bent[pid - train_ids - 1])
+        meta, pairs, n_bent = generate_person(out, split, pid, names[pid - 1], size, seed, bends)
+        bent[split] += n_bent
         meta_rows.append(meta)
         if split == "train":
             train_pairs.extend(pairs)
@@ -178,4 +199,5 @@ def generate_dataset(
         from handseg.phantom.preview import write_preview
 
         write_preview(train_pairs[:6], out / "preview.png", tile=min(size, 512))
-    atomic_write_text(out / "phantom.json", json.dumps({**params, "complete": True}, indent=2) + "\n")
+    counts = {"strongly_bent_images": bent, "images": {"train": 2 * train_ids, "test": 2 * test_ids}}
+    atomic_write_text(out / "phantom.json", json.dumps({**params, **counts, "complete": True}, indent=2) + "\n")

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from handseg.classes import CARPALS, CLASSES
-from handseg.phantom.anatomy import Person, build_skeleton, sample_person, sample_pose
+from handseg.phantom.anatomy import STRONG_BEND_DEG, Person, build_skeleton, sample_person, sample_pose
 from handseg.phantom.extras import metal_layer
 from handseg.phantom.placement import Frame, sample_frame, to_annotation_polygon
 from handseg.phantom.soft_tissue import soft_tissue_mm
@@ -116,13 +116,14 @@ def _detector(attenuation: np.ndarray, rng: np.random.Generator, size: int) -> t
     return img.astype(np.uint8), {"gamma": round(gamma, 3), "blur_px": round(blur, 3), "noise_sd": round(noise_sd, 4)}
 
 
-def render(rng: np.random.Generator, size: int, side: str, person: Person) -> RenderedHand:
-    """Render one hand of ``person``: posture, framing, bones, soft tissue, metal and detector from ``rng``."""
+def render(rng: np.random.Generator, size: int, side: str, person: Person, bent: bool | None = None) -> RenderedHand:
+    """Render one hand of ``person``: posture (``bent``: a strongly bent wrist, None: drawn, about one image in
+    five), framing, bones, soft tissue, metal and detector from ``rng``."""
     if side not in ("R", "L"):
         raise ValueError(f"side must be 'R' or 'L', got {side!r}")
     if size < 64:
         raise ValueError(f"image size must be at least 64 px, got {size}")
-    pose = sample_pose(rng)
+    pose = sample_pose(rng, bent)
     skeleton = build_skeleton(person, pose)
     hand = np.vstack([b for n, b in skeleton.bones.items() if n not in ("Radius", "Ulna")])
     wrist = np.array([0.0, -58.0]) * person.scale
@@ -149,6 +150,7 @@ def render(rng: np.random.Generator, size: int, side: str, person: Person) -> Re
     info = {
         "side": side,
         "wrist_bend_deg": round(pose.wrist_bend, 2),
+        "strongly_bent": abs(pose.wrist_bend) >= STRONG_BEND_DEG[0],
         "finger_spread_deg": round(pose.spread, 2),
         "px_per_mm": round(frame.scale, 4),
         "density": round(person.density, 3),

@@ -191,3 +191,24 @@ def test_render_hand_is_deterministic_and_varies_with_seed():
     assert not np.array_equal(a, c)
     with pytest.raises(ValueError):
         render_hand(0, 128, "X")
+
+
+def test_test_split_has_about_half_its_wrists_strongly_bent(tmp_path):
+    """The test split mirrors the competition's shift: bent wrists in about half of the test images, about one
+    in five training images (recorded in phantom.json); the training images do not depend on the test split's
+    share."""
+    import json
+
+    from handseg.phantom.dataset import BENT_FRACTION, generate_dataset
+
+    out = tmp_path / "data"
+    generate_dataset(out, train_ids=30, test_ids=30, size=64, seed=0, preview=False, progress=False)
+    info = json.loads((out / "phantom.json").read_text())
+    assert info["bent_fraction"] == BENT_FRACTION == {"train": 0.2, "test": 0.5}
+    bent, images = info["strongly_bent_images"], info["images"]
+    assert images == {"train": 60, "test": 60}
+    assert 0.1 <= bent["train"] / 60 <= 0.3  # drawn per image: binomial
+    assert bent["test"] == 30  # exactly half, a seeded choice
+    labels = sorted((out / "test_labels" / "outputs_json").rglob("*.json"))
+    flags = [json.loads(p.read_text())["attributes"]["phantom"]["strongly_bent"] for p in labels]
+    assert sum(flags) == bent["test"]
