@@ -1,0 +1,39 @@
+"""scripts/scale_sweep.py on tiny phantom data: one row per input scale, the trained one marked, the same Dice
+as the evaluator's scoring at that scale."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+
+from handseg.checkpoint import load_checkpoint, recorded_data_config
+from handseg.dataset_index import load_split
+from handseg.engine import eager_engine
+from handseg.inference import InferenceSettings
+from handseg.scoring import score_images
+from tests.evaluator.conftest import make_checkpoint
+
+
+def test_sweep_rows_and_script(phantom_root, tmp_path, repo_root):
+    ckpt_dir = make_checkpoint(tmp_path / "run" / "best", mode="resize")  # trained at 128 px whole images
+    proc = subprocess.run([sys.executable, str(repo_root / "scripts" / "scale_sweep.py"), "--checkpoint",
+                           str(ckpt_dir), "--data-root", str(phantom_root), "--sides", "64", "128", "--tiles", "64",
+                           "--max-images", "2", "--out", str(tmp_path / "sweep")],
+                          capture_output=True, text=True, cwd=repo_root, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((tmp_path / "sweep" / "scale_sweep.json").read_text())["rows"]
+    assert [r["input"] for r in rows] == ["whole image at 64 px", "whole image at 128 px", "native 64 px tiles"]
+    assert [r["trained"] for r in rows] == [False, True, False]
+    assert "**whole image at 128 px** (trained)" in proc.stdout
+    # The trained scale's row is the evaluator's own score of the validation fold the run recorded.
+    ckpt = load_checkpoint(ckpt_dir)
+    data = replace(recorded_data_config(ckpt.info, ckpt.folder), data_root=phantom_root)
+    samples = load_split(data).val[:2]
+    direct = score_images(eager_engine(ckpt.model), samples, InferenceSettings(input=ckpt.spec), progress=False)
+    assert rows[1]["mean_dice"] == pytest.approx(direct.summary().mean, abs=1e-9)
+    assert all(0.0 <= r["mean_dice"] <= 1.0 for r in rows)
+    assert len({round(r["mean_dice"], 9) for r in rows}) > 1  # the scales really differ
