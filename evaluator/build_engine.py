@@ -1,4 +1,8 @@
-"""Build one engine: export the checkpoint, compile it with its backend, measure agreement, write the manifest."""
+"""Build the engine of a checkpoint: export, compile with its backend, measure agreement, write the manifest.
+
+A cascade's stage 2 is compiled with its stage 1 (the prior, at batch 1 and the prior's input side): two engine
+files, each with its manifest; stage 2's names the stage-1 engine it was built with.
+"""
 
 from __future__ import annotations
 
@@ -14,37 +18,58 @@ from evaluator.export import example_input, export_logits
 from evaluator.manifest import build_manifest, write_manifest
 from handseg.checkpoint import LoadedCheckpoint, checkpoint_sha256
 from handseg.engine import Engine, eager_engine
+from handseg.model_io import InputSpec
 from handseg.models import size_divisor
+
+
+def _compile(cfg: EvalConfig, ckpt: LoadedCheckpoint, spec: InputSpec, name: str, path: Path, batch: int,
+             precision: str, source: str) -> Engine:
+    """Export and compile one network for (batch, channels, side, side); the engine, not yet trusted (no manifest)."""
+    kind, device, side = require(name, cfg.device), cfg.device, spec.model_size
+    exported = export_logits(ckpt.model, batch, side, size_divisor(ckpt.model_cfg), precision, device,
+                             source=source, channels=spec.channels)
+    kind.compile(exported, example_input(batch, side, precision, device, spec.channels), path, device,
+                 cfg.optimization_level if name == "tensorrt" else None)
+    ckpt.model.float()  # export may have cast the shared module; the reference stays fp32
+    return Engine(fn=kind.load(path, device), backend=name, precision=precision, device=device, batch_size=batch,
+                  side=side, path=path)
+
+
+def _manifest(cfg: EvalConfig, ckpt: LoadedCheckpoint, spec: InputSpec, engine: Engine, agreement: dict | None,
+              prior: Engine | None = None) -> dict:
+    x = example_input(engine.batch_size, engine.side, "fp32", cfg.device, spec.channels)
+    paired = None if prior is None else {"engine": prior.path.name,
+                                         "source_sha256": checkpoint_sha256(ckpt.prior.folder)}
+    manifest = build_manifest(
+        engine_path=engine.path, backend=engine.backend, precision=engine.precision, batch_size=engine.batch_size,
+        side=engine.side, output_shape=list(engine(x).shape), input_spec=spec, model_cfg=ckpt.model_cfg,
+        checkpoint=ckpt.folder, checkpoint_sha256=checkpoint_sha256(ckpt.folder), device=cfg.device,
+        optimization_level=cfg.optimization_level if engine.backend == "tensorrt" else None, agreement=agreement,
+        prior=paired,
+    )
+    write_manifest(engine.path, manifest)
+    return manifest
 
 
 def build_engine(cfg: EvalConfig, ckpt: LoadedCheckpoint, image: np.ndarray, backend: str | None = None,
                  batch: int | None = None, precision: str | None = None, source: str = "config") -> tuple[Path, dict]:
-    """Compile ``ckpt`` for (batch, 3, side, side) and write engine + manifest; returns (engine path, manifest).
-    Agreement with eager fp32 is measured on ``image`` (H, W) uint8."""
-    device = cfg.device
-    name = resolve_backend(backend or cfg.backend, device)
-    kind = require(name, device)  # fail before the export, with the one-line hint
-    if not kind.compiled:
+    """Compile ``ckpt`` for (batch, channels, side, side) (and a cascade's stage 1) and write engines + manifests;
+    returns (engine path, manifest). Agreement with eager fp32 is measured on ``image`` (H, W) uint8, through the
+    whole inference path (both parts for a cascade)."""
+    name = resolve_backend(backend or cfg.backend, cfg.device)
+    if not require(name, cfg.device).compiled:  # fail before the export, with the one-line hint
         raise ValueError(f"{name} needs no engine")
     precision = precision or cfg.precision
     batch = batch or cfg.batch_size_eval
-    side = ckpt.spec.model_size
-    exported = export_logits(ckpt.model, batch, side, size_divisor(ckpt.model_cfg), precision, device, source=source)
-    path = engine_path(cfg, ckpt, name, batch, precision)
-    kind.compile(exported, example_input(batch, side, precision, device), path, device,
-                 cfg.optimization_level if name == "tensorrt" else None)
-    ckpt.model.float()  # export may have cast the shared module; the reference stays fp32
-    # Loaded directly: its manifest (which load_engine checks) is written only once agreement is measured.
-    engine = Engine(fn=kind.load(path, device), backend=name, precision=precision, device=device, batch_size=batch,
-                    side=side, path=path)
-    ref = eager_engine(ckpt.model, "fp32", device)
-    agreement = compare(engine, ref, image, eval_settings(cfg, ckpt, engine), eval_settings(cfg, ckpt, ref), device)
-    out_shape = list(engine(example_input(batch, side, "fp32", device)).shape)
-    manifest = build_manifest(
-        engine_path=path, backend=name, precision=precision, batch_size=batch, side=side, output_shape=out_shape,
-        input_spec=ckpt.spec, model_cfg=ckpt.model_cfg, checkpoint=ckpt.folder,
-        checkpoint_sha256=checkpoint_sha256(ckpt.folder), device=device,
-        optimization_level=cfg.optimization_level if name == "tensorrt" else None, agreement=agreement,
-    )
-    write_manifest(path, manifest)
-    return path, manifest
+    prior = None
+    if ckpt.prior is not None:
+        prior = _compile(cfg, ckpt.prior, ckpt.spec.prior, name, engine_path(cfg, ckpt, name, 1, precision, "prior"),
+                         1, precision, source)
+        _manifest(cfg, ckpt.prior, ckpt.spec.prior, prior, agreement=None)
+    engine = _compile(cfg, ckpt, ckpt.spec, name, engine_path(cfg, ckpt, name, batch, precision), batch, precision,
+                      source)
+    engine.prior = prior
+    ref = eager_engine(ckpt.model, "fp32", cfg.device, prior=ckpt.prior.model if ckpt.prior else None)
+    agreement = compare(engine, ref, image, eval_settings(cfg, ckpt, engine), eval_settings(cfg, ckpt, ref),
+                        cfg.device)
+    return engine.path, _manifest(cfg, ckpt, ckpt.spec, engine, agreement, prior)

@@ -192,10 +192,11 @@ def available_engines(cfg: EvalConfig) -> list[str]:
 def engine_named(name: str, cfg: EvalConfig, ckpt: LoadedCheckpoint, batch: int, image) -> Engine:
     """The engine called ``name`` (see :func:`available_engines`); a missing AOTInductor engine is compiled
     when ``efficiency.compile_missing`` allows."""
+    prior = ckpt.prior.model if ckpt.prior else None
     if name == "eager_fp32":
-        return eager_engine(ckpt.model, "fp32", cfg.device)
+        return eager_engine(ckpt.model, "fp32", cfg.device, prior=prior)
     if name == "eager_autocast":
-        return eager_engine(ckpt.model, "fp16" if cfg.device.startswith("cuda") else "bf16", cfg.device)
+        return eager_engine(ckpt.model, "fp16" if cfg.device.startswith("cuda") else "bf16", cfg.device, prior=prior)
     try:
         return load_engine(cfg, ckpt, backend=name, batch=batch)
     except StaleEngineError:
@@ -211,7 +212,7 @@ def run_efficiency(cfg: EvalConfig, ckpt: LoadedCheckpoint, progress: bool = Tru
     thresholds = resolve_thresholds(cfg)
     image, _ = render_hand(0, cfg.efficiency.image_size, "R")
     batches = cfg.efficiency.batch_sizes or sorted({1, cfg.batch_size_eval})
-    ref = eager_engine(ckpt.model, "fp32", cfg.device)
+    ref = eager_engine(ckpt.model, "fp32", cfg.device, prior=ckpt.prior.model if ckpt.prior else None)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         png = write_png(Path(tmp) / "hand.png", image)  # the whole-image time includes decoding a real file

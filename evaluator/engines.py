@@ -3,7 +3,8 @@
 :func:`load_eval_checkpoint` resolves the config's checkpoint (the best of several candidates, printed) and
 loads it with the config's tile-size and overlap overrides; :func:`load_engine` returns the
 :class:`handseg.engine.Engine` the config asks for: the eager model, or a compiled engine whose manifest must
-match the checkpoint (a stale engine is refused).
+match the checkpoint (a stale engine is refused). A cascade is two engines, its stage 2 and its stage 1 (the
+prior: batch 1, the prior's input side), each compiled and checked against its own weights.
 """
 
 from __future__ import annotations
@@ -28,40 +29,60 @@ def load_eval_checkpoint(cfg: EvalConfig, device: str | None = None, file: str |
     return replace(ckpt, spec=resolve_input_spec(cfg, ckpt.spec), candidates=chosen.candidates)
 
 
-def engine_path(cfg: EvalConfig, ckpt: LoadedCheckpoint, backend: str, batch: int,
-                precision: str | None = None) -> Path:
+def engine_path(cfg: EvalConfig, ckpt: LoadedCheckpoint, backend: str, batch: int, precision: str | None = None,
+                part: str = "") -> Path:
     """Where the engine for these settings lives:
-    ``<engine_dir>/<run>-<ckpt>_<backend>_<precision>_b<batch>_t<side><suffix>`` (or the config's ``engine``)."""
+    ``<engine_dir>/<run>-<ckpt>_<backend>_<precision>_b<batch>_t<side><suffix>`` (or the config's ``engine``);
+    ``part="prior"``: a cascade's stage 1, ``<run>-<ckpt>_prior_...`` at batch 1 and the prior's side."""
     precision = precision or cfg.precision
-    if cfg.engine is not None and batch == cfg.batch_size_eval and precision == cfg.precision:
+    if cfg.engine is not None and not part and batch == cfg.batch_size_eval and precision == cfg.precision:
         return Path(cfg.engine)
     folder = ckpt.folder.resolve()
     stem = f"{folder.parent.name}-{folder.name}" if folder.parent.name else folder.name
-    side = ckpt.spec.model_size
+    if part:
+        stem, side, batch = f"{stem}_{part}", ckpt.spec.prior.model_size, 1
+    else:
+        side = ckpt.spec.model_size
     return Path(cfg.engine_dir) / f"{stem}_{backend}_{precision}_b{batch}_t{side}{BACKENDS[backend].suffix}"
 
 
 def load_engine(cfg: EvalConfig, ckpt: LoadedCheckpoint, backend: str | None = None, batch: int | None = None,
                 precision: str | None = None, device: str | None = None) -> Engine:
-    """The engine the config asks for; a compiled one must exist and its manifest must match the checkpoint."""
+    """The engine the config asks for; a compiled one must exist and its manifest must match the checkpoint (a
+    cascade's stage 2 and stage 1 both)."""
     device = device or cfg.device
     name = resolve_backend(backend or cfg.backend, device)
     kind = require(name, device)
     precision = precision or cfg.precision
     if not kind.compiled:
-        return eager_engine(ckpt.model, precision, device)
+        return eager_engine(ckpt.model, precision, device, prior=ckpt.prior.model if ckpt.prior else None)
     batch = batch or cfg.batch_size_eval
-    side = ckpt.spec.model_size
-    path = engine_path(cfg, ckpt, name, batch, precision)
+    engine = _load_compiled(engine_path(cfg, ckpt, name, batch, precision), ckpt, name, precision, device, batch,
+                            ckpt.spec)
+    if ckpt.prior is None:
+        return engine
+    prior = _load_compiled(engine_path(cfg, ckpt, name, 1, precision, part="prior"), ckpt.prior, name, precision,
+                           device, 1, ckpt.spec.prior)
+    paired = read_manifest(engine.path).get("prior") or {}
+    if paired.get("engine") != prior.path.name:
+        raise StaleEngineError(f"{engine.path.name}: built with stage-1 engine {paired.get('engine')!r}, not "
+                               f"{prior.path.name}; recompile both with `python tensorrt_aot.py`")
+    return replace(engine, prior=prior)
+
+
+def _load_compiled(path: Path, ckpt: LoadedCheckpoint, name: str, precision: str, device: str, batch: int,
+                   spec) -> Engine:
+    """One compiled engine at ``path``, checked against ``ckpt``'s weights and the expected settings."""
+    side = spec.model_size
     if not path.is_file():
         raise StaleEngineError(
             f"{path}: no {name} engine for batch {batch}, tile {side}, {precision}; "
             f"compile it with `python tensorrt_aot.py --backend {name}` or use backend: eager"
         )
     check_manifest(read_manifest(path), ckpt.folder,
-                   expect={"backend": name, "precision": precision, "input_shape": [batch, 3, side, side]})
-    return Engine(fn=kind.load(path, device), backend=name, precision=precision, device=device, batch_size=batch,
-                  side=side, path=path)
+                   expect={"backend": name, "precision": precision, "input_shape": [batch, spec.channels, side, side]})
+    return Engine(fn=BACKENDS[name].load(path, device), backend=name, precision=precision, device=device,
+                  batch_size=batch, side=side, path=path)
 
 
 def eval_settings(cfg: EvalConfig, ckpt: LoadedCheckpoint, engine: Engine) -> InferenceSettings:

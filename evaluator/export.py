@@ -22,10 +22,11 @@ def check_tile_size(side: int, divisor: int, source: str = "config", key: str = 
         )
 
 
-def example_input(batch: int, side: int, precision: str = "fp32", device: str = "cpu") -> torch.Tensor:
-    """A (batch, 3, side, side) example tensor in the engine's dtype (values like normalised X-rays)."""
+def example_input(batch: int, side: int, precision: str = "fp32", device: str = "cpu",
+                  channels: int = 3) -> torch.Tensor:
+    """A (batch, channels, side, side) example tensor in the engine's dtype (values like normalised X-rays)."""
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 3, side, side, generator=gen)
+    x = torch.randn(batch, channels, side, side, generator=gen)
     return x.to(device=device, dtype=DTYPES[precision])
 
 
@@ -36,14 +37,16 @@ def logits_module(model, precision: str = "fp32", device: str = "cpu") -> torch.
 
 
 def export_logits(
-    model, batch: int, side: int, divisor: int, precision: str = "fp32", device: str = "cpu", source: str = "config"
+    model, batch: int, side: int, divisor: int, precision: str = "fp32", device: str = "cpu", source: str = "config",
+    channels: int = 3,
 ) -> torch.export.ExportedProgram:
-    """Export ``model`` (HF segmentation model) as logits (B,3,side,side) -> (B,29,side/s,side/s), static shape.
+    """Export ``model`` (HF segmentation model) as logits (B,C,side,side) -> (B,29,side/s,side/s), static shape
+    (C: 3, or 3 + 29 for a cascade's stage 2).
 
     ``precision`` casts weights and the example input (fp16/bf16 engines run in that dtype end to end).
     """
     check_tile_size(side, divisor, source=source)
     module = logits_module(model, precision, device)
-    x = example_input(batch, side, precision, device)
+    x = example_input(batch, side, precision, device, channels)
     with torch.no_grad():
         return torch.export.export(module, (x,), strict=False)

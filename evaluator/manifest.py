@@ -44,20 +44,24 @@ def build_manifest(
     device: str,
     optimization_level: int | None,
     agreement: dict | None,
+    prior: dict | None = None,
 ) -> dict:
-    """The manifest dict (JSON-serialisable)."""
-    spec = asdict(input_spec) if is_dataclass(input_spec) else dict(input_spec)
-    spec = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.items()}
+    """The manifest dict (JSON-serialisable). ``prior``: for a cascade's stage 2, its stage-1 engine (``engine``
+    file name, ``source_sha256`` of its weights), which this engine is only valid with."""
+    spec = input_spec.to_dict() if hasattr(input_spec, "to_dict") else dict(input_spec)
+    channels = 3 if spec.get("prior") is None else 3 + len(CLASSES)
     return {
         "manifest_version": MANIFEST_VERSION,
         "engine": Path(engine_path).name,
         "backend": backend,
         "precision": precision,
         "batch_size": int(batch_size),
-        "input_shape": [int(batch_size), 3, int(side), int(side)],
+        "input_shape": [int(batch_size), channels, int(side), int(side)],
+        "prior": prior,
         "output_shape": [int(s) for s in output_shape],
         "input": spec,
-        "normalisation": {"mean": spec.get("mean"), "std": spec.get("std"), "scale": "uint8 / 255, gray -> 3 channels"},
+        "normalisation": {"mean": spec.get("mean"), "std": spec.get("std"), "scale": "uint8 / 255, gray -> 3 channels",
+                          "prior_channels": "sigmoid of the stage-1 logits over the tile" if channels > 3 else None},
         "classes": list(CLASSES),
         "model": asdict(model_cfg) if is_dataclass(model_cfg) else model_cfg,
         "source_checkpoint": str(checkpoint),

@@ -25,11 +25,13 @@ SMALL_CLASSES = ("finger-16", "Trapezoid", "Pisiform")
 
 def sweep_specs(ckpt: LoadedCheckpoint, sides: Sequence[int], tiles: Sequence[int], overlap: float = 0.25) -> list:
     """Input specs to try: the whole image resized to each of ``sides``, native tiles of each of ``tiles`` (sizes
-    the model's stride does not divide are rounded down to a multiple of it)."""
+    the model's stride does not divide are rounded down to a multiple of it). A cascade's stage 2 runs on tiles
+    only (its prior keeps its own scale)."""
     divisor = size_divisor(ckpt.model_cfg)
     base = ckpt.spec
-    specs = [replace(base, mode="resize", image_size=s // divisor * divisor, tile_size=s // divisor * divisor)
-             for s in sides]
+    specs = [] if base.prior is not None else [
+        replace(base, mode="resize", image_size=s // divisor * divisor, tile_size=s // divisor * divisor)
+        for s in sides]
     specs += [replace(base, mode="tile", image_size=t // divisor * divisor, tile_size=t // divisor * divisor,
                       overlap=overlap) for t in tiles]
     return specs
@@ -43,7 +45,7 @@ def run_scale_sweep(ckpt: LoadedCheckpoint, samples: list, specs: Sequence[Input
                     batch_size: int = 4, progress: bool = True) -> list[dict]:
     """One row per input spec: mean Dice at full resolution over ``samples``, the three smallest classes, seconds
     per image, and whether it is the scale the checkpoint was trained at."""
-    engine = eager_engine(ckpt.model, "fp32", device)
+    engine = eager_engine(ckpt.model, "fp32", device, prior=ckpt.prior.model if ckpt.prior else None)
     rows = []
     for spec in specs:
         settings = InferenceSettings(input=spec, batch_size=batch_size)

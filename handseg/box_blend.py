@@ -7,6 +7,10 @@ margin for float rounding) bound, through :func:`handseg.bilinear.covering_range
 pixel of the class's mask. Inside the box the probabilities are computed with the full path's arithmetic
 (:func:`handseg.bilinear.upsample_window` is bit-exact), tile by tile in the same order, so thresholding gives
 the same pixels while time and memory follow the bones, not the 29 x H x W image.
+
+A cascade's stage 2 adds its stage 1's logits (the ``prior``, upsampled to the image) to every tile's output:
+a pixel can then pass only where the tile's logit exceeds ``logit(t)`` minus the prior's largest value, and the
+prior exceeds ``logit(t)`` minus the largest tile logit; the candidate box is where both can hold.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from handseg.bilinear import covering_range, upsample_region
 
 Box = tuple[int, int, int, int]
 LOGIT_MARGIN = 1e-3  # logits this far below logit(t) still count as candidates (float rounding is ~1e-7)
+PAD_LOGIT = -20.0  # a cascade prior's logit on the black padding around an image smaller than a tile
 
 
 @dataclass
@@ -32,7 +37,8 @@ class ModelOutputs:
     resolution (``flip_back="grid"``, resize mode) or to be flipped after upsampling (``"output"``, tile mode, as
     the full path does); ``windows``: top-left corner of each input's (``window_hw``) output window in the padded
     image; ``pad``: (top, left) padding of an image smaller than a tile; ``weight``: (th, tw) blending weights
-    (None in resize mode); ``accumulate``: the blending dtype."""
+    (None in resize mode); ``accumulate``: the blending dtype; ``prior``: a cascade's stage-1 logits (C, h', w') of
+    the whole image, added (upsampled to the image) to every tile's logits."""
 
     logits: torch.Tensor
     flipped: torch.Tensor | None
@@ -44,12 +50,29 @@ class ModelOutputs:
     pad: tuple[int, int]
     weight: torch.Tensor | None
     accumulate: torch.dtype
+    prior: torch.Tensor | None = None
 
     def select(self, classes: Sequence[int]) -> "ModelOutputs":
         """The same outputs for a subset of the classes (channels)."""
         idx = torch.as_tensor(list(classes), device=self.logits.device)
         return replace(self, logits=self.logits[:, idx],
-                       flipped=None if self.flipped is None else self.flipped[:, idx])
+                       flipped=None if self.flipped is None else self.flipped[:, idx],
+                       prior=None if self.prior is None else self.prior[idx])
+
+
+def prior_region(prior: torch.Tensor, image_hw: tuple[int, int], pad: tuple[int, int], py0: int, py1: int,
+                 px0: int, px1: int) -> torch.Tensor:
+    """A cascade prior's logits (C, h', w') upsampled to the image, over ``[py0, py1) x [px0, px1)`` of the padded
+    image: (C, py1 - py0, px1 - px0) float32, :data:`PAD_LOGIT` on the padding."""
+    (top, left), (h, w) = pad, image_hw
+    y0, y1, x0, x1 = py0 - top, py1 - top, px0 - left, px1 - left
+    iy0, iy1, ix0, ix1 = max(y0, 0), min(y1, h), max(x0, 0), min(x1, w)
+    if (iy0, iy1, ix0, ix1) == (y0, y1, x0, x1):
+        return upsample_region(prior, image_hw, y0, y1, x0, x1)
+    out = prior.new_full((prior.shape[0], py1 - py0, px1 - px0), PAD_LOGIT)
+    if iy0 < iy1 and ix0 < ix1:
+        out[:, iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = upsample_region(prior, image_hw, iy0, iy1, ix0, ix1)
+    return out
 
 
 def float32_thresholds(thresholds: float | Sequence[float], n_classes: int) -> torch.Tensor:
@@ -83,14 +106,15 @@ def _cell_ranges(grids: torch.Tensor, taus: torch.Tensor) -> list[tuple[int, int
     return [tuple(row) for row in table.tolist()]
 
 
-def candidate_boxes(out: ModelOutputs, thresholds: torch.Tensor) -> list[Box | None]:
-    """Per class, a box (y0, x0, y1, x1) in image coordinates that holds every pixel whose probability can pass
-    its threshold, or None; ``thresholds`` (C,) float32 from :func:`float32_thresholds`."""
-    n_classes = out.logits.shape[1]
-    taus = torch.tensor([math.log(t / (1.0 - t)) - LOGIT_MARGIN for t in thresholds.tolist()], dtype=torch.float32)
+def _union(a: list[int] | None, b: list[int]) -> list[int]:
+    return b if a is None else [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+
+
+def _tile_spans(out: ModelOutputs, taus: torch.Tensor) -> list[list[int] | None]:
+    """Per class, the union (padded coordinates) of every tile's output pixels that read a cell above ``taus``."""
     h, w = out.logits.shape[-2:]
     th, tw = out.window_hw
-    spans: list[list[int] | None] = [None] * n_classes
+    spans: list[list[int] | None] = [None] * out.logits.shape[1]
     sources = [(out.logits, False)] + ([(out.flipped, out.flip_back == "output")] if out.flipped is not None else [])
     for grids, mirrored in sources:
         for n, c, r0, r1, c0, c1 in _cell_ranges(grids, taus):
@@ -99,10 +123,34 @@ def candidate_boxes(out: ModelOutputs, thresholds: torch.Tensor) -> list[Box | N
             if mirrored:  # these logits are flipped after upsampling
                 xs, xe = tw - xe, tw - xs
             y, x = out.windows[n]
-            box = [y + ys, x + xs, y + ye, x + xe]
-            old = spans[c]
-            spans[c] = box if old is None else [min(old[0], box[0]), min(old[1], box[1]),
-                                                max(old[2], box[2]), max(old[3], box[3])]
+            spans[c] = _union(spans[c], [y + ys, x + xs, y + ye, x + xe])
+    return spans
+
+
+def _prior_spans(out: ModelOutputs, taus: torch.Tensor) -> list[list[int] | None]:
+    """Per class, the image pixels (in padded coordinates) that read a cell of the prior above ``taus``."""
+    (h, w), (ih, iw), (top, left) = out.prior.shape[-2:], out.image_hw, out.pad
+    spans: list[list[int] | None] = [None] * out.prior.shape[0]
+    for _, c, r0, r1, c0, c1 in _cell_ranges(out.prior[None], taus):
+        ys, ye = covering_range(r0, r1, h, ih)
+        xs, xe = covering_range(c0, c1, w, iw)
+        spans[c] = [ys + top, xs + left, ye + top, xe + left]
+    return spans
+
+
+def candidate_boxes(out: ModelOutputs, thresholds: torch.Tensor) -> list[Box | None]:
+    """Per class, a box (y0, x0, y1, x1) in image coordinates that holds every pixel whose probability can pass
+    its threshold, or None; ``thresholds`` (C,) float32 from :func:`float32_thresholds`."""
+    taus = torch.tensor([math.log(t / (1.0 - t)) - LOGIT_MARGIN for t in thresholds.tolist()], dtype=torch.float32)
+    if out.prior is None:
+        spans = _tile_spans(out, taus)
+    else:  # tile logit + prior > tau: each part exceeds tau minus the other's largest value
+        grids = out.logits if out.flipped is None else torch.cat([out.logits, out.flipped])
+        tile_max = grids.amax(dim=(0, 2, 3)).cpu()
+        prior_max = out.prior.amax(dim=(1, 2)).cpu()
+        by_tiles, by_prior = _tile_spans(out, taus - prior_max), _prior_spans(out, taus - tile_max)
+        spans = [None if a is None or b is None else [max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]),
+                                                      min(a[3], b[3])] for a, b in zip(by_tiles, by_prior)]
     (top, left), (ih, iw) = out.pad, out.image_hw
     boxes: list[Box | None] = []
     for span in spans:
@@ -135,10 +183,15 @@ def blend_box(out: ModelOutputs, c: int, box: Box) -> tuple[Box, torch.Tensor]:
         ly1, lx1 = min(py1, ty + th) - ty, min(px1, tx + tw) - tx
         if ly0 >= ly1 or lx0 >= lx1:
             continue
-        part = torch.sigmoid(upsample_region(out.logits[n, c:c + 1], out.window_hw, ly0, ly1, lx0, lx1)[0])
+        part = upsample_region(out.logits[n, c:c + 1], out.window_hw, ly0, ly1, lx0, lx1)[0]
+        prior = None
+        if out.prior is not None:
+            prior = prior_region(out.prior[c:c + 1], out.image_hw, out.pad, ty + ly0, ty + ly1, tx + lx0, tx + lx1)[0]
+            part = part + prior
+        part = torch.sigmoid(part)
         if out.flipped is not None:
-            mirror = upsample_region(out.flipped[n, c:c + 1], out.window_hw, ly0, ly1, tw - lx1, tw - lx0)[0]
-            part.add_(torch.sigmoid(mirror).flip(-1)).mul_(0.5)
+            mirror = upsample_region(out.flipped[n, c:c + 1], out.window_hw, ly0, ly1, tw - lx1, tw - lx0)[0].flip(-1)
+            part.add_(torch.sigmoid(mirror if prior is None else mirror + prior)).mul_(0.5)
         weight = out.weight[ly0:ly1, lx0:lx1]
         part.mul_(weight)
         oy, ox = ty + ly0 - py0, tx + lx0 - px0

@@ -38,6 +38,7 @@ INFO_FILE = "handseg.json"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, INFO_FILE)
+PRIOR_DIR = "prior"  # a cascade checkpoint's stage 1, inside it
 README_FILE = "README.md"  # optional: the model card
 
 
@@ -58,7 +59,8 @@ def versions() -> dict[str, str]:
 class LoadedCheckpoint:
     """A checkpoint folder loaded for use: the model (eval mode), its ``handseg.json`` record, the model config
     and the input spec it was trained with (the evaluator may override tile size and overlap), and the candidate
-    checkpoints it was chosen from, if any (rows of :func:`best_checkpoint`)."""
+    checkpoints it was chosen from, if any (rows of :func:`best_checkpoint`); ``prior``: a cascade's stage 1 (its
+    ``prior/`` folder)."""
 
     folder: Path
     model: nn.Module
@@ -66,6 +68,7 @@ class LoadedCheckpoint:
     model_cfg: ModelConfig
     spec: InputSpec
     candidates: list[dict] = field(default_factory=list)
+    prior: "LoadedCheckpoint | None" = None
 
 
 def _json_default(obj: Any) -> Any:
@@ -105,7 +108,8 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 def save_checkpoint(model: nn.Module, folder: str | os.PathLike, info: dict,
                     state_dict: dict[str, torch.Tensor] | None = None,
-                    readme: Callable[[Path, dict], str] | None = None) -> Path:
+                    readme: Callable[[Path, dict], str] | None = None,
+                    prior: str | os.PathLike | None = None) -> Path:
     """Write ``model`` and ``info`` to ``folder`` atomically; returns the folder.
 
     ``model`` is a ``transformers`` model, possibly wrapped by DDP or torch.compile. ``state_dict`` saves other
@@ -113,7 +117,8 @@ def save_checkpoint(model: nn.Module, folder: str | os.PathLike, info: dict,
     are filled in when ``info`` lacks them; dataclasses in ``info`` are converted with
     :func:`handseg.config_schema.to_dict`. ``readme(staging_folder, record)`` returns the text of a
     ``README.md`` (the model card, :func:`handseg.model_card.card_for_folder`), written inside the staging
-    folder so that it is swapped in with the weights.
+    folder so that it is swapped in with the weights. ``prior``: a cascade's stage-1 checkpoint folder, copied in
+    as ``prior/`` (and named in ``handseg.json``), so that a cascade checkpoint is complete on its own.
     """
     model = unwrap_model(model)
     folder = Path(folder)
@@ -128,12 +133,20 @@ def save_checkpoint(model: nn.Module, folder: str | os.PathLike, info: dict,
     record = to_dict(dict(info))
     record.setdefault("classes", list(CLASSES))
     record.setdefault("versions", versions())
+    if prior is not None:
+        read_info(prior)  # a complete checkpoint, or a one-line error before anything is written
+        record["prior"] = PRIOR_DIR
     text = json.dumps(record, indent=2, default=_json_default)  # fail before touching the disk
 
     tmp.mkdir()
     with _quiet_hf():
         model.save_pretrained(tmp, state_dict=state_dict)
     (tmp / INFO_FILE).write_text(text)
+    if prior is not None:
+        (tmp / PRIOR_DIR).mkdir()
+        for name in (*REQUIRED_FILES, README_FILE):
+            if (Path(prior) / name).is_file():
+                shutil.copy2(Path(prior) / name, tmp / PRIOR_DIR / name)
     if readme is not None:
         (tmp / README_FILE).write_text(readme(tmp, json.loads(text)), encoding="utf-8")
     missing = [name for name in REQUIRED_FILES if not (tmp / name).is_file()]
@@ -216,7 +229,16 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
     if problems:
         key, names = next(iter(problems.items()))
         raise DataFormatError(folder / WEIGHTS_FILE, f"{key.replace('_', ' ')}: {sorted(map(str, names))[:3]}")
-    return LoadedCheckpoint(folder=folder, model=model.to(device).eval(), info=info, model_cfg=model_cfg, spec=spec)
+    prior = None
+    if info.get("prior"):
+        prior = load_checkpoint(folder / str(info["prior"]), device=device)
+        if spec.prior is None or prior.spec.prior is not None:
+            raise DataFormatError(folder / INFO_FILE, "a prior/ checkpoint needs a cascade input spec and a stage-1 "
+                                                      "prior")
+    elif spec.prior is not None:
+        raise DataFormatError(folder / INFO_FILE, f"a cascade input spec but no {PRIOR_DIR}/ checkpoint")
+    return LoadedCheckpoint(folder=folder, model=model.to(device).eval(), info=info, model_cfg=model_cfg, spec=spec,
+                            prior=prior)
 
 
 def checkpoint_sha256(folder: str | os.PathLike) -> str:

@@ -39,7 +39,8 @@ def as_logits(out) -> torch.Tensor:
 @dataclass
 class Engine:
     """A logits function and its constraints. ``batch_size``/``side``: the static batch and input side of a
-    compiled engine (None: any); ``autocast``: run an eager model under ``torch.autocast(precision)``."""
+    compiled engine (None: any); ``autocast``: run an eager model under ``torch.autocast(precision)``;
+    ``prior``: a cascade's stage-1 engine, whose logits this one's inputs and outputs build on."""
 
     fn: Callable[[torch.Tensor], object]
     backend: str = "eager"  # eager | aot_inductor | tensorrt (see evaluator.backends)
@@ -49,6 +50,7 @@ class Engine:
     side: int | None = None
     autocast: bool = False
     path: Path | None = None
+    prior: "Engine | None" = None
 
     @property
     def name(self) -> str:
@@ -84,8 +86,10 @@ class Engine:
         return torch.cat(outs)
 
 
-def eager_engine(model: nn.Module, precision: str = "fp32", device: str | torch.device = "cpu") -> Engine:
+def eager_engine(model: nn.Module, precision: str = "fp32", device: str | torch.device = "cpu",
+                 prior: nn.Module | None = None) -> Engine:
     """A Hugging Face segmentation model as an engine (put in eval mode); fp16/bf16 run under autocast with
-    fp32 weights."""
+    fp32 weights. ``prior``: a cascade's stage-1 model."""
     module = LogitsModule(model).eval().to(device)
-    return Engine(fn=module, backend="eager", precision=precision, device=str(device), autocast=precision != "fp32")
+    return Engine(fn=module, backend="eager", precision=precision, device=str(device), autocast=precision != "fp32",
+                  prior=None if prior is None else eager_engine(prior, precision, device))

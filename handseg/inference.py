@@ -21,14 +21,14 @@ arithmetic, so their masks are identical.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Literal, Sequence
 
 import cv2
 import numpy as np
 import torch
 
-from handseg.box_blend import ModelOutputs, blend_box, candidate_boxes, float32_thresholds
+from handseg.box_blend import ModelOutputs, blend_box, candidate_boxes, float32_thresholds, prior_region
 from handseg.class_masks import ClassMasks
 from handseg.config_schema import FieldError
 from handseg.engine import Engine
@@ -76,8 +76,12 @@ def inference_settings(spec: InputSpec, engine: Engine, batch_size: int = 4, ble
     return settings
 
 
-def _check_inputs(image: np.ndarray, settings: InferenceSettings, device: torch.device) -> None:
+def _check_inputs(engine: Engine, image: np.ndarray, settings: InferenceSettings, device: torch.device) -> None:
     settings.check()
+    if (settings.input.prior is None) != (engine.prior is None):
+        raise ValueError("a cascade's stage 2 needs its stage-1 engine (engine.prior) and the prior's input spec")
+    if settings.input.prior is not None and settings.input.mode != "tile":
+        raise ValueError("a cascade's stage 2 runs on tiles")
     if settings.accumulate_dtype == "float16" and device.type != "cuda":
         raise ValueError("accumulate_dtype float16 is only supported on CUDA devices")
     if image.ndim != 2 or image.dtype != np.uint8:
@@ -90,7 +94,7 @@ def run_model(engine: Engine, image: np.ndarray, settings: InferenceSettings, de
     docstring); only low-resolution logits are kept, with where each lands at full size. ``timer`` collects the
     ``preprocess`` and ``engine`` phases."""
     device = torch.device(device)
-    _check_inputs(image, settings, device)
+    _check_inputs(engine, image, settings, device)
     with torch.inference_mode():
         if settings.input.mode == "resize":
             return _run_resized(engine, image, settings, device, timer)
@@ -99,6 +103,7 @@ def run_model(engine: Engine, image: np.ndarray, settings: InferenceSettings, de
 
 def _run_resized(engine: Engine, image: np.ndarray, settings: InferenceSettings, device: torch.device,
                  timer: PhaseTimer | None) -> ModelOutputs:
+    """Resize mode (module docstring). With a cascade's prior engine, this is how the prior runs (no TTA)."""
     h, w = image.shape
     side = settings.input.image_size
     with phase(timer, "preprocess"):
@@ -120,6 +125,10 @@ def _run_tiled(engine: Engine, image: np.ndarray, settings: InferenceSettings, d
                timer: PhaseTimer | None) -> ModelOutputs:
     h, w = image.shape
     tile = settings.input.tile_size
+    prior = None
+    if settings.input.prior is not None:  # a cascade: stage 1 sees the whole image first
+        prior_settings = replace(settings, input=settings.input.prior, flip_tta=False)
+        prior = _run_resized(engine.prior, image, prior_settings, device, timer).logits[0]  # (C, h', w')
     with phase(timer, "preprocess"):
         (top, bottom), (left, right) = pad_amounts(h, tile), pad_amounts(w, tile)
         padded = np.pad(image, ((top, bottom), (left, right))) if top + bottom + left + right else image
@@ -130,6 +139,9 @@ def _run_tiled(engine: Engine, image: np.ndarray, settings: InferenceSettings, d
         batch = windows[start:start + settings.batch_size]
         with phase(timer, "preprocess"):
             tiles = torch.cat([x[:, :, y:y + tile, x0:x0 + tile] for y, x0 in batch])
+            if prior is not None:  # stage 1's probabilities over each tile: 29 more input channels
+                over = [prior_region(prior, (h, w), (top, left), y, y + tile, x0, x0 + tile) for y, x0 in batch]
+                tiles = torch.cat([tiles, torch.sigmoid(torch.stack(over))], dim=1)
             mirrored = tiles.flip(-1) if settings.flip_tta else None
         with phase(timer, "engine"):
             plain.append(engine(tiles))
@@ -141,7 +153,8 @@ def _run_tiled(engine: Engine, image: np.ndarray, settings: InferenceSettings, d
         weight = constant_importance((tile, tile), device=device)
     return ModelOutputs(logits=torch.cat(plain), flipped=torch.cat(flipped) if flipped else None, flip_back="output",
                         windows=windows, window_hw=(tile, tile), image_hw=(h, w), padded_hw=padded.shape,
-                        pad=(top, left), weight=weight, accumulate=_ACC_DTYPES[settings.accumulate_dtype])
+                        pad=(top, left), weight=weight, accumulate=_ACC_DTYPES[settings.accumulate_dtype],
+                        prior=prior)
 
 
 def dense_probs(out: ModelOutputs, batch_size: int = 4) -> torch.Tensor:
@@ -155,16 +168,23 @@ def dense_probs(out: ModelOutputs, batch_size: int = 4) -> torch.Tensor:
             if out.flipped is not None:
                 probs.add_(torch.sigmoid_(upsample_logits(out.flipped, out.window_hw)[0])).mul_(0.5)
             return probs
-        tile_probs = torch.sigmoid(upsample_logits(logits, out.window_hw))
+        th, tw = out.window_hw
+        windows = out.windows[start:start + batch_size]
+        tile_logits = upsample_logits(logits, out.window_hw)
+        prior = None
+        if out.prior is not None:  # a cascade: the prior's logits over each tile are added to the tile's own
+            prior = torch.stack([prior_region(out.prior, out.image_hw, out.pad, y, y + th, x0, x0 + tw)
+                                 for y, x0 in windows])
+            tile_logits = tile_logits + prior
+        tile_probs = torch.sigmoid(tile_logits)
         if out.flipped is not None:
-            flipped = torch.sigmoid(upsample_logits(out.flipped[start:start + batch_size], out.window_hw)).flip(-1)
-            tile_probs.add_(flipped).mul_(0.5)
+            flipped = upsample_logits(out.flipped[start:start + batch_size], out.window_hw).flip(-1)
+            tile_probs.add_(torch.sigmoid(flipped if prior is None else flipped + prior)).mul_(0.5)
         if probs is None:
             probs = torch.zeros((tile_probs.shape[1], *out.padded_hw), dtype=out.accumulate, device=logits.device)
             weight_sum = torch.zeros(out.padded_hw, dtype=out.accumulate, device=logits.device)
         tile_probs.mul_(out.weight)
-        th, tw = out.window_hw
-        for j, (y, x0) in enumerate(out.windows[start:start + batch_size]):
+        for j, (y, x0) in enumerate(windows):
             probs[:, y:y + th, x0:x0 + tw] += tile_probs[j].to(out.accumulate)
             weight_sum[y:y + th, x0:x0 + tw] += out.weight.to(out.accumulate)
     probs /= weight_sum

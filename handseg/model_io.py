@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from handseg.classes import NUM_CLASSES
 from handseg.config_schema import FieldError
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -29,7 +30,9 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 class InputSpec:
     """How a model was trained to see images: ``resize`` (stage 1: whole image resized to ``image_size``)
     or ``tile`` (stage 2: native-resolution tiles of ``tile_size`` with ``overlap``); ``mean``/``std`` apply
-    to the grayscale image scaled to [0, 1] and replicated to three channels."""
+    to the grayscale image scaled to [0, 1] and replicated to three channels. ``prior``: a cascade's stage 2 also
+    sees its stage 1's probabilities (29 more input channels) and adds its output to stage 1's logits; this is
+    how that stage 1 sees the image."""
 
     mode: Literal["resize", "tile"]
     image_size: int
@@ -37,12 +40,17 @@ class InputSpec:
     overlap: float = 0.25
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    prior: "InputSpec | None" = None
 
     def __post_init__(self) -> None:
         self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
         self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
 
     def check(self) -> None:
+        if self.prior is not None:
+            if self.prior.prior is not None or self.prior.mode != "resize":
+                raise FieldError("prior", "a cascade's prior is a stage-1 model (whole image resized)")
+            self.prior.check()
         if self.mode not in ("resize", "tile"):
             raise FieldError("mode", f"must be 'resize' or 'tile', got {self.mode!r}")
         if self.image_size <= 0:
@@ -61,16 +69,30 @@ class InputSpec:
         """Side of the square network input: ``image_size`` in resize mode, ``tile_size`` in tile mode."""
         return self.image_size if self.mode == "resize" else self.tile_size
 
+    @property
+    def channels(self) -> int:
+        """Input channels of the network: 3, plus one per class for a cascade's stage 2."""
+        return 3 if self.prior is None else 3 + NUM_CLASSES
+
     @classmethod
     def from_dict(cls, data: dict) -> "InputSpec":
         """InputSpec from its JSON form (as stored in checkpoints and engine manifests), checked."""
+        data = dict(data)
+        if isinstance(data.get("prior"), dict):
+            data["prior"] = cls.from_dict(data["prior"])
         spec = cls(**data)
         spec.check()
         return spec
 
     def to_dict(self) -> dict:
-        """JSON form (tuples as lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """JSON form (tuples as lists, the prior nested)."""
+        return _json_form(asdict(self))
+
+
+def _json_form(value):
+    if isinstance(value, dict):
+        return {k: _json_form(v) for k, v in value.items()}
+    return list(value) if isinstance(value, tuple) else value
 
 
 def to_pixel_values(image: np.ndarray, mean: Sequence[float], std: Sequence[float],
@@ -96,3 +118,20 @@ def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def logits_over_windows(logits: torch.Tensor, windows: torch.Tensor, crop: int, out: int) -> torch.Tensor:
+    """Whole-image logits (B, C, h, w) upsampled to each image's native size, then sampled over a crop: an
+    ``out`` x ``out`` grid of cells covering the ``crop`` x ``crop`` window whose top-left corner and image size
+    are ``windows`` (B, 4) = (y0, x0, H, W). Returns (B, C, out, out) float32, the same mapping as
+    :func:`upsample_logits` to (H, W) followed by a crop (and, for ``out < crop``, a sample at each cell's centre):
+    how a cascade's stage 2 sees its stage 1 in training."""
+    windows = windows.to(device=logits.device, dtype=torch.float32)
+    y0, x0, h, w = windows.unbind(dim=1)
+    # Cell j of the crop covers native pixels [j * s, (j + 1) * s) (s = crop / out); its centre, in the
+    # pixel-centre convention plus 0.5, is (j + 0.5) * s: grid_sample's align_corners=False coordinate of it.
+    centre = (torch.arange(out, dtype=torch.float32, device=logits.device) + 0.5) * (crop / out)
+    gy = 2.0 * (y0[:, None] + centre[None]) / h[:, None] - 1.0
+    gx = 2.0 * (x0[:, None] + centre[None]) / w[:, None] - 1.0
+    grid = torch.stack([gx[:, None, :].expand(-1, out, -1), gy[:, :, None].expand(-1, -1, out)], dim=-1)
+    return F.grid_sample(logits.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -277,6 +277,42 @@ class LogitsModule(nn.Module):
         return forward_logits(self.model, pixel_values)
 
 
+def with_input_channels(cfg: ModelConfig, channels: int) -> ModelConfig:
+    """The same network taking ``channels`` input channels (a cascade's stage 2: the image and stage 1's 29
+    probabilities), as a config override that checkpoints record."""
+    overrides = dict(cfg.overrides)
+    if cfg.arch == "segformer":
+        overrides["num_channels"] = channels
+    else:
+        overrides["backbone_config"] = {**overrides.get("backbone_config", {}), "num_channels": channels}
+    return dataclasses.replace(cfg, overrides=overrides, pretrained=None)
+
+
+def cascade_refiner(stage1: PreTrainedModel, stage1_cfg: ModelConfig) -> tuple[PreTrainedModel, ModelConfig]:
+    """Stage 2 of a cascade, initialised from stage 1: input channels 3 + 29 (the image, then stage 1's
+    probabilities), stage 1's weights everywhere, the extra input channels and every 29-class classifier at zero.
+    Its output is added to stage 1's logits, so at step 0 the cascade predicts exactly what stage 1 predicts and
+    training can only start from there. Returns the model and its config."""
+    cfg = with_input_channels(stage1_cfg, 3 + NUM_CLASSES)
+    model = MODEL_CLASSES[cfg.arch](hf_config(cfg))
+    weights = model.state_dict()
+    for name, tensor in stage1.state_dict().items():
+        target = weights[name]
+        if target.shape == tensor.shape:
+            target.copy_(tensor)
+        elif target.ndim == 4 and target.shape[1] == 3 + NUM_CLASSES and tensor.shape[1] == 3:
+            target.zero_()
+            target[:, :3].copy_(tensor)  # the stem sees the image as stage 1 did; the prior channels start at zero
+        else:
+            raise ValueError(f"{name}: stage 1 has {tuple(tensor.shape)}, the refiner {tuple(target.shape)}")
+    for name, module in model.named_modules():
+        if name.endswith("classifier") and isinstance(module, nn.Conv2d) and module.out_channels == NUM_CLASSES:
+            weights[f"{name}.weight"].zero_()
+            weights[f"{name}.bias"].zero_()
+    model.load_state_dict(weights)
+    return model, cfg
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (for logs and reports)."""
     return sum(p.numel() for p in model.parameters())

@@ -1,6 +1,7 @@
 """One inference path: the evaluator's validation of a trained checkpoint (eager engine, the inference
 settings training recorded) reproduces the Dice that training measured for that checkpoint, per class, to
-1e-4, for a stage-1 model (whole image resized) and a stage-2 model (native tiles)."""
+1e-4, for a stage-1 model (whole image resized), a stage-2 model (native tiles) and a cascade's stage 2 (native
+tiles that also see stage 1)."""
 
 from __future__ import annotations
 
@@ -32,14 +33,20 @@ def trained(phantom_root, tmp_path_factory) -> dict[int, Path]:
                          optim={"lr": 1e-5}, model=model)
     proc = run_train(write_yaml(work / "s2.yaml", s2_cfg))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return {1: work / "s1" / "best", 2: work / "s2" / "best"}
+    cascade = tiny_config(phantom_root, work / "s2c", stage=2, epochs=1, ckpt=str(work / "s1" / "best"), cascade=True,
+                          optim={"lr": 1e-3}, model=model)
+    proc = run_train(write_yaml(work / "s2c.yaml", cascade))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {1: work / "s1" / "best", 2: work / "s2" / "best", "cascade": work / "s2c" / "best"}
 
 
-@pytest.mark.parametrize("stage", [1, 2])
+@pytest.mark.parametrize("stage", [1, 2, "cascade"])
 def test_evaluator_validation_equals_training_validation(trained, stage, phantom_root, tmp_path):
     ckpt = trained[stage]
     info = json.loads((ckpt / "handseg.json").read_text())
-    assert info["stage"] == stage and info["input"]["mode"] == ("resize" if stage == 1 else "tile")
+    assert info["stage"] == (2 if stage == "cascade" else stage)
+    assert info["input"]["mode"] == ("resize" if stage == 1 else "tile")
+    assert (info["input"]["prior"] is not None) == (stage == "cascade")
     cfg_path = write_yaml(tmp_path / "eval.yaml", {
         "checkpoint": str(ckpt), "data_root": str(phantom_root), "backend": "eager", "device": "cpu",
         "precision": "fp32", "batch_size_eval": info["validation"]["batch_size"], "output_dir": str(tmp_path / "out"),

@@ -83,12 +83,13 @@ class RunRecord:
                 "config": self.config, "data_fingerprint": self.data_fingerprint, "validation": self.validation}
 
 
-def save_models(model: nn.Module, output_dir: Path, info: dict[str, Any], best: bool) -> None:
-    """Write ``last/`` and, when ``best``, ``best/`` atomically, each with its model card ``README.md`` (main
-    process only)."""
-    save_checkpoint(model, Path(output_dir) / "last", info, readme=card_for_folder)
+def save_models(model: nn.Module, output_dir: Path, info: dict[str, Any], best: bool,
+                prior: Path | None = None) -> None:
+    """Write ``last/`` and, when ``best``, ``best/`` atomically, each with its model card ``README.md`` (and a
+    cascade's stage-1 checkpoint ``prior`` copied in; main process only)."""
+    save_checkpoint(model, Path(output_dir) / "last", info, readme=card_for_folder, prior=prior)
     if best:
-        save_checkpoint(model, Path(output_dir) / "best", info, readme=card_for_folder)
+        save_checkpoint(model, Path(output_dir) / "best", info, readme=card_for_folder, prior=prior)
 
 
 def save_state(accelerator: Accelerator, output_dir: Path) -> Path:

@@ -86,6 +86,7 @@ class TrainConfig:
     val: ValConfig = field(default_factory=ValConfig)
     early_stopping_patience: int | None = None
     ckpt: Path | None = None
+    cascade: bool = False
     resume: bool = False
     accelerate_config: Path | None = None
     logging: LoggingConfig = field(default_factory=LoggingConfig)
@@ -113,6 +114,8 @@ class TrainConfig:
             raise FieldError("max_train_steps_per_epoch", f"must be >= 1 or null, got {self.max_train_steps_per_epoch}")
         if self.stage == 2 and self.ckpt is None:
             raise FieldError("ckpt", "stage 2 starts from stage 1's best checkpoint; set ckpt: runs/<stage-1 run>/best")
+        if self.cascade and self.stage != 2:
+            raise FieldError("cascade", "a cascade is a stage-2 recipe (stage 2 sees stage 1's probabilities)")
 
 
 def check_paths(cfg: TrainConfig, file: str | Path) -> None:
@@ -126,6 +129,8 @@ def check_paths(cfg: TrainConfig, file: str | Path) -> None:
         problem = checkpoint_problem(Path(cfg.ckpt), cfg.model)
         if problem:
             raise ConfigError(file, "ckpt", problem)
+        if cfg.cascade and read_info(cfg.ckpt).get("input", {}).get("mode") != "resize":
+            raise ConfigError(file, "cascade", f"{cfg.ckpt} is not a stage-1 (whole-image) checkpoint")
 
 
 def checkpoint_problem(folder: Path, model: ModelConfig) -> str | None:
@@ -154,13 +159,15 @@ def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainC
     return load_config(path, TrainConfig, overrides=overrides)
 
 
-def input_spec(cfg: TrainConfig) -> InputSpec:
+def input_spec(cfg: TrainConfig, prior: InputSpec | None = None) -> InputSpec:
     """How this stage's model sees images; stored in every checkpoint and used by validation.
 
     Stage 1: the whole image resized to ``data.image_size``. Stage 2: native-resolution tiles of
-    ``data.crop_size`` with ``val.overlap``.
+    ``data.crop_size`` with ``val.overlap``; a cascade's stage 2 also sees its stage 1 as that one was trained
+    (``prior``, the stage-1 checkpoint's input spec).
     """
     if cfg.stage == 1:
         size = cfg.data.image_size
         return InputSpec(mode="resize", image_size=size, tile_size=size, overlap=cfg.val.overlap)
-    return InputSpec(mode="tile", image_size=cfg.data.crop_size, tile_size=cfg.data.crop_size, overlap=cfg.val.overlap)
+    return InputSpec(mode="tile", image_size=cfg.data.crop_size, tile_size=cfg.data.crop_size, overlap=cfg.val.overlap,
+                     prior=prior if cfg.cascade else None)

@@ -19,11 +19,13 @@ from __future__ import annotations
 from typing import NamedTuple, Sequence
 
 import albumentations as A
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from handseg.cache import ImageCache
+from handseg.classes import NUM_CLASSES
 from handseg.data_config import LabelFormat
 from handseg.model_io import IMAGENET_MEAN, IMAGENET_STD, to_pixel_values
 from handseg.transforms import apply_transforms
@@ -142,38 +144,85 @@ class CropDataset(_CachedDataset):
     def __len__(self) -> int:
         return len(self.indices) * self.crops_per_image
 
-    def _bone_pixel(self, k: int, cls: int, rng: np.random.Generator) -> tuple[int, int]:
-        """A pixel drawn uniformly from class ``cls`` of cache image ``k`` (searched within its bounding box)."""
-        y0, x0, y1, x1 = (int(v) for v in self.cache.boxes[k, cls])
-        region = self.cache.mask(k)[y0:y1, x0:x1]
-        hits = np.flatnonzero((region >> np.uint32(cls)) & np.uint32(1))
-        j = int(hits[rng.integers(hits.size)])
-        return y0 + j // (x1 - x0), x0 + j % (x1 - x0)
-
     def crop_window(self, i: int, rng: np.random.Generator | None = None) -> CropWindow:
         """The crop of item ``i`` in the current epoch (draws from ``rng``, by default the item's own)."""
         rng = item_rng(self.seed, self.epoch, i) if rng is None else rng
         k = self.indices[i // self.crops_per_image]
-        h, w = self.cache.size(k)
-        c = self.crop_size
         present = np.flatnonzero(self.cache.areas[k] > 0)
-        if present.size and rng.random() < self.bone_fraction:
-            cls = int(present[rng.integers(present.size)])
-            cy, cx = self._bone_pixel(k, cls, rng)
-            y0 = min(max(cy - c // 2, 0), max(h - c, 0))
-            x0 = min(max(cx - c // 2, 0), max(w - c, 0))
-            return CropWindow(k, y0, x0, cls)
-        y0 = int(rng.integers(0, max(h - c, 0) + 1))
-        x0 = int(rng.integers(0, max(w - c, 0) + 1))
-        return CropWindow(k, y0, x0, -1)
+
+        def pixel(cls: int) -> tuple[int, int]:  # searched within the class's bounding box
+            y0, x0, y1, x1 = (int(v) for v in self.cache.boxes[k, cls])
+            cy, cx = bone_pixel(self.cache.mask(k)[y0:y1, x0:x1], cls, rng)
+            return y0 + cy, x0 + cx
+
+        y0, x0, cls = place_crop(self.cache.size(k), self.crop_size, present, pixel, rng, self.bone_fraction)
+        return CropWindow(k, y0, x0, cls)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         rng = item_rng(self.seed, self.epoch, i)
         win = self.crop_window(i, rng)
-        c = self.crop_size
-        image = self.cache.image(win.index)[win.y0 : win.y0 + c, win.x0 : win.x0 + c]
-        packed = self.cache.mask(win.index)[win.y0 : win.y0 + c, win.x0 : win.x0 + c]
-        if image.shape != (c, c):  # image smaller than the crop
-            image = np.pad(image, ((0, c - image.shape[0]), (0, c - image.shape[1])))
-            packed = np.pad(packed, ((0, c - packed.shape[0]), (0, c - packed.shape[1])))
+        image, packed = cut(self.cache.image(win.index), self.cache.mask(win.index), win.y0, win.x0, self.crop_size)
         return self._finish(image, packed, rng)
+
+
+class CascadeCropDataset(CropDataset):
+    """Stage 2 of a cascade: the whole native image is augmented first, so that stage 1 (the prior) sees exactly
+    the image the crop is cut from; the crop is then placed on the augmented masks (as :class:`CropDataset`
+    places it). Besides ``pixel_values`` and ``labels`` of the crop, returns ``prior_pixel_values`` (3, S, S)
+    float32, the augmented image resized to the prior's side S as inference resizes it, and ``window`` (4,)
+    float32 = (y0, x0, H, W), where the crop lies in the H x W image.
+    """
+
+    def __init__(self, cache: ImageCache, crop_size: int, prior_size: int, indices: Sequence[int] | None = None,
+                 crops_per_image: int = 1, bone_fraction: float = 0.9, transform: A.Compose | None = None,
+                 seed: int = 0, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 label_dtype: LabelFormat | torch.dtype = "packed"):
+        super().__init__(cache, crop_size, indices, crops_per_image, bone_fraction, transform, seed, mean, std,
+                         label_dtype)
+        self.prior_size = int(prior_size)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        rng = item_rng(self.seed, self.epoch, i)
+        k = self.indices[i // self.crops_per_image]
+        image, packed = apply_transforms(self.transform, self.cache.image(k), self.cache.mask(k),
+                                         seed=int(rng.integers(0, 2**31 - 1)))
+        bits = int(np.bitwise_or.reduce(packed, axis=None))
+        present = np.array([c for c in range(NUM_CLASSES) if bits >> c & 1], dtype=np.int64)
+        y0, x0, _ = place_crop(image.shape, self.crop_size, present, lambda c: bone_pixel(packed, c, rng), rng,
+                               self.bone_fraction)
+        crop, labels = cut(image, packed, y0, x0, self.crop_size)
+        small = cv2.resize(image, (self.prior_size, self.prior_size), interpolation=cv2.INTER_AREA)
+        return {"pixel_values": to_pixel_values(crop, self.mean, self.std),
+                "labels": to_labels(labels, self.label_dtype),
+                "prior_pixel_values": to_pixel_values(small, self.mean, self.std),
+                "window": torch.tensor([y0, x0, *image.shape], dtype=torch.float32)}
+
+
+def bone_pixel(packed: np.ndarray, cls: int, rng: np.random.Generator) -> tuple[int, int]:
+    """A pixel (y, x) drawn uniformly from class ``cls`` of (h, w) uint32 bit-packed masks (the class is present)."""
+    hits = np.flatnonzero((packed >> np.uint32(cls)) & np.uint32(1))
+    j = int(hits[rng.integers(hits.size)])
+    return j // packed.shape[1], j % packed.shape[1]
+
+
+def place_crop(hw: tuple[int, int], crop: int, present: np.ndarray, pixel, rng: np.random.Generator,
+               bone_fraction: float) -> tuple[int, int, int]:
+    """(y0, x0, class) of a ``crop`` square in an ``hw`` image: with probability ``bone_fraction`` centred on a
+    pixel of a class drawn uniformly from ``present`` (``pixel(class)`` draws it; the crop is shifted inside the
+    image, the pixel stays inside), otherwise placed uniformly (class -1)."""
+    h, w = int(hw[0]), int(hw[1])
+    if present.size and rng.random() < bone_fraction:
+        cls = int(present[rng.integers(present.size)])
+        cy, cx = pixel(cls)
+        return min(max(cy - crop // 2, 0), max(h - crop, 0)), min(max(cx - crop // 2, 0), max(w - crop, 0)), cls
+    return int(rng.integers(0, max(h - crop, 0) + 1)), int(rng.integers(0, max(w - crop, 0) + 1)), -1
+
+
+def cut(image: np.ndarray, packed: np.ndarray, y0: int, x0: int, crop: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``crop`` square at (y0, x0) of an image and its packed masks, zero-padded at the bottom/right where the
+    image is smaller than the crop."""
+    image, packed = image[y0:y0 + crop, x0:x0 + crop], packed[y0:y0 + crop, x0:x0 + crop]
+    if image.shape != (crop, crop):
+        pad = ((0, crop - image.shape[0]), (0, crop - image.shape[1]))
+        image, packed = np.pad(image, pad), np.pad(packed, pad)
+    return image, packed

@@ -21,7 +21,7 @@ from handseg.data_config import DataConfig
 from handseg.dataset_index import Sample
 from handseg.model_io import IMAGENET_MEAN, IMAGENET_STD
 from handseg.transforms import build_transforms
-from trainer.datasets import CropDataset, WholeImageDataset
+from trainer.datasets import CascadeCropDataset, CropDataset, WholeImageDataset
 
 
 class EpochRandomSampler(RandomSampler):
@@ -68,11 +68,13 @@ def build_dataset(
     std: Sequence[float] = IMAGENET_STD,
     augment: bool = True,
     progress: bool = True,
+    prior_size: int | None = None,
 ) -> WholeImageDataset | CropDataset:
     """The stage's dataset over ``samples``, building (or opening) its cache.
 
     ``cache_samples`` (default ``samples``): what the cache holds, e.g. the whole split, so that every fold
-    shares one cache. Stage 1 caches at ``image_size``; stage 2 at native resolution. In a multi-process run
+    shares one cache. Stage 1 caches at ``image_size``; stage 2 at native resolution; ``prior_size``: the stage 2 of
+    a cascade, whose items also carry the augmented image at its stage 1's input side. In a multi-process run
     every process may call this: the first builds the cache under a file lock and the others open it; pass
     ``progress=accelerator.is_main_process``.
     """
@@ -84,6 +86,9 @@ def build_dataset(
     seed = cfg.seed if seed is None else seed
     if stage == 1:
         return WholeImageDataset(cache, indices, transform, seed, mean, std, cfg.label_dtype)
+    if stage == 2 and prior_size is not None:
+        return CascadeCropDataset(cache, cfg.crop_size, prior_size, indices, cfg.crops_per_image, cfg.bone_fraction,
+                                  transform, seed, mean, std, cfg.label_dtype)
     if stage == 2:
         return CropDataset(
             cache, cfg.crop_size, indices, cfg.crops_per_image, cfg.bone_fraction, transform, seed, mean, std,

@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 from handseg.engine import eager_engine
 from handseg.errors import HandSegError
 from handseg.inference import InferenceSettings
-from handseg.models import forward_train
+from handseg.model_io import logits_over_windows
+from handseg.models import forward_logits, forward_train
 from handseg.scoring import ScoreResult, score_sharded
 from trainer.checkpointing import TrainProgress
 from trainer.ema import EMA
@@ -42,15 +43,40 @@ class NonFiniteLossError(HandSegError):
 
 
 class TrainModule(nn.Module):
-    """``forward(pixel_values) -> (logits, aux_logits | None)`` around the Hugging Face model, so that
-    UperNet's auxiliary head (run outside the HF forward) still goes through DDP's forward."""
+    """``forward(pixel_values, ...) -> (logits, aux_logits | None)`` around the Hugging Face model, so that
+    UperNet's auxiliary head (run outside the HF forward) still goes through DDP's forward.
 
-    def __init__(self, model: nn.Module):
+    A cascade's stage 2 also holds its stage 1 (``prior``, frozen, always in eval mode) and takes
+    ``prior_pixel_values`` (B, 3, S, S) and ``window`` (B, 4) (see :class:`trainer.datasets.CascadeCropDataset`):
+    stage 1's probabilities over each crop are 29 more input channels, and stage 1's logits are added to the
+    output, which is how inference combines them."""
+
+    def __init__(self, model: nn.Module, prior: nn.Module | None = None):
         super().__init__()
         self.model = model
+        self.prior = prior
+        if prior is not None:
+            prior.requires_grad_(False)
 
-    def forward(self, pixel_values: torch.Tensor):
-        return forward_train(self.model, pixel_values)
+    def train(self, mode: bool = True) -> "TrainModule":
+        super().train(mode)
+        if self.prior is not None:
+            self.prior.eval()
+        return self
+
+    def forward(self, pixel_values: torch.Tensor, prior_pixel_values: torch.Tensor | None = None,
+                window: torch.Tensor | None = None):
+        if self.prior is None:
+            return forward_train(self.model, pixel_values)
+        crop = pixel_values.shape[-1]
+        with torch.no_grad():
+            prior = forward_logits(self.prior, prior_pixel_values)
+            over_crop = logits_over_windows(prior, window, crop, crop)
+        logits, aux = forward_train(self.model, torch.cat([pixel_values, torch.sigmoid(over_crop)], dim=1))
+        logits = logits + logits_over_windows(prior, window, crop, logits.shape[-1])
+        if aux is not None:
+            aux = aux + logits_over_windows(prior, window, crop, aux.shape[-1])
+        return logits, aux
 
 
 @dataclass
@@ -67,6 +93,10 @@ class TrainState:
     def network(self, accelerator: Accelerator) -> nn.Module:
         """The Hugging Face model that is validated and saved: the EMA copy when enabled, else the live one."""
         return self.ema.module if self.ema is not None else accelerator.unwrap_model(self.model).model
+
+    def prior(self, accelerator: Accelerator) -> nn.Module | None:
+        """A cascade's stage 1 (frozen), else None."""
+        return accelerator.unwrap_model(self.model).prior
 
 
 @dataclass
@@ -163,7 +193,7 @@ def _train_batches(accelerator: Accelerator, state: TrainState, loader, *, epoch
     stopped = False
     for batch in ([] if progress.batch_in_epoch >= plan.batches else loader):
         with accelerator.accumulate(model):
-            logits, aux = model(batch["pixel_values"])
+            logits, aux = model(**{k: v for k, v in batch.items() if k != "labels"})
             labels = labels_to_float(batch["labels"])  # packed (B, h, w) int32 -> (B, 29, h, w), on the device
             loss, parts = loss_fn(logits, labels, aux)
             bad, stopped = agree(accelerator, not bool(torch.isfinite(loss.detach())), stop.signum is not None)
@@ -199,11 +229,12 @@ def _train_batches(accelerator: Accelerator, state: TrainState, loader, *, epoch
 
 
 def validate(accelerator: Accelerator, model: nn.Module, samples: list, settings: InferenceSettings,
-             threshold: float) -> ScoreResult | None:
-    """Score ``model`` (the unwrapped Hugging Face model, every process) on ``samples`` in float32 eager mode,
-    like the evaluator's reference engine; the gathered result on the main process, None elsewhere."""
+             threshold: float, prior: nn.Module | None = None) -> ScoreResult | None:
+    """Score ``model`` (the unwrapped Hugging Face model, every process; with a cascade's ``prior``) on ``samples``
+    in float32 eager mode, like the evaluator's reference engine; the gathered result on the main process, None
+    elsewhere."""
     was_training = model.training
-    engine = eager_engine(model, "fp32", accelerator.device)
+    engine = eager_engine(model, "fp32", accelerator.device, prior=prior)
     result = score_sharded(engine, samples, settings, accelerator.device, threshold, accelerator)
     model.train(was_training)
     if not accelerator.is_main_process:

@@ -22,13 +22,13 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, gather_object, set_seed
 
 from handseg.cache import data_fingerprint
-from handseg.checkpoint import load_checkpoint
+from handseg.checkpoint import LoadedCheckpoint, load_checkpoint
 from handseg.config_schema import to_dict
 from handseg.dataset_index import DataSplit, load_split
 from handseg.errors import ConfigError, HandSegError, cli_main
 from handseg.inference import InferenceSettings
 from handseg.metrics import format_dice_table
-from handseg.models import build_model, count_parameters
+from handseg.models import ModelConfig, build_model, cascade_refiner, count_parameters
 from trainer import checkpointing
 from trainer.config import TrainConfig, check_paths, input_spec, load_train_config
 from trainer.ema import EMA
@@ -71,11 +71,25 @@ def flat_hparams(data: dict, prefix: str = "") -> dict:
     return out
 
 
-def build_network(cfg: TrainConfig) -> torch.nn.Module:
-    """Random init (or ``model.pretrained``), or the weights of ``ckpt`` (stage 2: stage 1's best)."""
+@dataclass
+class Network:
+    """The network a stage trains, its config (what checkpoints record), and a cascade's frozen stage 1."""
+
+    model: torch.nn.Module
+    config: ModelConfig
+    prior: LoadedCheckpoint | None = None
+
+
+def build_network(cfg: TrainConfig) -> Network:
+    """Random init (or ``model.pretrained``); stage 2: the weights of ``ckpt`` (stage 1's best); a cascade's stage 2:
+    a refiner built from stage 1 (:func:`handseg.models.cascade_refiner`), with stage 1 kept as its prior."""
     if cfg.ckpt is None:
-        return build_model(cfg.model)
-    return load_checkpoint(cfg.ckpt, arch=cfg.model.arch).model.train()
+        return Network(build_model(cfg.model), cfg.model)
+    stage1 = load_checkpoint(cfg.ckpt, arch=cfg.model.arch)
+    if not cfg.cascade:
+        return Network(stage1.model.train(), cfg.model)
+    refiner, refiner_cfg = cascade_refiner(stage1.model, stage1.model_cfg)
+    return Network(refiner.train(), refiner_cfg, prior=stage1)
 
 
 @dataclass
@@ -92,11 +106,11 @@ class Validation:
         return (epoch + 1) % self.every == 0 or epoch + 1 == epochs
 
 
-def build_validation(cfg: TrainConfig, split: DataSplit, dryrun: bool, processes: int) -> Validation:
+def build_validation(cfg: TrainConfig, spec, split: DataSplit, dryrun: bool, processes: int) -> Validation:
     samples = split.val[: cfg.val.max_images] if cfg.val.max_images else list(split.val)
     if dryrun:
         samples = samples[: max(cfg.dryrun_steps, processes)]
-    settings = InferenceSettings(input=input_spec(cfg), batch_size=cfg.val.batch_size, blend=cfg.val.blend)
+    settings = InferenceSettings(input=spec, batch_size=cfg.val.batch_size, blend=cfg.val.blend)
     return Validation(samples=samples, settings=settings, threshold=cfg.val.threshold, every=cfg.val_every)
 
 
@@ -114,11 +128,13 @@ def build_state(cfg: TrainConfig, accelerator: Accelerator, model, optimizer, pl
 
 def save_epoch(cfg: TrainConfig, accelerator: Accelerator, state: TrainState, record: checkpointing.RunRecord,
                result, best: bool) -> None:
-    """``last/`` (and ``best/``), the validation report and the resumable state after an epoch."""
+    """``last/`` (and ``best/``; a cascade's with its stage 1 as ``prior/``), the validation report and the
+    resumable state after an epoch."""
     if accelerator.is_main_process:
         summary = result.summary() if result is not None else None
         info = record.info(state.progress, summary.per_class if summary else None, summary.mean if summary else None)
-        checkpointing.save_models(state.network(accelerator), cfg.run_dir, info, best)
+        checkpointing.save_models(state.network(accelerator), cfg.run_dir, info, best,
+                                  prior=cfg.ckpt if cfg.cascade else None)
         if result is not None:
             checkpointing.write_validation(cfg.run_dir, state.progress.epoch, result)
     accelerator.wait_for_everyone()
@@ -155,10 +171,11 @@ def plan_epochs(cfg: TrainConfig, loader_len: int, dryrun: bool) -> EpochPlan:
     return EpochPlan(batches=batches, epochs=cfg.epochs, grad_accum_steps=cfg.grad_accum_steps)
 
 
-def build_record(cfg: TrainConfig, split: DataSplit, validation: Validation) -> checkpointing.RunRecord:
+def build_record(cfg: TrainConfig, network: Network, split: DataSplit,
+                 validation: Validation) -> checkpointing.RunRecord:
     settings = validation.settings
     return checkpointing.RunRecord(
-        config=to_dict(cfg), model=to_dict(cfg.model), input=to_dict(settings.input), stage=cfg.stage,
+        config=to_dict(cfg), model=to_dict(network.config), input=settings.input.to_dict(), stage=cfg.stage,
         data_fingerprint=data_fingerprint(split.samples),
         validation={"threshold": validation.threshold, "batch_size": settings.batch_size, "blend": settings.blend,
                     "n_images": len(validation.samples)})
@@ -190,18 +207,20 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(args.cfg_path, "resume", f"no saved state in {cfg.run_dir / checkpointing.STATE_DIR}")
     accelerator = build_accelerator(cfg, trackers)
     set_seed(cfg.seed)
-    spec = input_spec(cfg)
+    network = build_network(cfg)
+    spec = input_spec(cfg, network.prior.spec if network.prior else None)
 
     # Data: the training fold as a loader (the main process builds the cache first), the validation fold as samples.
     split = load_split(cfg.data, args.cfg_path)
     with accelerator.main_process_first():
         dataset = build_dataset(cfg.data, split.train, cfg.stage, cache_samples=split.samples, mean=spec.mean,
-                                std=spec.std, progress=accelerator.is_main_process)
+                                std=spec.std, progress=accelerator.is_main_process,
+                                prior_size=spec.prior.image_size if spec.prior else None)
     loader = build_train_loader(cfg.data, dataset)
-    validation = build_validation(cfg, split, args.dryrun, accelerator.num_processes)
+    validation = build_validation(cfg, spec, split, args.dryrun, accelerator.num_processes)
 
     # Model, optimiser and loss; prepare; then schedule, EMA and progress; resume.
-    model = TrainModule(build_network(cfg))
+    model = TrainModule(network.model, network.prior.model if network.prior else None)
     optimizer = build_optimizer(model, cfg.optim)
     loss_fn = SegLoss(cfg.loss, aux_weight=cfg.model.aux_loss_weight)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
@@ -211,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpointing.load_state(accelerator, cfg.run_dir)
         accelerator.print(f"resumed from {cfg.run_dir / checkpointing.STATE_DIR}: epoch {state.progress.epoch}, "
                           f"step {state.progress.step}")
-    record = build_record(cfg, split, validation)
+    record = build_record(cfg, network, split, validation)
     if accelerator.is_main_process and not args.dryrun:
         checkpointing.write_config(cfg.run_dir, record.config)
     announce(cfg, accelerator, model, split, validation, plan, args.dryrun)
@@ -224,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             result, best = None, False
             if validation.due(epoch, plan.epochs):
                 result = validate(accelerator, state.network(accelerator), validation.samples, validation.settings,
-                                  validation.threshold)
+                                  validation.threshold, state.prior(accelerator))
                 best = state.progress.record_validation(broadcast_mean(accelerator, result))
                 state.schedule.on_validation(state.progress.last_dice)
                 report_validation(accelerator, state, validation, result)

@@ -98,3 +98,21 @@ def aoti_engine(eval_yaml):
 
     cfg = load_eval_config(eval_yaml)
     return build_engine(cfg, load_eval_checkpoint(cfg), synthetic_xray(), backend="aot_inductor")
+
+
+def make_cascade(folder: Path, seed: int = 0) -> Path:
+    """A cascade checkpoint as training writes it: a stage-2 refiner on 64 px tiles with its stage 1 (128 px whole
+    images) in ``prior/``; the refiner's output nudged off zero so that both parts matter."""
+    import torch
+
+    from handseg.checkpoint import load_checkpoint, save_checkpoint
+    from handseg.model_io import InputSpec
+    from handseg.models import cascade_refiner
+
+    stage1 = load_checkpoint(make_checkpoint(folder.parent / f"{folder.name}_stage1", seed=seed, mode="resize"))
+    refiner, cfg = cascade_refiner(stage1.model, stage1.model_cfg)
+    with torch.no_grad():
+        refiner.decode_head.classifier.weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(seed))
+    spec = InputSpec(mode="tile", image_size=TILE, tile_size=TILE, overlap=0.25, prior=stage1.spec)
+    info = {**stage1.info, "model": cfg, "input": spec, "stage": 2}
+    return save_checkpoint(refiner, folder, info, prior=stage1.folder)

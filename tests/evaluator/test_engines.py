@@ -108,3 +108,29 @@ def test_manifest_records_provenance(aoti_engine, tiny_ckpt):
     assert manifest["classes"] == list(CLASSES)
     assert manifest["precision"] == "fp32" and manifest["versions"]["torch"] == torch.__version__
     assert len(manifest["agreement_vs_eager_fp32"]["mask_dice_per_class"]) == 29
+
+
+def test_cascade_compiles_both_parts_and_refuses_a_stale_prior(tmp_path):
+    """A cascade checkpoint compiles to two AOTInductor engines (stage 2 on (2, 32, 64, 64) tiles, stage 1 on
+    (1, 3, 128, 128)) that agree with eager through the whole inference path; a retrained stage 1 inside the
+    checkpoint makes the pair stale."""
+    import shutil
+
+    from evaluator.build_engine import build_engine
+    from handseg.checkpoint import PRIOR_DIR
+
+    from .conftest import make_cascade, make_checkpoint, write_eval_yaml
+
+    ckpt_dir = make_cascade(tmp_path / "run" / "best")
+    cfg = load_eval_config(write_eval_yaml(tmp_path / "eval.yaml", ckpt_dir, tmp_path / "engines", tmp_path / "out"))
+    ckpt = load_eval_checkpoint(cfg)
+    path, manifest = build_engine(cfg, ckpt, synthetic_xray(), backend="aot_inductor")
+    assert manifest["input_shape"] == [2, 32, TILE, TILE] and manifest["prior"]["engine"].endswith("_b1_t128.pt2")
+    assert manifest["agreement_vs_eager_fp32"]["mask_dice_min"] >= 0.999
+    engine = load_engine(cfg, ckpt)
+    assert engine.prior is not None and engine.prior.side == 128 and engine.side == TILE
+    # Stage 1 retrained (other weights) inside the checkpoint: its engine no longer matches.
+    other = make_checkpoint(tmp_path / "other" / "best", seed=3, mode="resize")
+    shutil.copy(other / "model.safetensors", ckpt_dir / PRIOR_DIR / "model.safetensors")
+    with pytest.raises(StaleEngineError, match="stale engine"):
+        load_engine(cfg, load_eval_checkpoint(cfg))

@@ -236,3 +236,51 @@ def test_postprocessing_is_applied_to_the_masks(engines):
     dense = plain.to_dense().numpy()
     for c in range(NUM_CLASSES):
         np.testing.assert_array_equal(kept[c], largest_component(dense[c]))
+
+
+@pytest.fixture(scope="module")
+def cascade():
+    """A cascade: a stage-1 model at 128 px whole images and a stage-2 refiner built from it (then nudged off its
+    zero start, so the two parts both matter), as engines."""
+    from handseg.models import ModelConfig, cascade_refiner
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="segformer", preset="test", prior_prob=None)
+    stage1 = build_model(cfg).eval()
+    with torch.no_grad():
+        stage1.decode_head.classifier.bias.copy_(torch.linspace(-3, 3, NUM_CLASSES))
+    refiner, _ = cascade_refiner(stage1, cfg)
+    spec1 = InputSpec(mode="resize", image_size=128, tile_size=128)
+    spec2 = InputSpec(mode="tile", image_size=TILE, tile_size=TILE, overlap=0.25, prior=spec1)
+    return stage1, refiner.eval(), spec1, spec2
+
+
+def test_a_cascade_at_its_start_predicts_what_stage1_predicts(cascade):
+    from handseg.engine import eager_engine
+
+    stage1, refiner, spec1, spec2 = cascade
+    image = _image(200, 176)
+    first = predict_probs(eager_engine(stage1), image, InferenceSettings(input=spec1))
+    both = predict_probs(eager_engine(refiner, prior=stage1), image, InferenceSettings(input=spec2))
+    torch.testing.assert_close(both, first, rtol=0, atol=2e-6)  # the tiles' blend of equal values, up to rounding
+    assert float(first.std()) > 0.1
+
+
+@pytest.mark.parametrize("flip_tta", [False, True])
+def test_cascade_masks_in_boxes_equal_the_thresholded_full_map(cascade, flip_tta):
+    from handseg.engine import eager_engine
+    from handseg.inference import predict_masks
+
+    stage1, refiner, spec1, spec2 = cascade
+    nudged = type(refiner)(refiner.config).eval()
+    nudged.load_state_dict(refiner.state_dict())
+    with torch.no_grad():  # a trained refiner's output is not zero
+        nudged.decode_head.classifier.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+    engine = eager_engine(nudged, prior=stage1)
+    for hw in [(200, 176), (100, 90)]:  # the second is smaller than a tile: padded, the prior outside is -20
+        image = _image(*hw)
+        settings = InferenceSettings(input=spec2, batch_size=3, flip_tta=flip_tta)
+        probs = predict_probs(engine, image, settings)
+        masks = predict_masks(engine, image, settings, 0.5)
+        expected = threshold_probs(probs, 0.5)
+        assert torch.equal(masks.to_dense(), expected) and 0 < int(expected.sum()) < expected.numel()

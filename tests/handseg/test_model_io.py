@@ -47,3 +47,27 @@ def test_input_spec_round_trip_and_checks():
     with pytest.raises(FieldError) as err:
         InputSpec.from_dict({**spec.to_dict(), "overlap": 1.0})
     assert err.value.key == "overlap"
+
+
+def test_logits_over_windows_is_the_upsampled_crop():
+    """Sampling the whole-image logits over a crop equals upsampling them to the image and cropping (to float
+    rounding), at full crop resolution and on a coarser grid of cell centres."""
+    from handseg.model_io import logits_over_windows
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 29, 24, 24, generator=g)
+    windows = torch.tensor([[10, 30, 96, 96], [50, 0, 96, 96]])
+    full = upsample_logits(logits, (96, 96))
+    got = logits_over_windows(logits, windows, crop=32, out=32)
+    for b, (y0, x0, _, _) in enumerate(windows.tolist()):
+        torch.testing.assert_close(got[b], full[b, :, y0:y0 + 32, x0:x0 + 32], rtol=0, atol=1e-5)
+    coarse = logits_over_windows(logits, windows, crop=32, out=8)  # cell j's centre: native y0 + 4j + 1.5
+    for b, (y0, x0, size, _) in enumerate(windows.tolist()):
+        src = lambda start: ((start + 4 * torch.arange(8) + 1.5 + 0.5) * 24 / size - 0.5).clamp(0, 23)  # noqa: E731
+        sy, sx = src(y0), src(x0)
+        iy, ix = sy.floor().long().clamp(max=22), sx.floor().long().clamp(max=22)
+        fy, fx = (sy - iy)[:, None], (sx - ix)[None, :]
+        g = logits[b]
+        expected = ((1 - fy) * (1 - fx) * g[:, iy][:, :, ix] + (1 - fy) * fx * g[:, iy][:, :, ix + 1]
+                    + fy * (1 - fx) * g[:, iy + 1][:, :, ix] + fy * fx * g[:, iy + 1][:, :, ix + 1])
+        torch.testing.assert_close(coarse[b], expected, rtol=0, atol=1e-5)

@@ -100,6 +100,26 @@ def test_stage2_starts_from_stage1_best(stage1, phantom_root, work):
     assert max((before[k] - after[k]).abs().max().item() for k in params) < 1e-6
 
 
+def test_cascade_stage2_starts_at_stage1_and_carries_it(stage1, phantom_root, work):
+    """A cascade's stage 2 adds its output to stage 1's logits and starts at zero: with a negligible learning rate
+    its validation (native tiles, stage 1 as the prior) gives stage 1's Dice. Its checkpoints carry stage 1."""
+    out = work / "cascade"
+    raw = tiny_config(phantom_root, out, stage=2, ckpt=str(stage1 / "best"), cascade=True, epochs=1,
+                      max_train_steps_per_epoch=2, optim={"lr": 1e-9})
+    proc = run_train(write_yaml(work / "cascade.yaml", raw))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = _info(out / "best")
+    assert info["prior"] == "prior" and info["input"]["mode"] == "tile"
+    assert info["input"]["prior"] == _info(stage1 / "best")["input"]
+    assert info["model"]["overrides"] == {"num_channels": 32}
+    copied = (out / "best" / "prior" / "model.safetensors").read_bytes()
+    assert copied == (stage1 / "best" / "model.safetensors").read_bytes()
+    assert info["mean_dice"] == pytest.approx(_info(stage1 / "best")["mean_dice"], abs=2e-3)
+    bad = tiny_config(phantom_root, work / "cascade_bad", stage=1, cascade=True)
+    proc = run_train(write_yaml(work / "cascade_bad.yaml", bad))
+    assert proc.returncode == 2 and "cascade" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_stage2_checkpoint_errors_come_before_training(stage1, phantom_root, work):
     out = work / "stage2_bad"
     missing = tiny_config(phantom_root, out, stage=2, ckpt=str(work / "nope" / "best"))
