@@ -3,7 +3,9 @@
 For each validation image the (averaged) probabilities of every class are binned into ``bins`` equal bins; the
 per-bin counts of all pixels and of ground-truth pixels give, for every candidate threshold k/bins, the exact
 intersection and predicted area, hence the exact per-image Dice. Memory stays at one image's probabilities plus
-(images x 29 x bins) counts, whatever the resolution. ``scripts/tune_thresholds.py`` is the command.
+(images x 29 x bins) counts, whatever the resolution. A second pass chooses the post-processing per class
+(:mod:`handseg.postprocess`: largest component, hole filling) on the masks at the tuned thresholds, kept only
+where it raises validation Dice. ``scripts/tune_thresholds.py`` is the command; its file holds both.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from tqdm.auto import tqdm
 from evaluator.config import EvalConfig
 from evaluator.engines import eval_settings, load_engine, load_eval_checkpoint
 from handseg.checkpoint import LoadedCheckpoint
+from handseg.class_masks import ClassMasks
 from handseg.classes import CLASSES
 from handseg.engine import Engine
 from handseg.image_io import read_image
-from handseg.inference import InferenceSettings, predict_probs
+from handseg.inference import InferenceSettings, predict_probs, threshold_probs
 from handseg.metrics import DICE_EPS
-from handseg.scoring import ground_truth
+from handseg.postprocess import OPTIONS, choose, option_counts
+from handseg.scoring import ground_truth, ground_truth_masks
 
 
 def histograms(probs: torch.Tensor, gt: torch.Tensor, bins: int) -> np.ndarray:
@@ -79,34 +83,51 @@ def voters(cfg: EvalConfig, checkpoints: list[str], backend: str | None,
     return out
 
 
+def voted_probs(sample, members, device: str) -> tuple[torch.Tensor, np.ndarray]:
+    """One image's soft-voted probabilities (29, H, W) (mean over the members) and the image."""
+    image = read_image(sample.image_path)
+    probs = None
+    with torch.inference_mode():
+        for engine, settings, _ckpt in members:
+            p = predict_probs(engine, image, settings, device=device)
+            probs = p if probs is None else probs.add_(p)
+        probs.div_(len(members))
+    return probs, image
+
+
 def collect(samples, members, device: str, bins: int, progress: bool = True) -> np.ndarray:
     """(N, 29, 2, bins) histograms of the soft-voted probabilities of every validation image."""
     hists = []
-    for sample in tqdm(samples, desc="tune", disable=not progress):
-        with torch.inference_mode():
-            hists.append(_image_hist(sample, members, device, bins))
+    for sample in tqdm(samples, desc="tune thresholds", disable=not progress):
+        probs, image = voted_probs(sample, members, device)
+        hists.append(histograms(probs, torch.from_numpy(ground_truth(sample, image.shape)).to(probs.device), bins))
     return np.stack(hists)
 
 
-def _image_hist(sample, members, device: str, bins: int) -> np.ndarray:
-    """(29, 2, bins) histograms of one image's soft-voted probabilities (mean over the members)."""
-    image = read_image(sample.image_path)
-    probs = None
-    for engine, settings, _ckpt in members:
-        p = predict_probs(engine, image, settings, device=device)
-        probs = p if probs is None else probs.add_(p)
-    probs.div_(len(members))
-    gt = torch.from_numpy(ground_truth(sample, image.shape)).to(probs.device)
-    return histograms(probs, gt, bins)
+def choose_postprocess(samples, members, device: str, thresholds, progress: bool = True):
+    """The per-class post-processing (:func:`handseg.postprocess.choose`) on the masks at ``thresholds``, with the
+    (4, 29) mean Dice of every option."""
+    counts = []
+    for sample in tqdm(samples, desc="choose post-processing", disable=not progress):
+        probs, image = voted_probs(sample, members, device)
+        pred = ClassMasks.from_dense(threshold_probs(probs, list(thresholds)))
+        counts.append(option_counts(pred, ground_truth_masks(sample, image.shape)))
+    return choose(np.stack(counts))
 
 
 def tune(cfg: EvalConfig, members, samples, bins: int = 100, progress: bool = True) -> dict:
-    """The thresholds file's content: per-class thresholds, mean Dice tuned and at 0.5, per-class tuned Dice."""
+    """The thresholds file's content: per-class thresholds, mean Dice tuned and at 0.5, per-class tuned Dice, and
+    the post-processing chosen at the tuned thresholds (with the mean Dice it reaches)."""
     thresholds, tuned, at_default = best_thresholds(collect(samples, members, cfg.device, bins, progress))
+    postprocess, option_dice = choose_postprocess(samples, members, cfg.device, thresholds, progress)
+    chosen = option_dice[[OPTIONS.index((lc, fh)) for lc, fh in zip(postprocess.largest_component,
+                                                                    postprocess.fill_holes)], np.arange(len(CLASSES))]
     return {
         "thresholds": {c: round(float(t), 4) for c, t in zip(CLASSES, thresholds)},
+        "postprocess": postprocess.to_dict(),
         "mean_dice_tuned": round(float(tuned.mean()), 6),
         "mean_dice_at_0.5": round(float(at_default.mean()), 6),
+        "mean_dice_tuned_postprocessed": round(float(chosen.mean()), 6),
         "per_class_dice_tuned": {c: round(float(d), 6) for c, d in zip(CLASSES, tuned)},
         "bins": bins,
         "n_images": len(samples),

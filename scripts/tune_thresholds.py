@@ -44,7 +44,9 @@ def main(argv=None) -> dict:
     result = tune(cfg, members, samples, args.bins)
     out = Path(args.out) if args.out else Path(cfg.output_dir) / "thresholds.yaml"
     atomic_write_text(out, yaml.safe_dump(result, sort_keys=False))
-    print(f"mean Dice {result['mean_dice_at_0.5']:.4f} at 0.5 -> {result['mean_dice_tuned']:.4f} tuned "
+    kept = sum(any(v.values()) for v in result["postprocess"].values())
+    print(f"mean Dice {result['mean_dice_at_0.5']:.4f} at 0.5 -> {result['mean_dice_tuned']:.4f} tuned -> "
+          f"{result['mean_dice_tuned_postprocessed']:.4f} with post-processing on {kept} class(es) "
           f"({len(samples)} validation images, {len(members)} member(s))")
     print(f"thresholds -> {out} (set `thresholds: {out}` in eval.yaml)")
     return result
