@@ -17,4 +17,5 @@ for arg in "$@"; do
   prev="$arg"
 done
 CONFIG=$(python -m handseg.launch --cfg-path "$CFG" ${ACC:+--accelerate-config "$ACC"}) || exit 2
-exec accelerate launch --config_file "$CONFIG" -m evaluator.run_eval "$@"
+# `accelerate launch` that passes signals on and exits with the evaluator's own code (see accelerate_train.sh).
+exec python -m handseg.launcher --quiet --config_file "$CONFIG" -m evaluator.run_eval "$@"

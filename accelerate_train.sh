@@ -35,5 +35,7 @@ ACC=$(python -m handseg.launch --cfg-path "$CFG" ${ACC:+--accelerate-config "$AC
 # Validate the config once, here, so that a bad key is one clean line before any process starts.
 python -m trainer.train --cfg-path "$CFG" --check-config || exit $?
 
+# handseg.launcher is `accelerate launch` that passes SIGTERM/SIGINT on to the trainer (which saves its state and
+# exits 130) and exits with the trainer's own code (2 after a one-line error), without a launcher traceback.
 echo "accelerate launch --config_file $ACC $* -m trainer.train --cfg-path $CFG $DRY"
-exec accelerate launch --quiet --config_file "$ACC" "$@" -m trainer.train --cfg-path "$CFG" $DRY
+exec python -m handseg.launcher --quiet --config_file "$ACC" "$@" -m trainer.train --cfg-path "$CFG" $DRY

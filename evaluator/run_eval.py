@@ -4,7 +4,8 @@
 
 validation: per-class and mean Dice on the training run's validation fold (dice.md/.csv/.json, chart, overlays).
 submission: the competition CSV for ``test/DCM``. Images are sharded across processes (process i takes [i::n]) and
-the results gathered on the main process.
+the results gathered on the main process. ``output_dir`` is locked while the run writes it: a second evaluation
+on the same folder is refused with one line naming the folder and the holder's PID.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from evaluator.engines import eval_settings, load_engine, load_eval_checkpoint
 from evaluator.submission_mode import run_submission
 from evaluator.validation_mode import run_validation
 from handseg.errors import cli_main
+from handseg.run_lock import locked_folder
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -56,7 +58,8 @@ def main(argv=None) -> dict:
     overrides = {k: v for k, v in {"backend": args.backend, "output_dir": args.output_dir}.items() if v}
     cfg = load_eval_config(args.cfg_path, overrides=overrides)
     accelerator = Accelerator(cpu=cfg.device == "cpu")
-    out = run(args.mode, cfg, accelerator, file=args.cfg_path)
+    with locked_folder(cfg.output_dir, "evaluation", accelerator):
+        out = run(args.mode, cfg, accelerator, file=args.cfg_path)
     if accelerator.is_main_process:
         summary = out.pop("summary", None)
         if summary is not None:

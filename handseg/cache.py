@@ -11,13 +11,19 @@ of a sample list once, at one resolution, into memory-mapped ``.npy`` files:
     ``sizes.npy``   (N, 2) int32 — (h, w) of each image in the cache;
     ``areas.npy``   (N, 29) int64 — pixels per class;
     ``boxes.npy``   (N, 29, 4) int32 — per-class bounding box (y0, x0, y1, x1), end-exclusive, -1 when empty;
-    ``meta.json``   — format version, fingerprint, resolution, the samples' relative paths.
+    ``meta.json``   — format version, fingerprint, resolution, the samples' relative paths, and the size of every
+    file (with the sha256 of the small ones), written last.
 
 ``<fingerprint>`` is :func:`data_fingerprint` of the sample list (relative paths, file sizes and mtimes), so an
 edited, added or removed file gives a new cache; ``<resolution>`` is ``r512`` for images resized to 512x512 or
 ``native``. At native resolution images of different sizes are zero-padded to the largest (H, W) of the set and
 ``sizes.npy`` keeps the true size; :meth:`ImageCache.image` and :meth:`ImageCache.mask` return the unpadded view.
 One data set normally has one image size, so nothing is wasted in practice.
+
+Integrity: an entry is used only when every file has the size ``meta.json`` recorded and the small files their
+sha256 (the large arrays' sizes only: hashing gigabytes at every start would cost more than it protects). A
+damaged entry (a truncated or deleted file, a disk that filled up, a copy cut short) is rebuilt with a one-line
+notice on stderr, never half-read; a file that breaks after the check is a one-line DataFormatError when read.
 
 Concurrency: the first process to arrive builds the cache into a temporary folder under a file lock and renames
 it into place; others wait on the lock and then open the finished files read-only. Memory maps are opened lazily
@@ -30,6 +36,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,7 +54,10 @@ from handseg.errors import DataFormatError
 from handseg.image_io import read_image, read_image_size
 from handseg.rasterize import pack_bits, rasterize
 
-CACHE_VERSION = 1
+CACHE_VERSION = 1  # enters data_fingerprint, so checkpoints compare their data: change only with the data's meaning
+LAYOUT_VERSION = 2  # the files of one cache entry (2: sizes and checksums in meta.json)
+ARRAYS = ("images", "masks", "sizes", "areas", "boxes")
+CHECKSUMMED = ("sizes", "areas", "boxes")  # small: hashed on every open
 
 
 class SampleLike(Protocol):
@@ -117,6 +127,28 @@ def decode_sample(
     return image, masks
 
 
+def _file_record(path: Path, checksum: bool) -> dict:
+    record = {"bytes": path.stat().st_size}
+    if checksum:
+        record["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return record
+
+
+def _file_problem(path: Path, expected: dict) -> str | None:
+    """What is wrong with one cache file against its record in meta.json (None: nothing found)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return "is missing"
+    want = expected.get("bytes")
+    if size != want:
+        return f"is truncated ({size} of {want} bytes)" if isinstance(want, int) and size < want else (
+            f"has the wrong size ({size} bytes, {want} recorded)")
+    if "sha256" in expected and hashlib.sha256(path.read_bytes()).hexdigest() != expected["sha256"]:
+        return "is damaged (sha256 differs from the one recorded)"
+    return None
+
+
 class ImageCache:
     """Memory-mapped images (N, H, W) uint8 and bit-packed masks (N, H, W) uint32 at one resolution.
 
@@ -149,10 +181,13 @@ class ImageCache:
         self.path = Path(cache_dir) / self.fingerprint / resolution_tag(self.resolution)
         self.built_now = False  # True when this instance built the files (False: found them)
         self._arrays: dict[str, np.ndarray] | None = None
-        if not self._is_complete():
+        if self._problem() is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with FileLock(str(self.path) + ".lock"):
-                if not self._is_complete():
+                problem = self._problem()  # again: another process may have built it meanwhile
+                if problem is not None:
+                    if self.path.exists():
+                        print(f"cache {self.path}: {problem}; rebuilding", file=sys.stderr, flush=True)
                     self._build(progress, num_threads or min(4, os.cpu_count() or 1), require_all)
                     self.built_now = True
         meta = json.loads((self.path / "meta.json").read_text())
@@ -160,15 +195,25 @@ class ImageCache:
         self.shape: tuple[int, int, int] = tuple(meta["shape"])  # (N, H, W) of the arrays (padded)
 
     # ----------------------------------------------------------------------------------------------- build
-    def _is_complete(self) -> bool:
+    def _problem(self) -> str | None:
+        """Why the entry cannot be used as it is (None: complete and intact). Reads meta.json, the file sizes and the
+        small files."""
         meta = self.path / "meta.json"
         if not meta.is_file():
-            return False
+            return "meta.json is missing"
         try:
             data = json.loads(meta.read_text())
         except (OSError, ValueError):
-            return False
-        return data.get("version") == CACHE_VERSION and data.get("rels") == [s.rel for s in self.samples]
+            return "meta.json is unreadable"
+        if data.get("version") != CACHE_VERSION or data.get("rels") != [s.rel for s in self.samples]:
+            return "it was built for other samples"
+        if data.get("layout") != LAYOUT_VERSION or not isinstance(data.get("files"), dict):
+            return "it was written by an earlier version (no file sizes recorded)"
+        for name, expected in data["files"].items():
+            problem = _file_problem(self.path / name, expected if isinstance(expected, dict) else {})
+            if problem is not None:
+                return f"{name} {problem}"
+        return None
 
     def _build(self, progress: bool, num_threads: int, require_all: bool) -> None:
         n = len(self.samples)
@@ -215,11 +260,14 @@ class ImageCache:
             np.save(tmp / "boxes.npy", boxes)
             meta = {
                 "version": CACHE_VERSION,
+                "layout": LAYOUT_VERSION,
                 "fingerprint": self.fingerprint,
                 "resolution": self.resolution,
                 "shape": [n, H, W],
                 "has_masks": has_masks,
                 "rels": [s.rel for s in self.samples],
+                "files": {f"{a}.npy": _file_record(tmp / f"{a}.npy", a in CHECKSUMMED)
+                          for a in ARRAYS if (tmp / f"{a}.npy").exists()},
             }
             atomic_write_text(tmp / "meta.json", json.dumps(meta) + "\n")
             if self.path.exists():  # an incomplete or outdated cache (we hold the lock)
@@ -232,11 +280,16 @@ class ImageCache:
     # ----------------------------------------------------------------------------------------------- access
     def _open(self) -> dict[str, np.ndarray]:
         if self._arrays is None:
-            arrays = {"images": np.load(self.path / "images.npy", mmap_mode="r")}
-            if self.has_masks:
-                arrays["masks"] = np.load(self.path / "masks.npy", mmap_mode="r")
-            for name in ("sizes", "areas", "boxes"):
-                arrays[name] = np.load(self.path / f"{name}.npy")
+            arrays = {}
+            for name in ARRAYS:
+                if name == "masks" and not self.has_masks:
+                    continue
+                path = self.path / f"{name}.npy"
+                try:
+                    arrays[name] = np.load(path, mmap_mode="r" if name in ("images", "masks") else None)
+                except (OSError, ValueError) as exc:  # damaged after the check at start-up
+                    raise DataFormatError(path, f"damaged cache file ({' '.join(str(exc).split())[:120]}); delete "
+                                                f"{self.path} to rebuild it") from None
             self._arrays = arrays
         return self._arrays
 

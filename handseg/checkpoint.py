@@ -2,9 +2,11 @@
 
 A checkpoint folder holds ``config.json`` (with ``id2label``), ``model.safetensors`` and ``handseg.json``
 (what produced it: model config, classes, input spec, stage, epoch, step, Dice, run config, data
-fingerprint, versions). Saving is atomic: the folder is written beside the target under a temporary name
-and renamed into place, so a crash mid-save leaves the previous checkpoint intact. Weights are only ever
-read from safetensors files, never unpickled.
+fingerprint, versions, and ``weights_sha256``, the sha256 of ``model.safetensors``). Saving is atomic: the
+folder is written beside the target under a unique temporary name and renamed into place, so a crash, a kill
+or a full disk mid-save leaves the previous checkpoint intact. Weights are only ever read from safetensors
+files, never unpickled, and loading checks them against the recorded sha256 (checkpoints saved before it was
+recorded load without the check).
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from torch import nn
 from transformers.utils import logging as hf_logging
 
 import handseg
+from handseg.atomic import recover_folder, remove_stale_staging, staging_dir, swap_in
 from handseg.classes import CLASSES
 from handseg.config_schema import from_dict, to_dict
 from handseg.data_config import DataConfig
+from handseg.disk import disk_full_guard, folder_bytes
 from handseg.errors import ConfigError, DataFormatError, HandSegError
 from handseg.model_io import InputSpec
 from handseg.models import MODEL_CLASSES, ModelConfig
@@ -93,10 +97,6 @@ def _quiet_hf():
             hf_logging.enable_progress_bar()
 
 
-def _staging_paths(folder: Path) -> tuple[Path, Path]:
-    return folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
-
-
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The ``transformers`` model inside DistributedDataParallel (``.module``) or torch.compile (``._orig_mod``)."""
     while True:
@@ -122,13 +122,8 @@ def save_checkpoint(model: nn.Module, folder: str | os.PathLike, info: dict,
     """
     model = unwrap_model(model)
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp, old = _staging_paths(folder)
-    if old.exists() and not folder.exists():  # an earlier save died between its two renames
-        os.replace(old, folder)
-    for stale in (tmp, old):
-        if stale.exists():
-            shutil.rmtree(stale)
+    recover_folder(folder)  # an earlier save died between its two renames
+    remove_stale_staging(folder)
 
     record = to_dict(dict(info))
     record.setdefault("classes", list(CLASSES))
@@ -136,29 +131,32 @@ def save_checkpoint(model: nn.Module, folder: str | os.PathLike, info: dict,
     if prior is not None:
         read_info(prior)  # a complete checkpoint, or a one-line error before anything is written
         record["prior"] = PRIOR_DIR
-    text = json.dumps(record, indent=2, default=_json_default)  # fail before touching the disk
+    json.dumps(record, default=_json_default)  # fail before touching the disk
 
-    tmp.mkdir()
-    with _quiet_hf():
-        model.save_pretrained(tmp, state_dict=state_dict)
-    (tmp / INFO_FILE).write_text(text)
-    if prior is not None:
-        (tmp / PRIOR_DIR).mkdir()
-        for name in (*REQUIRED_FILES, README_FILE):
-            if (Path(prior) / name).is_file():
-                shutil.copy2(Path(prior) / name, tmp / PRIOR_DIR / name)
-    if readme is not None:
-        (tmp / README_FILE).write_text(readme(tmp, json.loads(text)), encoding="utf-8")
-    missing = [name for name in REQUIRED_FILES if not (tmp / name).is_file()]
-    if missing:
-        raise RuntimeError(f"save_pretrained did not write {missing} (sharded or non-safetensors output?)")
-    # Swap in: the old folder steps aside, the new one takes its name, then the old one goes.
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    if old.exists():
-        shutil.rmtree(old)
-    return folder
+    weights = state_dict if state_dict is not None else model.state_dict()
+    needed = max(sum(t.numel() * t.element_size() for t in weights.values() if isinstance(t, torch.Tensor)),
+                 folder_bytes(folder))
+    tmp = staging_dir(folder)
+    with disk_full_guard(folder, "a checkpoint", needed):  # outside the cleanup: free space is measured after it
+        try:
+            with _quiet_hf():
+                model.save_pretrained(tmp, state_dict=state_dict)
+            missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (tmp / name).is_file()]
+            if missing:
+                raise RuntimeError(f"save_pretrained did not write {missing} (sharded or non-safetensors output?)")
+            record["weights_sha256"] = file_sha256(tmp / WEIGHTS_FILE)
+            text = json.dumps(record, indent=2, default=_json_default)
+            (tmp / INFO_FILE).write_text(text)
+            if prior is not None:
+                (tmp / PRIOR_DIR).mkdir()
+                for name in (*REQUIRED_FILES, README_FILE):
+                    if (Path(prior) / name).is_file():
+                        shutil.copy2(Path(prior) / name, tmp / PRIOR_DIR / name)
+            if readme is not None:
+                (tmp / README_FILE).write_text(readme(tmp, json.loads(text)), encoding="utf-8")
+            return swap_in(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful swap
 
 
 def read_info(folder: str | os.PathLike) -> dict:
@@ -201,8 +199,9 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
                     arch: str | None = None) -> LoadedCheckpoint:
     """Load a checkpoint folder, weights from safetensors only, model in eval mode.
 
-    Missing folder or files, malformed JSON, classes other than CLASSES, a corrupt weights file, missing or
-    unexpected weights, or (when ``arch`` is given) another architecture -> DataFormatError.
+    Missing folder or files, malformed JSON, classes other than CLASSES, weights whose sha256 differs from the
+    recorded one, a corrupt weights file, missing or unexpected weights, or (when ``arch`` is given) another
+    architecture -> DataFormatError.
     """
     folder = Path(folder)
     info = read_info(folder)
@@ -214,6 +213,7 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
         raise DataFormatError(folder / INFO_FILE, f"invalid 'model' or 'input' entry ({exc})") from None
     if arch is not None and model_cfg.arch != arch:
         raise DataFormatError(folder, f"checkpoint is a {model_cfg.arch} model, expected {arch}")
+    verify_weights(folder, info)
     model_cls = MODEL_CLASSES[model_cfg.arch]
     try:
         with _quiet_hf():
@@ -246,11 +246,28 @@ def checkpoint_sha256(folder: str | os.PathLike) -> str:
     path = Path(folder) / WEIGHTS_FILE
     if not path.is_file():
         raise DataFormatError(path, "missing from the checkpoint folder")
+    return file_sha256(path)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 hex digest of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def verify_weights(folder: str | os.PathLike, info: dict) -> None:
+    """Check ``model.safetensors`` against the sha256 recorded in ``handseg.json`` (no record: nothing to check);
+    a difference is a DataFormatError naming the file."""
+    expected = info.get("weights_sha256")
+    if expected is None:
+        return
+    actual = checkpoint_sha256(folder)
+    if actual != expected:
+        raise DataFormatError(Path(folder) / WEIGHTS_FILE, f"damaged or replaced: its sha256 {actual[:12]}... differs "
+                                                           f"from {str(expected)[:12]}... recorded in {INFO_FILE}")
 
 
 def recorded_data_config(info: dict, folder: str | os.PathLike) -> DataConfig:

@@ -1,13 +1,14 @@
 """The result files that model cards and report pages read: robustness and efficiency, checked on reading.
 
-**Robustness** (``robustness.json``): mean Dice of the validation images under perturbations of growing
-strength, beside the unperturbed mean Dice::
+**Robustness** (``robustness.json``, written by ``scripts/robustness.py``, see
+:func:`evaluator.robustness.summarize_robustness`): mean Dice of the validation images under perturbations of
+growing strength, beside the unperturbed mean Dice; the fields read here::
 
-    {"clean_mean_dice": 0.893,                 # required: mean Dice of the unperturbed images
+    {"unperturbed": {"mean_dice": 0.893},      # required
      "n_images": 16,                           # optional
-     "results": [                              # required: one row per (kind, strength)
-        {"kind": "rotation", "strength": 10, "unit": "deg", "mean_dice": 0.871},   # "unit" optional
-        {"kind": "gaussian_noise", "strength": 0.05, "mean_dice": 0.842}, ...]}
+     "perturbations": [                        # required: one row per (kind, strength)
+        {"kind": "rotation", "strength": 15, "unit": "degrees", "mean_dice": 0.871,   # required
+         "tolerance": 0.03, "passed": true}, ...]}                                   # optional
 
 **Efficiency** (``efficiency.json``, written by ``evaluate_efficiency.py``): ``device``, ``device_name``,
 ``torch_threads``, ``image_size``, ``memory_method`` and ``results``, one row per engine and tile batch with at
@@ -48,36 +49,40 @@ def read_json(path: str | os.PathLike) -> Any:
 @dataclass
 class Robustness:
     """A checked robustness result: ``by_kind[kind]`` = [(strength, mean Dice), ...] by increasing strength,
-    kinds in order of first appearance; ``units[kind]`` the strength's unit ("" when not given)."""
+    kinds in order of first appearance; ``units[kind]`` the strength's unit ("" when not given);
+    ``passed[(kind, strength)]`` whether the drop was within the tolerance (where recorded)."""
 
     clean_mean_dice: float
     n_images: int | None
     by_kind: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     units: dict[str, str] = field(default_factory=dict)
+    passed: dict[tuple[str, float], bool] = field(default_factory=dict)
 
 
 def parse_robustness(data: Any, path: str | os.PathLike = "robustness.json") -> Robustness:
     """Check a robustness result (module docstring) and group it by kind; ``path`` names it in errors."""
     if not isinstance(data, dict):
         raise DataFormatError(path, f"robustness result must be a JSON object, got {type(data).__name__}")
-    clean = data.get("clean_mean_dice")
+    clean = (data.get("unperturbed") or {}).get("mean_dice") if isinstance(data.get("unperturbed"), dict) else None
     if not _number(clean):
-        raise DataFormatError(path, f"clean_mean_dice must be a number, got {clean!r:.40}")
+        raise DataFormatError(path, f"unperturbed.mean_dice must be a number, got {clean!r:.40}")
     n_images = data.get("n_images")
     if n_images is not None and not (isinstance(n_images, int) and n_images >= 0):
         raise DataFormatError(path, f"n_images must be a non-negative integer, got {n_images!r:.40}")
-    rows = data.get("results")
+    rows = data.get("perturbations")
     if not isinstance(rows, list) or not rows:
-        raise DataFormatError(path, "results must be a non-empty list of {kind, strength, mean_dice}")
+        raise DataFormatError(path, "perturbations must be a non-empty list of {kind, strength, mean_dice}")
     out = Robustness(float(clean), n_images)
     for i, row in enumerate(rows):
         ok = isinstance(row, dict) and isinstance(row.get("kind"), str) and row["kind"]
         if not (ok and _number(row.get("strength")) and _number(row.get("mean_dice"))):
-            raise DataFormatError(path, f"results[{i}] must have kind (text), strength and mean_dice (numbers), "
-                                        f"got {row!r:.80}")
+            raise DataFormatError(path, f"perturbations[{i}] must have kind (text), strength and mean_dice "
+                                        f"(numbers), got {row!r:.80}")
         out.by_kind.setdefault(row["kind"], []).append((float(row["strength"]), float(row["mean_dice"])))
         unit = row.get("unit", "")
         out.units.setdefault(row["kind"], unit if isinstance(unit, str) else str(unit))
+        if isinstance(row.get("passed"), bool):
+            out.passed[(row["kind"], float(row["strength"]))] = row["passed"]
     for kind in out.by_kind:
         out.by_kind[kind].sort()
     return out

@@ -2,8 +2,10 @@
 
 Two explicit steps, both raising :class:`~handseg.errors.ConfigError` naming the file and the dotted key:
 ``load_train_config(path)`` reads and checks values (unknown or misspelt key, wrong type, bad value) without
-touching anything else; :func:`check_paths` then checks what the config points at on disk (``data.data_root``,
-``accelerate_config``, a stage-2 ``ckpt`` that is missing or was trained for another model).
+touching anything else (also that the stage's input side, ``data.image_size`` or ``data.crop_size``, is a multiple
+of the model's size divisor, as deployment needs); :func:`check_paths` then checks what the config points at on
+disk (``data.data_root``, ``accelerate_config``, a stage-2 ``ckpt`` that is missing or was trained for another
+model, a ``crop_size`` larger than the images).
 See ``config/train_stage1.yaml`` for every key with a comment.
 """
 
@@ -18,8 +20,9 @@ from handseg.config_schema import FieldError, load_config
 from handseg.data_config import DataConfig
 from handseg.dataset_index import PHANTOM_HINT
 from handseg.errors import ConfigError, DataFormatError
+from handseg.image_io import read_image_size
 from handseg.model_io import InputSpec
-from handseg.models import ModelConfig
+from handseg.models import ModelConfig, size_divisor
 from trainer.ema import EMAConfig
 from trainer.losses import LossConfig
 from trainer.optim import OptimConfig, ScheduleConfig
@@ -116,6 +119,13 @@ class TrainConfig:
             raise FieldError("ckpt", "stage 2 starts from stage 1's best checkpoint; set ckpt: runs/<stage-1 run>/best")
         if self.cascade and self.stage != 2:
             raise FieldError("cascade", "a cascade is a stage-2 recipe (stage 2 sees stage 1's probabilities)")
+        side_key = "image_size" if self.stage == 1 else "crop_size"  # the stage's model input side
+        side, divisor = getattr(self.data, side_key), size_divisor(self.model)
+        if side % divisor:
+            lo, hi = side // divisor * divisor, (side // divisor + 1) * divisor
+            raise FieldError(f"data.{side_key}", f"{side} is not a multiple of {divisor}, the {self.model.arch} "
+                                                 f"model's size divisor (try {lo or hi} or {hi}): its checkpoint "
+                                                 "could not be compiled to an engine")
 
 
 def check_paths(cfg: TrainConfig, file: str | Path) -> None:
@@ -131,6 +141,23 @@ def check_paths(cfg: TrainConfig, file: str | Path) -> None:
             raise ConfigError(file, "ckpt", problem)
         if cfg.cascade and read_info(cfg.ckpt).get("input", {}).get("mode") != "resize":
             raise ConfigError(file, "cascade", f"{cfg.ckpt} is not a stage-1 (whole-image) checkpoint")
+    if cfg.stage == 2:
+        check_crop_size(cfg.data.crop_size, root, file)
+
+
+def check_crop_size(crop_size: int, root: Path, file: str | Path) -> None:
+    """Stage 2's crops must fit in the images: compared with the size of the first training PNG (its header only;
+    a data set normally has one image size)."""
+    first = next(iter(sorted((root / "train" / "DCM").rglob("*.png"))), None)
+    if first is None:
+        return  # no training images: the data index says so, naming the folder
+    try:
+        h, w = read_image_size(first)
+    except DataFormatError:
+        return  # an unreadable PNG is reported, with its name, when the data is read
+    if crop_size > min(h, w):
+        raise ConfigError(file, "data.crop_size", f"{crop_size} is larger than the training images ({w}x{h}, e.g. "
+                                                  f"{first}); use at most {min(h, w)}")
 
 
 def checkpoint_problem(folder: Path, model: ModelConfig) -> str | None:

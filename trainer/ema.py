@@ -27,7 +27,7 @@ class EMAConfig:
 class EMA:
     """Holds a frozen copy of ``model`` whose floating-point parameters and buffers track the live ones.
 
-    ``state_dict`` / ``load_state_dict`` make it checkpointable with ``accelerator.register_for_checkpointing``.
+    ``state_dict`` / ``load_state_dict`` make it part of the resumable state (:mod:`trainer.checkpointing`).
     """
 
     def __init__(self, model: nn.Module, decay: float):

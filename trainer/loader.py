@@ -2,8 +2,12 @@
 
 The order comes from the sampler: :class:`EpochRandomSampler` (a ``RandomSampler`` reseeded with seed + epoch;
 Accelerate's ``use_seedable_sampler`` swaps it for its own ``SeedableRandomSampler``, which does the same).
-Call :func:`set_epoch` at the start of every epoch: it reaches the sampler and the dataset, also after
-``accelerator.prepare``. Workers are not persistent, so each epoch's workers start with the new epoch.
+:func:`epoch_loader` positions a loader at an epoch before it is iterated: the sampler and the dataset (whose
+items draw from generators seeded by (seed, epoch, index)) and the loader's own generator. The loader has its own
+generator so that starting an iterator never draws from torch's global one (which dropout uses): a resumed run
+that starts its iterator mid-epoch then draws exactly what the uninterrupted run drew. A resumed epoch skips the
+batches already trained at the sampler, without loading them. Workers are not persistent, so each epoch's
+workers start with the new epoch.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any, Literal, Sequence
 import cv2
 import numpy as np
 import torch
+from accelerate.data_loader import skip_first_batches
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from handseg.cache import ImageCache
@@ -41,13 +46,34 @@ class EpochRandomSampler(RandomSampler):
 
 
 def set_epoch(loader: Any, epoch: int) -> None:
-    """Set the epoch of a loader's sampler and dataset (a plain DataLoader or one prepared by Accelerate)."""
-    if hasattr(loader, "set_epoch"):  # accelerate's DataLoaderShard / DataLoaderDispatcher
-        loader.set_epoch(epoch)
-    elif hasattr(getattr(loader, "sampler", None), "set_epoch"):
-        loader.sampler.set_epoch(epoch)
+    """Set the epoch of every sampler in a loader's chain (a plain DataLoader, one prepared by Accelerate, one that
+    skips batches) and of its dataset, and reseed the loader's own generator with the dataset's seed + epoch."""
+    if hasattr(loader, "iteration"):  # Accelerate's loaders re-apply their own epoch counter when iterated
+        loader.iteration = epoch
+    pending, seen = [getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None)], set()
+    while pending:
+        node = pending.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if hasattr(node, "set_epoch"):
+            node.set_epoch(epoch)
+        pending += [getattr(node, "batch_sampler", None), getattr(node, "sampler", None)]
     if hasattr(loader.dataset, "set_epoch"):
         loader.dataset.set_epoch(epoch)
+    if getattr(loader, "generator", None) is not None:
+        loader.generator.manual_seed(int(getattr(loader.dataset, "seed", 0)) + epoch)
+
+
+def epoch_loader(loader: Any, epoch: int, skip: int = 0) -> Any:
+    """``loader`` positioned at ``epoch`` (:func:`set_epoch`); with ``skip`` > 0 a loader over the same data that
+    starts after the first ``skip`` batches of the epoch (a resumed epoch), skipped in the sampler, not loaded."""
+    set_epoch(loader, epoch)
+    if skip <= 0:
+        return loader
+    skipping = skip_first_batches(loader, skip)
+    set_epoch(skipping, epoch)
+    return skipping
 
 
 def seed_worker(worker_id: int) -> None:
@@ -102,8 +128,8 @@ def build_train_loader(cfg: DataConfig, dataset: WholeImageDataset | CropDataset
     """The training DataLoader over a stage's dataset (:func:`build_dataset`): shuffled by
     :class:`EpochRandomSampler` with the dataset's seed, ``cfg.num_workers`` non-persistent workers, batches of
     dict(pixel_values (B, 3, h, w) float32, labels (B, h, w) int32 packed or (B, 29, h, w) float32/uint8 per
-    ``cfg.label_dtype``); unpack with :func:`trainer.labels.labels_to_float`. Call :func:`set_epoch` before each
-    epoch.
+    ``cfg.label_dtype``); unpack with :func:`trainer.labels.labels_to_float`. Iterate it through
+    :func:`epoch_loader` (or call :func:`set_epoch` before each epoch).
     """
     if len(dataset) == 0:
         raise ValueError("no training samples")
@@ -120,4 +146,5 @@ def build_train_loader(cfg: DataConfig, dataset: WholeImageDataset | CropDataset
         persistent_workers=False,
         pin_memory=torch.cuda.is_available(),
         drop_last=drop_last,
+        generator=torch.Generator().manual_seed(dataset.seed),  # its own: iterators never draw from the global one
     )

@@ -4,8 +4,10 @@
 loader's format (bit-packed by default) on the accelerator's device and are unpacked there by
 :func:`trainer.labels.labels_to_float`. Gradient accumulation goes through ``accelerator.accumulate`` (the
 optimiser really steps, and DDP really all-reduces, once per ``grad_accum_steps`` micro-batches); mixed
-precision comes from the Accelerate config. A NaN or infinite loss, or a stop request (SIGINT/SIGTERM), is
-agreed on by all processes before anyone acts on it, so no process is left waiting in a collective.
+precision comes from the Accelerate config. A NaN or infinite loss, or a stop request (SIGINT/SIGTERM, or the
+launcher gone), is agreed on by all processes before anyone acts on it, so no process is left waiting in a
+collective. Each epoch iterates :func:`trainer.loader.epoch_loader`: the data of (seed, epoch), and in a resumed
+epoch only the batches not yet trained.
 
 :func:`validate`: the evaluator's own scoring code (:func:`handseg.scoring.score_sharded`) on this process's
 shard of the validation fold, gathered; every image is counted exactly once (checked).
@@ -14,7 +16,9 @@ shard of the validation fold, gathered; every image is counted exactly once (che
 from __future__ import annotations
 
 import math
+import os
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -27,13 +31,14 @@ from tqdm.auto import tqdm
 from handseg.engine import eager_engine
 from handseg.errors import HandSegError
 from handseg.inference import InferenceSettings
+from handseg.launcher import LAUNCHER_ENV
 from handseg.model_io import logits_over_windows
 from handseg.models import forward_logits, forward_train
 from handseg.scoring import ScoreResult, score_sharded
 from trainer.checkpointing import TrainProgress
 from trainer.ema import EMA
 from trainer.labels import labels_to_float
-from trainer.loader import set_epoch
+from trainer.loader import epoch_loader
 from trainer.losses import SegLoss
 from trainer.optim import LRSchedule
 
@@ -114,26 +119,46 @@ class EpochPlan:
 
 @dataclass
 class StopFlag:
-    """Set by SIGINT/SIGTERM while installed (``with StopFlag() as stop:``); the loop saves a resumable state
-    at the next step boundary and exits. A second signal gives up on the graceful path."""
+    """Set by SIGINT/SIGTERM while installed (``with StopFlag() as stop:``), or when the launcher that started this
+    process (:mod:`handseg.launcher`, whose PID is in ``HANDSEG_LAUNCHER_PID``) is gone; the loop saves a
+    resumable state at the next step boundary and exits. Signals within ``repeat_window`` seconds of the first
+    count once (a terminal, a launcher and a scheduler may each deliver one); a later one gives up on the graceful
+    path. A process started otherwise (``python -m trainer.train``, also under ``nohup``) does not watch its
+    parent."""
 
     signum: int | None = None
+    repeat_window: float = 2.0
     previous: dict = field(default_factory=dict)
+    _first_at: float = 0.0
+    _done: threading.Event = field(default_factory=threading.Event)
 
     def __enter__(self) -> "StopFlag":
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.previous[sig] = signal.signal(sig, self._handle)
+        self._done.clear()
+        if os.environ.get(LAUNCHER_ENV) == str(os.getppid()):
+            threading.Thread(target=self._watch_launcher, args=(os.getppid(),), daemon=True).start()
         return self
 
     def __exit__(self, *exc) -> None:
+        self._done.set()
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
         self.previous.clear()
 
     def _handle(self, signum, frame) -> None:
-        if self.signum is not None:
+        if self.signum is None:
+            self.signum, self._first_at = signum, time.monotonic()
+        elif time.monotonic() - self._first_at > self.repeat_window:
             raise KeyboardInterrupt
-        self.signum = signum
+
+    def _watch_launcher(self, parent: int) -> None:
+        """A launcher killed without passing a signal on leaves this process to another parent: stop then."""
+        while not self._done.wait(1.0):
+            if os.getppid() != parent:
+                if self.signum is None:
+                    self.signum, self._first_at = signal.SIGTERM, time.monotonic()
+                return
 
 
 def agree(accelerator: Accelerator, *flags: bool) -> list[bool]:
@@ -163,14 +188,12 @@ def train_one_epoch(accelerator: Accelerator, state: TrainState, loader, *, epoc
     """Train ``epoch`` until the end of ``loader`` or ``plan.batches`` micro-batches, resuming after
     ``progress.batch_in_epoch``. Returns False when a stop was requested (state not yet saved).
 
-    The loader's sampler order and every item's augmentation depend on (seed, epoch): the epoch is set here, and
-    a resumed epoch skips the batches already trained, in the same order."""
+    The loader's sampler order and every item's augmentation depend on (seed, epoch): the epoch is set here
+    (:func:`trainer.loader.epoch_loader`), and a resumed epoch skips the batches already trained, in the same
+    order, without loading them."""
     progress, model = state.progress, state.model
-    set_epoch(loader, epoch)
-    if progress.batch_in_epoch:
-        loader = accelerator.skip_first_batches(loader, progress.batch_in_epoch)
-        set_epoch(loader, epoch)
     model.train()
+    loader = epoch_loader(loader, epoch, skip=progress.batch_in_epoch)
     bar = tqdm(total=plan.batches, initial=progress.batch_in_epoch, desc=f"epoch {epoch + 1}",
                disable=not accelerator.is_local_main_process, leave=False, dynamic_ncols=True)
     try:

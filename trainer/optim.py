@@ -2,7 +2,7 @@
 
 The schedule is one small object stepped once per optimiser step (not per micro-batch and not once per
 process), with an ``on_validation(mean_dice)`` hook for reduce-on-plateau. It has ``state_dict`` /
-``load_state_dict`` so ``accelerator.register_for_checkpointing`` saves and restores it for exact resume.
+``load_state_dict`` so the resumable state (:mod:`trainer.checkpointing`) saves and restores it for exact resume.
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 Reads top to bottom like the Accelerate examples: load and check the config (every problem is a one-line
 error before any work), build the accelerator, the data, the model, optimiser and loss, ``accelerator.prepare``,
 resume if asked, then loop over epochs: train, validate with the evaluator's scoring code, save ``best/``,
-``last/`` and the resumable state, stop early when Dice stops improving. Ctrl-C or SIGTERM saves the state and
-exits 130; ``resume: true`` continues from ``<output_dir>/state`` exactly. Usually started through
-``accelerate_train.sh``.
+``last/`` and the resumable state, stop early when Dice stops improving. The output folder is locked for the
+run (a second run on it is refused). Ctrl-C or SIGTERM (also to the launcher) saves the state and exits 130;
+``resume: true`` continues from ``<output_dir>/state`` exactly, also from a stop in mid-epoch. A full disk stops
+the run with one line naming the last good state. Usually started through ``accelerate_train.sh``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from handseg.errors import ConfigError, HandSegError, cli_main
 from handseg.inference import InferenceSettings
 from handseg.metrics import format_dice_table
 from handseg.models import ModelConfig, build_model, cascade_refiner, count_parameters
+from handseg.run_lock import locked_folder
 from trainer import checkpointing
 from trainer.config import TrainConfig, check_paths, input_spec, load_train_config
 from trainer.ema import EMA
@@ -115,15 +117,14 @@ def build_validation(cfg: TrainConfig, spec, split: DataSplit, dryrun: bool, pro
 
 
 def build_state(cfg: TrainConfig, accelerator: Accelerator, model, optimizer, plan: EpochPlan) -> TrainState:
-    """Schedule, EMA and progress around the prepared model and optimiser, registered for checkpointing. The
-    schedule counts this process's optimiser steps (all processes step together), so it is stepped by hand once
-    per optimiser step rather than prepared (which would step it num_processes times)."""
-    state = TrainState(model=model, optimizer=optimizer,
-                       schedule=LRSchedule(optimizer, cfg.schedule, total_steps=plan.total_steps),
-                       ema=EMA(accelerator.unwrap_model(model).model, cfg.ema.decay) if cfg.ema.enabled else None,
-                       progress=checkpointing.TrainProgress())
-    accelerator.register_for_checkpointing(state.progress, state.schedule, *([state.ema] if state.ema else []))
-    return state
+    """Schedule, EMA and progress around the prepared model and optimiser (saved and restored by
+    :mod:`trainer.checkpointing`). The schedule counts this process's optimiser steps (all processes step
+    together), so it is stepped by hand once per optimiser step rather than prepared (which would step it
+    num_processes times)."""
+    return TrainState(model=model, optimizer=optimizer,
+                      schedule=LRSchedule(optimizer, cfg.schedule, total_steps=plan.total_steps),
+                      ema=EMA(accelerator.unwrap_model(model).model, cfg.ema.decay) if cfg.ema.enabled else None,
+                      progress=checkpointing.TrainProgress())
 
 
 def save_epoch(cfg: TrainConfig, accelerator: Accelerator, state: TrainState, record: checkpointing.RunRecord,
@@ -138,7 +139,7 @@ def save_epoch(cfg: TrainConfig, accelerator: Accelerator, state: TrainState, re
         if result is not None:
             checkpointing.write_validation(cfg.run_dir, state.progress.epoch, result)
     accelerator.wait_for_everyone()
-    checkpointing.save_state(accelerator, cfg.run_dir)
+    checkpointing.save_state(accelerator, cfg.run_dir, state)
 
 
 def check_replicas(accelerator: Accelerator, model: torch.nn.Module) -> None:
@@ -206,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.resume and not args.dryrun and not checkpointing.has_state(cfg.run_dir):
         raise ConfigError(args.cfg_path, "resume", f"no saved state in {cfg.run_dir / checkpointing.STATE_DIR}")
     accelerator = build_accelerator(cfg, trackers)
+    with locked_folder(cfg.run_dir, "training", accelerator, enabled=not args.dryrun):
+        return train(cfg, args, accelerator, trackers)
+
+
+def train(cfg: TrainConfig, args: argparse.Namespace, accelerator: Accelerator, trackers: list[str]) -> int:
+    """The run itself, in the locked output folder: data, model, resume, then the epochs; the exit code."""
     set_seed(cfg.seed)
     network = build_network(cfg)
     spec = input_spec(cfg, network.prior.spec if network.prior else None)
@@ -219,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     loader = build_train_loader(cfg.data, dataset)
     validation = build_validation(cfg, spec, split, args.dryrun, accelerator.num_processes)
 
-    # Model, optimiser and loss; prepare; then schedule, EMA and progress; resume.
+    # Model, optimiser and loss; prepare; then schedule, EMA and progress; resume (the generators restored last).
     model = TrainModule(network.model, network.prior.model if network.prior else None)
     optimizer = build_optimizer(model, cfg.optim)
     loss_fn = SegLoss(cfg.loss, aux_weight=cfg.model.aux_loss_weight)
@@ -227,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = plan_epochs(cfg, len(loader), args.dryrun)
     state = build_state(cfg, accelerator, model, optimizer, plan)
     if cfg.resume and not args.dryrun:
-        checkpointing.load_state(accelerator, cfg.run_dir)
+        checkpointing.load_state(accelerator, cfg.run_dir, state)
         accelerator.print(f"resumed from {cfg.run_dir / checkpointing.STATE_DIR}: epoch {state.progress.epoch}, "
                           f"step {state.progress.step}")
     record = build_record(cfg, network, split, validation)
@@ -239,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         for epoch in range(state.progress.epoch, plan.epochs):
             if not train_one_epoch(accelerator, state, loader, epoch=epoch, plan=plan, loss_fn=loss_fn,
                                    clip_grad_norm=cfg.clip_grad_norm, log_every=cfg.logging.log_every, stop=stop):
-                return interrupted(cfg, accelerator, save=not args.dryrun)
+                return interrupted(cfg, accelerator, state, save=not args.dryrun)
             result, best = None, False
             if validation.due(epoch, plan.epochs):
                 result = validate(accelerator, state.network(accelerator), validation.samples, validation.settings,
@@ -250,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.dryrun:
                 save_epoch(cfg, accelerator, state, record, result, best)
             if agree(accelerator, stop.signum is not None)[0]:
-                return interrupted(cfg, accelerator, save=False)  # this epoch's state is saved already
+                return interrupted(cfg, accelerator, state, save=False)  # this epoch's state is saved already
             if cfg.early_stopping_patience and state.progress.bad_validations >= cfg.early_stopping_patience:
                 accelerator.print(f"early stopping: no mean-Dice gain for {state.progress.bad_validations} validations")
                 break
@@ -281,10 +288,10 @@ def report_validation(accelerator: Accelerator, state: TrainState, validation: V
                     step=progress.step)
 
 
-def interrupted(cfg: TrainConfig, accelerator: Accelerator, save: bool) -> int:
+def interrupted(cfg: TrainConfig, accelerator: Accelerator, state: TrainState, save: bool) -> int:
     """Save the resumable state when ``save`` and say how to continue; exit code 130."""
     if save:
-        checkpointing.save_state(accelerator, cfg.run_dir)
+        checkpointing.save_state(accelerator, cfg.run_dir, state)
     if checkpointing.has_state(cfg.run_dir):
         accelerator.print(f"interrupted: resumable state saved in {cfg.run_dir / checkpointing.STATE_DIR} "
                           "(set resume: true to continue)", file=sys.stderr)

@@ -129,8 +129,9 @@ def test_cascade_compiles_both_parts_and_refuses_a_stale_prior(tmp_path):
     assert manifest["agreement_vs_eager_fp32"]["mask_dice_min"] >= 0.999
     engine = load_engine(cfg, ckpt)
     assert engine.prior is not None and engine.prior.side == 128 and engine.side == TILE
-    # Stage 1 retrained (other weights) inside the checkpoint: its engine no longer matches.
+    # Stage 1 retrained (other weights, with their own record) inside the checkpoint: its engine no longer matches.
     other = make_checkpoint(tmp_path / "other" / "best", seed=3, mode="resize")
-    shutil.copy(other / "model.safetensors", ckpt_dir / PRIOR_DIR / "model.safetensors")
+    shutil.rmtree(ckpt_dir / PRIOR_DIR)
+    shutil.copytree(other, ckpt_dir / PRIOR_DIR)
     with pytest.raises(StaleEngineError, match="stale engine"):
         load_engine(cfg, load_eval_checkpoint(cfg))

@@ -44,7 +44,7 @@ def robustness_result(clean: float) -> dict:
                                   ("jpeg_quality", "", [90, 50])):
         rows += [{"kind": kind, "strength": s, "unit": unit, "mean_dice": round(clean - 0.01 * (j + 1), 4)}
                  for j, s in enumerate(strengths)]
-    return {"clean_mean_dice": clean, "n_images": 4, "results": rows}
+    return {"unperturbed": {"mean_dice": clean}, "n_images": 4, "perturbations": rows}  # robustness.json's shape
 
 
 def efficiency_result() -> dict:
@@ -162,8 +162,9 @@ def test_bad_inputs_are_one_line_errors(tmp_path, eval_dir):
         write_report(tmp_path)
     out = tmp_path / "eval"
     shutil.copytree(eval_dir, out, ignore=shutil.ignore_patterns(REPORT_FILE))
-    (out / "robustness" / "robustness.json").write_text(json.dumps({"clean_mean_dice": 0.9, "results": [{}]}))
-    with pytest.raises(DataFormatError, match=r"robustness.json: results\[0\] must have kind"):
+    (out / "robustness" / "robustness.json").write_text(json.dumps({"unperturbed": {"mean_dice": 0.9},
+                                                                    "perturbations": [{}]}))
+    with pytest.raises(DataFormatError, match=r"robustness.json: perturbations\[0\] must have kind"):
         write_report(out)
     (out / "dice.json").write_text("{")
     with pytest.raises(DataFormatError, match="dice.json: malformed JSON"):

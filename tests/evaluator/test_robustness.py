@@ -128,3 +128,9 @@ def test_robustness_with_the_tiny_checkpoint(tmp_path, tiny_ckpt, engine_dir, ph
     md = paths["markdown"].read_text()
     assert "| none |" in md and "| zoom | 1.2 |" in md
     assert result["perturbations"] == data["perturbations"]
+    # The file is what model cards and report pages read.
+    from handseg.result_files import parse_robustness
+
+    parsed = parse_robustness(data, paths["json"])
+    assert parsed.clean_mean_dice == base["mean_dice"] and parsed.n_images == 2
+    assert sum(len(points) for points in parsed.by_kind.values()) == len(data["perturbations"])

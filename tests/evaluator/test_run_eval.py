@@ -184,3 +184,67 @@ def test_tune_thresholds_writes_a_file_eval_yaml_reads(eager_cfg, tmp_path, repo
     # The tuned thresholds and the chosen post-processing give the reported Dice through the evaluator itself.
     summary = run("validation", cfg)["summary"]
     assert summary.mean == pytest.approx(result["mean_dice_tuned_postprocessed"], abs=1e-3)
+
+
+def _run_eval_sh(repo_root, cfg_path, out_dir):
+    import subprocess
+
+    return subprocess.run(["sh", str(repo_root / "accelerate_eval.sh"), "--mode", "validation", "--cfg-path",
+                           str(cfg_path), "--output-dir", str(out_dir)],
+                          capture_output=True, text=True, cwd=repo_root, timeout=300)
+
+
+def test_accelerate_eval_sh_refuses_damaged_weights_in_one_line(tmp_path, tiny_ckpt, engine_dir, phantom_root,
+                                                                 repo_root):
+    """1000 random bytes in the weights' data: the evaluator names the file (exit 2, no launcher traceback)
+    instead of evaluating garbage."""
+    import struct
+
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_ckpt, folder)
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    start = 8 + struct.unpack("<Q", bytes(data[:8]))[0]
+    data[start + 2000 : start + 3000] = np.random.default_rng(1).integers(0, 256, 1000, dtype=np.uint8).tobytes()
+    weights.write_bytes(bytes(data))
+    cfg_path = write_eval_yaml(tmp_path / "eval.yaml", folder, engine_dir, tmp_path / "out", data_root=phantom_root,
+                               backend="eager")
+    proc = _run_eval_sh(repo_root, cfg_path, tmp_path / "out")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "CalledProcessError" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {weights}: ") and "sha256" in last
+    assert not (tmp_path / "out" / "dice.json").exists()
+
+
+def test_accelerate_eval_sh_error_after_launch_is_one_line_exit_2(tmp_path, tiny_ckpt, engine_dir, repo_root):
+    """An error raised inside the launched evaluator (here: no data root) is its one line and exit 2, without
+    Accelerate's CalledProcessError traceback after it."""
+    cfg_path = write_eval_yaml(tmp_path / "eval.yaml", tiny_ckpt, engine_dir, tmp_path / "out",
+                               data_root=tmp_path / "nodata", backend="eager")
+    proc = _run_eval_sh(repo_root, cfg_path, tmp_path / "out")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "CalledProcessError" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "nodata" in lines[0]
+
+
+def test_second_evaluation_on_one_output_dir_is_refused(eager_cfg, tmp_path, repo_root):
+    import subprocess
+    import sys
+
+    eager_cfg()
+    out = tmp_path / "shared"
+    hold = ("import sys, time; from handseg.run_lock import RunLock; lock = RunLock(sys.argv[1], 'evaluation')"
+            ".acquire(); print('held', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], cwd=repo_root, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"  # another evaluation writes the folder
+        proc = _run_eval_sh(repo_root, tmp_path / "eval.yaml", out)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {out}: in use by another evaluation (PID {holder.pid} ")
+    assert not (out / "dice.json").exists()

@@ -121,3 +121,53 @@ def test_concurrent_processes_build_once(synthetic, tmp_path):
     assert sorted(built) == [False, False, True]
     cache = ImageCache(synthetic, tmp_path / "cache", 48, progress=False)
     assert not cache.built_now and cache.image(0).shape == (48, 48)
+
+
+@pytest.mark.parametrize(
+    "damage, notice",
+    [
+        ("truncate images.npy", "images.npy is truncated"),
+        ("delete masks.npy", "masks.npy is missing"),
+        ("empty masks.npy", "masks.npy is truncated (0 of"),
+        ("flip a byte of areas.npy", "areas.npy is damaged (sha256"),
+    ],
+)
+def test_damaged_entry_is_rebuilt_with_a_one_line_notice(damage, notice, synthetic, tmp_path, capsys):
+    first = ImageCache(synthetic, tmp_path / "cache", 32, progress=False)
+    expected = [(np.array(first.image(i)), np.array(first.mask(i)), np.array(first.areas[i])) for i in range(3)]
+    verb, name = damage.split(" ")[0], damage.split(" ")[-1]
+    path = first.path / name
+    if verb == "truncate":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif verb == "delete":
+        path.unlink()
+    elif verb == "empty":
+        path.write_bytes(b"")
+    else:
+        data = bytearray(path.read_bytes())
+        data[-1] ^= 0xFF
+        path.write_bytes(bytes(data))
+    capsys.readouterr()
+
+    again = ImageCache(synthetic, tmp_path / "cache", 32, progress=False)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"cache {first.path}: ") and err[0].endswith("; rebuilding")
+    assert notice in err[0]
+    assert again.built_now and again.path == first.path
+    for i, (image, mask, areas) in enumerate(expected):
+        np.testing.assert_array_equal(again.image(i), image)
+        np.testing.assert_array_equal(again.mask(i), mask)
+        np.testing.assert_array_equal(again.areas[i], areas)
+    # Rebuilt once: the next run opens it silently.
+    assert not ImageCache(synthetic, tmp_path / "cache", 32, progress=False).built_now
+    assert capsys.readouterr().err == ""
+
+
+def test_a_file_damaged_after_the_check_is_a_one_line_error(synthetic, tmp_path):
+    from handseg.errors import DataFormatError
+
+    cache = ImageCache(synthetic, tmp_path / "cache", 32, progress=False)
+    path = cache.path / "images.npy"
+    path.write_bytes(path.read_bytes()[:200])  # after the check at start-up, before the first read
+    with pytest.raises(DataFormatError, match="images.npy: damaged cache file"):
+        cache.image(0)

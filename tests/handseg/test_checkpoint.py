@@ -152,3 +152,77 @@ def test_wrapped_model_and_substitute_weights(tiny_segformer_cfg, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(forward_logits(loaded, x), forward_logits(ema, x), rtol=0, atol=0)
         assert not torch.allclose(forward_logits(loaded, x), forward_logits(model, x))
+
+
+def _data_offset(path) -> int:
+    """Where a safetensors file's tensor data starts (8-byte header length, then the JSON header)."""
+    import struct
+
+    return 8 + struct.unpack("<Q", path.read_bytes()[:8])[0]
+
+
+def test_weights_are_checksummed_and_damage_is_named(tiny_segformer_cfg, tmp_path):
+    import numpy as np
+
+    _, folder = _save(tmp_path, tiny_segformer_cfg)
+    original = checkpoint_sha256(folder)
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    start = _data_offset(weights)
+    data[start + 4000 : start + 5000] = np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8).tobytes()
+    weights.write_bytes(bytes(data))  # same size, valid header: only the checksum can tell
+    with pytest.raises(DataFormatError) as err:
+        load_checkpoint(folder)
+    message = str(err.value)
+    assert message.startswith(f"{weights}: ") and "sha256" in message and "handseg.json" in message
+    assert "\n" not in message
+    assert json.loads((folder / "handseg.json").read_text())["weights_sha256"] == original
+
+
+def test_checkpoints_without_a_recorded_checksum_still_load(tiny_segformer_cfg, tmp_path):
+    model, folder = _save(tmp_path, tiny_segformer_cfg)
+    info = json.loads((folder / "handseg.json").read_text())
+    info.pop("weights_sha256", None)  # as written before checksums were recorded
+    (folder / "handseg.json").write_text(json.dumps(info))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(forward_logits(load_checkpoint(folder).model, x), forward_logits(model, x))
+
+
+def test_full_disk_is_one_line_and_leaves_the_previous_checkpoint(tiny_segformer_cfg, tmp_path, monkeypatch):
+    import errno
+
+    from handseg.disk import DiskFullError
+
+    _, folder = _save(tmp_path, tiny_segformer_cfg, seed=0)
+    before = checkpoint_sha256(folder)
+    model = build_model(tiny_segformer_cfg)
+
+    def full(self, save_directory, **kwargs):
+        (save_directory / "model.safetensors").write_bytes(b"part of a file")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(type(model), "save_pretrained", full)
+    with pytest.raises(DiskFullError) as err:
+        save_checkpoint(model, folder, _info(tiny_segformer_cfg))
+    message = str(err.value)
+    assert message.startswith(f"{folder}: disk full while writing a checkpoint (needs about ") and "free)" in message
+    assert "MiB" in message or "KiB" in message
+    assert checkpoint_sha256(folder) == before and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_staging_names_are_unique_and_a_killed_save_is_cleaned_up(tiny_segformer_cfg, tmp_path):
+    """Two writers never share a staging folder; leftovers of a dead writer go, a live writer's stay."""
+    import subprocess
+    import sys
+
+    from handseg.atomic import staging_dir
+
+    _, folder = _save(tmp_path, tiny_segformer_cfg)
+    mine, again = staging_dir(folder), staging_dir(folder)
+    assert mine != again and mine.name.startswith(f".ckpt.{__import__('os').getpid()}.")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".ckpt.{int(dead.stdout)}.abc.tmp"
+    stale.mkdir()
+    _save(tmp_path, tiny_segformer_cfg, seed=1)
+    assert not stale.exists() and mine.exists() and again.exists()

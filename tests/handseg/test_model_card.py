@@ -30,10 +30,10 @@ from tests.trainer.helpers import tiny_config, write_yaml
 from trainer.checkpointing import RunRecord, TrainProgress
 from trainer.config import load_train_config
 
-ROBUSTNESS = {"clean_mean_dice": 0.9, "n_images": 2, "results": [
-    {"kind": "rotation", "strength": 10, "unit": "deg", "mean_dice": 0.88},
-    {"kind": "rotation", "strength": 5, "unit": "deg", "mean_dice": 0.895},
-    {"kind": "jpeg_quality", "strength": 50, "mean_dice": 0.87}]}
+ROBUSTNESS = {"unperturbed": {"mean_dice": 0.9}, "n_images": 2, "perturbations": [  # robustness.json's shape
+    {"kind": "rotation", "strength": 10, "unit": "deg", "mean_dice": 0.88, "tolerance": 0.03, "passed": True},
+    {"kind": "rotation", "strength": 5, "unit": "deg", "mean_dice": 0.895, "tolerance": 0.03, "passed": True},
+    {"kind": "jpeg_quality", "strength": 50, "mean_dice": 0.87, "tolerance": 0.02, "passed": False}]}
 EFFICIENCY = {"device": "cpu", "device_name": "x86_64", "torch_threads": 2, "image_size": 2048,
               "memory_method": "peak RSS", "results": [
                   {"engine": "aot_inductor", "batch": 1, "tile_ms_p50": 13.4, "image_ms": 469.0,
@@ -120,8 +120,8 @@ def test_robustness_and_efficiency_sections(saved):
     assert "| aot_inductor | 1 | 13.40 | 469.0 | 2.13 | 1724 | 1.00000 |" in text
     assert "Not measured" not in text
     ModelCard(text)  # still a valid card
-    with pytest.raises(DataFormatError, match="clean_mean_dice must be a number"):
-        write_model_card(folder, robustness={"results": []})
+    with pytest.raises(DataFormatError, match="unperturbed.mean_dice must be a number"):
+        write_model_card(folder, robustness={"perturbations": []})
     with pytest.raises(DataFormatError, match=r"results\[0\] lacks image_ms"):
         write_model_card(folder, efficiency={"results": [{"engine": "x", "batch": 1, "tile_ms_p50": 1.0}]})
 

@@ -163,3 +163,32 @@ def test_launcher_reports_missing_data_root(tmp_path):
     assert f"error: {path}: data.data_root: folder" in proc.stderr
     assert not (tmp_path / "run").exists()
     shutil.rmtree(tmp_path / "run", ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    "overrides, key, problem",
+    [
+        ({"data": {"image_size": 100}}, "data.image_size", "100 is not a multiple of 32"),
+        ({"stage": 2, "data": {"crop_size": 100}}, "data.crop_size", "100 is not a multiple of 32"),
+        ({"model": {"arch": "upernet", "preset": "test"}, "data": {"image_size": 112}}, "data.image_size",
+         "112 is not a multiple of 32"),
+    ],
+)
+def test_input_sides_that_cannot_deploy_are_refused(overrides, key, problem, tmp_path, data_root):
+    """A side the model's stride does not divide trains but cannot be compiled to an engine: refused at load."""
+    ckpt = _fake_checkpoint(tmp_path / "s1" / "best")
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, data_root, ckpt=str(ckpt), **overrides)
+    assert err.value.key == key and problem in err.value.problem and "(try 96 or 128)" in err.value.problem
+
+
+def test_crop_size_larger_than_the_images_is_refused(tmp_path, phantom_root):
+    ckpt = _fake_checkpoint(tmp_path / "s1" / "best")
+    raw = tiny_config(phantom_root, tmp_path / "run", stage=2, ckpt=str(ckpt), data={"crop_size": 512})
+    path = write_yaml(tmp_path / "cfg.yaml", raw)
+    cfg = load_train_config(path)  # values alone are fine: 512 is a multiple of 32
+    with pytest.raises(ConfigError) as err:
+        check_paths(cfg, path)
+    assert err.value.key == "data.crop_size" and "512 is larger than the training images (256x256" in err.value.problem
+    raw["data"]["crop_size"] = 256  # as large as the images: fine
+    check_paths(load_train_config(write_yaml(path, raw)), path)

@@ -5,6 +5,7 @@ training command with the `test` SegFormer at 128 px."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -210,4 +211,179 @@ def test_two_processes_count_every_image_once_and_agree_on_weights(phantom_root,
     expected = sorted(s.rel for s in split.val[:3])
     assert report["n_images"] == 3 and sorted(report["per_image"]) == expected
     assert len(index_split(phantom_root)) == 8
+    # Each process saved its own generator states; the main process the shared files.
+    state = json.loads((out / "state" / "trainer_state.json").read_text())
+    assert state["num_processes"] == 2
+    expected = {"rng_0.safetensors", "rng_1.safetensors", "model.safetensors", "optimizer.safetensors"}
+    assert expected <= set(state["files"])
     shutil.rmtree(out / "state", ignore_errors=True)
+
+
+def _popen_train(cfg: Path, *extra: str, script: bool = False) -> subprocess.Popen:
+    """A training run in the background (the training command, or `sh accelerate_train.sh` with ``script``)."""
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "PYTHONUNBUFFERED": "1"}
+    cmd = ["sh", "accelerate_train.sh", "--cfg-path", str(cfg)] if script else \
+        [sys.executable, "-m", "trainer.train", "--cfg-path", str(cfg)]
+    return subprocess.Popen([*cmd, *extra], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _wait_for_training(proc: subprocess.Popen) -> None:
+    """Read the run's output up to its announcement line (printed after setup, before the first batch)."""
+    for line in proc.stdout:
+        if line.startswith("stage 1 | "):
+            return
+    raise AssertionError(f"training did not start: {proc.communicate(timeout=60)[1][-3000:]}")
+
+
+def test_mid_epoch_stop_resumes_bit_identical(phantom_root, work):
+    """SIGTERM within the first epoch, then ``resume: true``: ``best/``, ``last/`` and the EMA equal the uninterrupted
+    run's bit for bit (the README's promise: exact resume at any step)."""
+    import signal
+
+    # 6 batches per epoch (batch 1), the 256 px input so that a batch takes a while, EMA on: more state to restore.
+    common = dict(data={"batch_size": 1, "image_size": 256}, ema={"enabled": True, "decay": 0.9}, epochs=2)
+    ref_out, out = work / "midepoch_ref", work / "midepoch"
+    proc = run_train(write_yaml(work / "midepoch_ref.yaml", tiny_config(phantom_root, ref_out, **common)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    raw = tiny_config(phantom_root, out, **common)
+    cfg = write_yaml(work / "midepoch.yaml", raw)
+    proc = _popen_train(cfg)
+    _wait_for_training(proc)  # the signal lands before or during the first batches of epoch 1
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 130 and "resumable state saved" in stderr, stderr[-3000:]
+    proc = run_train(write_yaml(cfg, {**raw, "resume": True}))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resumed_at = re.search(rf"resumed from {re.escape(str(out / 'state'))}: epoch 0, step (\d+)", proc.stdout)
+    assert resumed_at and 1 <= int(resumed_at.group(1)) < 6  # stopped inside the first epoch (batch 1: step = batch)
+    for name in ("last", "best"):
+        ref, got = _weights(ref_out / name), _weights(out / name)
+        assert ref.keys() == got.keys()
+        assert all(torch.equal(ref[k], got[k]) for k in ref), name  # bit for bit
+        assert _info(out / name)["dice"] == _info(ref_out / name)["dice"]
+
+
+def test_second_run_on_the_same_output_dir_is_refused(phantom_root, work):
+    out = work / "locked"
+    first = _popen_train(write_yaml(work / "locked_a.yaml", tiny_config(phantom_root, out, epochs=50)))
+    try:
+        _wait_for_training(first)
+        second = run_train(write_yaml(work / "locked_b.yaml", tiny_config(phantom_root, out, epochs=1)))
+        assert second.returncode == 2 and "Traceback" not in second.stderr
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {out}: in use by another training (PID {first.pid} ")
+    finally:
+        first.terminate()
+        _, stderr = first.communicate(timeout=240)
+    assert first.returncode == 130 and "resumable state saved" in stderr
+    assert not list(out.glob(".*.tmp")) and not list(out.glob(".*.old"))  # nothing of the refused run's
+
+
+def test_sigterm_to_the_launch_script_reaches_the_trainer(phantom_root, work):
+    """``kill`` of what ``sh accelerate_train.sh`` started (as Docker or a scheduler sends it): the trainer saves its
+    state, the launch exits 130, and no process is left behind."""
+    import psutil
+
+    out = work / "launched"
+    raw = tiny_config(phantom_root, out, epochs=50, accelerate_config="config/accelerate/cpu.yaml")
+    proc = _popen_train(write_yaml(work / "launched.yaml", raw), script=True)
+    descendants = []
+    try:
+        _wait_for_training(proc)
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+        assert any("trainer.train" in " ".join(p.cmdline()) for p in descendants)
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=240)
+        assert proc.returncode == 130, stderr[-3000:]
+        assert "resumable state saved" in stderr and "Traceback" not in stderr
+        assert (out / "state" / "trainer_state.json").is_file()
+        gone, alive = psutil.wait_procs(descendants, timeout=30)
+        assert not alive
+    finally:
+        for p in descendants:  # only if the test failed: processes it started
+            if p.is_running():
+                p.kill()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_error_inside_the_launched_trainer_is_one_line_exit_2(phantom_root, work):
+    """An error raised after launch (``resume: true`` without a saved state) through ``accelerate_train.sh``: the
+    trainer's one line, exit 2, no launcher traceback."""
+    out = work / "nostate"
+    raw = tiny_config(phantom_root, out, resume=True, accelerate_config="config/accelerate/cpu.yaml")
+    cfg = write_yaml(work / "nostate.yaml", raw)
+    proc = subprocess.run(["sh", "accelerate_train.sh", "--cfg-path", str(cfg)], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=240, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "CalledProcessError" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: {cfg}: resume: no saved state in {out / 'state'}"]
+
+
+def test_resume_never_unpickles_and_names_a_damaged_file(phantom_root, work):
+    """A crafted pickle in ``state/`` is never loaded on resume; a truncated optimiser file is one line, exit 2."""
+    import pickle
+
+    out = work / "unpickle"
+    raw = tiny_config(phantom_root, out, epochs=1)
+    cfg = write_yaml(work / "unpickle.yaml", raw)
+    assert run_train(cfg).returncode == 0
+    marker = work / "unpickle_ran"
+    payload = pickle.dumps(_Payload(marker))
+    for name in ("custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl", "random_states_0.pkl"):
+        (out / "state" / name).write_bytes(payload)  # where Accelerate's own format keeps its pickles
+    proc = run_train(write_yaml(cfg, {**raw, "epochs": 2, "resume": True}))
+    assert not marker.exists()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _info(out / "last")["epoch"] == 2
+
+    optimizer = next(p for p in sorted((out / "state").iterdir()) if p.name.startswith("optimizer") and
+                     p.suffix in (".bin", ".safetensors"))
+    optimizer.write_bytes(optimizer.read_bytes()[:1000])
+    proc = run_train(write_yaml(cfg, {**raw, "epochs": 3, "resume": True}))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {optimizer}: ")
+
+
+class _Payload:
+    """Unpickling this creates a file: proof that a pickle was loaded."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_trainer_stops_when_its_launcher_is_killed(phantom_root, work):
+    """The launcher killed outright (SIGKILL: nothing can pass a signal on) leaves the trainer to another parent;
+    the trainer notices, saves its state and exits instead of running on unsupervised."""
+    import os
+    import signal
+
+    import psutil
+
+    out = work / "orphan"
+    raw = tiny_config(phantom_root, out, epochs=50, accelerate_config="config/accelerate/cpu.yaml")
+    launch = _popen_train(write_yaml(work / "orphan.yaml", raw), script=True)
+    trainer = None
+    try:
+        _wait_for_training(launch)
+        trainer = next(p for p in psutil.Process(launch.pid).children() if "trainer.train" in " ".join(p.cmdline()))
+        os.kill(launch.pid, signal.SIGKILL)
+        _, stderr = launch.communicate(timeout=240)  # the pipes close when the trainer, which shares them, exits
+        trainer.wait(timeout=60)  # not our child: its exit code cannot be read, its last words can
+        assert "interrupted: resumable state saved" in stderr and "Traceback" not in stderr
+        assert (out / "state" / "trainer_state.json").is_file()
+    finally:
+        if trainer is not None and trainer.is_running():
+            trainer.kill()
+        if launch.poll() is None:
+            launch.kill()
