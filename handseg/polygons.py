@@ -24,13 +24,14 @@ invented outline.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from handseg.annotations import ImageAnnotation, write_annotation
+from handseg.class_masks import ClassMasks
 from handseg.classes import CLASSES
 from handseg.rasterize import rasterize_window
 
@@ -161,33 +162,50 @@ def mask_to_polygon(mask: np.ndarray, target: float = DICE_TARGET) -> PolygonFit
     return PolygonFit(polygon, eps, dice, dice_mask, n_components, len(outline))
 
 
+def _fits_in_boxes(masks: ClassMasks, target: float) -> list[PolygonFit | None]:
+    """:func:`mask_to_polygon` of every class inside its box, the polygon moved to image coordinates."""
+    fits: list[PolygonFit | None] = []
+    for box, mask in zip(masks.boxes, masks.masks):
+        fit = None if box is None else mask_to_polygon(mask.cpu().numpy(), target)
+        if fit is not None:
+            fit = replace(fit, polygon=(fit.polygon + np.array([box[1], box[0]], dtype=np.int32)).astype(np.int32))
+        fits.append(fit)
+    return fits
+
+
 def masks_to_annotation(
-    masks: np.ndarray, filename: str, target: float = DICE_TARGET
+    masks: np.ndarray | ClassMasks, filename: str, target: float = DICE_TARGET
 ) -> tuple[ImageAnnotation, list[PolygonFit | None]]:
-    """(29, H, W) predicted masks -> an :class:`ImageAnnotation` with one polygon per non-empty class.
+    """Predicted masks -> an :class:`ImageAnnotation` with one polygon per non-empty class.
 
     Args:
-        masks: (29, H, W) bool or {0, 1} masks in CLASSES order (multi-label: classes may overlap).
+        masks: (29, H, W) bool or {0, 1} masks in CLASSES order (multi-label: classes may overlap), or the
+            same as :class:`~handseg.class_masks.ClassMasks` (each class is then fitted inside its box).
         filename: the image's file name, recorded in the annotation (e.g. ``image1661319116107.png``).
         target: least Dice of each polygon against the region it came from.
     Returns:
         ``(annotation, fits)``: the annotation (empty classes left out) and one :class:`PolygonFit` per
         class in CLASSES order (None for an empty mask).
     """
-    masks = np.asarray(masks)
-    if masks.ndim != 3 or masks.shape[0] != len(CLASSES):
-        raise ValueError(f"expected ({len(CLASSES)}, H, W) masks, got shape {masks.shape}")
-    fits = [mask_to_polygon(masks[c], target) for c in range(len(CLASSES))]
+    if isinstance(masks, ClassMasks):
+        if len(masks) != len(CLASSES):
+            raise ValueError(f"expected {len(CLASSES)} classes, got {len(masks)}")
+        fits, (height, width) = _fits_in_boxes(masks, target), (masks.height, masks.width)
+    else:
+        masks = np.asarray(masks)
+        if masks.ndim != 3 or masks.shape[0] != len(CLASSES):
+            raise ValueError(f"expected ({len(CLASSES)}, H, W) masks, got shape {masks.shape}")
+        fits = [mask_to_polygon(masks[c], target) for c in range(len(CLASSES))]
+        height, width = masks.shape[1:]
     polygons = {name: fit.polygon for name, fit in zip(CLASSES, fits) if fit is not None}
-    height, width = masks.shape[1:]
     return ImageAnnotation(filename=filename, width=int(width), height=int(height), polygons=polygons), fits
 
 
 def write_prediction_annotation(
-    path: str | os.PathLike, masks: np.ndarray, filename: str | None = None, target: float = DICE_TARGET,
+    path: str | os.PathLike, masks: np.ndarray | ClassMasks, filename: str | None = None, target: float = DICE_TARGET,
     extra: dict | None = None,
 ) -> tuple[Path, list[PolygonFit | None]]:
-    """Write (29, H, W) predicted masks as an annotation JSON in the training format, atomically.
+    """Write predicted masks ((29, H, W) or ClassMasks) as an annotation JSON in the training format, atomically.
 
     ``filename`` defaults to ``path``'s stem with ``.png``; ``extra`` adds top-level keys (the format's
     readers tolerate them). Returns the path and the per-class fits (None for empty classes, which have no

@@ -105,3 +105,23 @@ def test_legend_panel_rows():
     rows = [LegendRow("Heading", heading=True), LegendRow("tp", TP_RGB), LegendRow("name", key="Pi", muted=True)]
     panel = legend_panel(rows, height=10)
     assert panel.shape[1] == PANEL_WIDTH and panel.shape[0] >= 3 * 20 and has_colour(panel, TP_RGB)
+
+
+def test_overlay_from_class_masks_matches_the_dense_overlay(phantom_case):
+    """ClassMasks (each class in its box) give the dense overlay exactly at full size, and within half a display
+    pixel of placement when shrunk (IoU of the drawn masks >= 0.9)."""
+    from evaluator.overlays import box_coverage
+    from handseg.class_masks import ClassMasks
+
+    image, _target, pred = phantom_case
+    boxed = ClassMasks.from_dense(pred)
+    assert np.array_equal(prediction_overlay(image, boxed), prediction_overlay(image, pred))
+    big = cv2.resize(image, (1000, 1000), interpolation=cv2.INTER_LINEAR)
+    big_pred = np.stack([cv2.resize(p.astype(np.uint8), (1000, 1000), interpolation=cv2.INTER_NEAREST) for p in pred])
+    dense = np.stack([cv2.resize(p.astype(np.float32), (300, 300), interpolation=cv2.INTER_AREA) for p in big_pred])
+    cover = box_coverage(ClassMasks.from_dense(big_pred), (300, 300))
+    on_a, on_b = cover >= 0.5, dense >= 0.5
+    assert cover.shape == dense.shape and np.count_nonzero(on_a & on_b) / np.count_nonzero(on_a | on_b) >= 0.9
+    a = prediction_overlay(big, ClassMasks.from_dense(big_pred), max_side=300)
+    b = prediction_overlay(big, big_pred, max_side=300)
+    assert a.shape == b.shape and np.mean(np.all(a == b, axis=2)) >= 0.97

@@ -1,0 +1,161 @@
+"""Predictions for new X-rays: one image or a folder, with the evaluator's engine, thresholds and post-processing.
+
+For every PNG (8- or 16-bit, grayscale or RGB, any size) :func:`predict_image` writes, under the output folder
+(sub-folders of an input folder are kept):
+
+- ``<stem>.overlay.png``: the X-ray with each predicted bone tinted, outlined and keyed, and a legend of the 29
+  classes;
+- ``<stem>.json``: the prediction as an annotation in the training format (one ``poly_seg`` polygon per found
+  class, the largest outline simplified while its mask keeps Dice >= 0.995; see :mod:`handseg.polygons`), so it
+  opens in the labelling tools and reads back through :func:`handseg.annotations.read_annotation`;
+- ``<stem>.masks.npz`` with ``--masks npz``: ``masks`` (29, H, W) bool and ``classes`` (29,) names;
+
+and :func:`predict_paths` adds ``areas_mm2.csv`` (one row per image, one column per class) when a pixel spacing
+is given. An unreadable image gets one line on stderr and the others are still predicted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from evaluator.config import EvalConfig, resolve_postprocess, resolve_thresholds
+from evaluator.engines import eval_settings, load_engine, load_eval_checkpoint
+from evaluator.overlays import prediction_overlay
+from handseg.areas import pixel_area_mm2
+from handseg.atomic import atomic_write_bytes
+from handseg.class_masks import ClassMasks
+from handseg.classes import CLASSES
+from handseg.errors import DataFormatError
+from handseg.image_io import read_image, write_png
+from handseg.inference import PostProcess, predict_masks
+from handseg.polygons import write_prediction_annotation
+
+MASK_FORMATS = ("npz",)
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """Everything one prediction needs: the engine and the settings the evaluator would use."""
+
+    engine: object
+    settings: object
+    device: str
+    thresholds: list[float]
+    postprocess: PostProcess | None = None
+
+    def masks(self, image: np.ndarray) -> ClassMasks:
+        """(H, W) uint8 X-ray -> the 29 class masks at its size (on the CPU)."""
+        return predict_masks(self.engine, image, self.settings, self.thresholds, self.device,
+                             self.postprocess).to("cpu")
+
+
+def load_predictor(cfg: EvalConfig, file: str = "<config>", echo: bool = True) -> Predictor:
+    """The engine, inference settings, thresholds and post-processing of an evaluation config."""
+    ckpt = load_eval_checkpoint(cfg, cfg.device, file=file, echo=echo)
+    engine = load_engine(cfg, ckpt, device=cfg.device)
+    return Predictor(engine, eval_settings(cfg, ckpt, engine), cfg.device, resolve_thresholds(cfg),
+                     resolve_postprocess(cfg))
+
+
+@dataclass
+class PredictResult:
+    """What :func:`predict_paths` did: written files per image, the images that failed, and the areas file."""
+
+    written: dict[str, list[Path]] = field(default_factory=dict)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    areas_csv: Path | None = None
+
+
+def input_images(target: str | Path) -> tuple[Path, list[Path]]:
+    """``(root, images)``: a PNG file is its own list (root: its folder); a folder gives its PNGs, recursively
+    and sorted. A missing path, a non-PNG file, or a folder without PNGs is a DataFormatError."""
+    path = Path(target)
+    if path.is_file():
+        if path.suffix.lower() != ".png":
+            raise DataFormatError(path, "not a PNG file (predict.py reads PNG X-rays)")
+        return path.parent, [path]
+    if not path.is_dir():
+        raise DataFormatError(path, "no such file or folder")
+    images = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".png")
+    if not images:
+        raise DataFormatError(path, "no PNG images in this folder")
+    return path, images
+
+
+def save_masks_npz(path: Path, masks: ClassMasks) -> Path:
+    """Write ``masks`` (29, H, W) bool and ``classes`` (29,) to a compressed ``.npz``, atomically."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, masks=masks.to_dense().numpy(), classes=np.array(CLASSES))
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def predict_image(predictor: Predictor, image_path: Path, stem: Path, masks_format: str | None = None
+                  ) -> tuple[list[Path], np.ndarray]:
+    """Predict one X-ray and write its overlay, annotation JSON (and masks) next to ``stem``.
+
+    Args:
+        image_path: the PNG to read.
+        stem: output path without suffix, e.g. ``out/ID001/image123`` (folders are created).
+        masks_format: None, or ``"npz"`` to also write the (29, H, W) masks.
+    Returns:
+        ``(written files, (29,) int64 pixels per class)``.
+    Raises:
+        DataFormatError: the image cannot be read (nothing is written for it).
+    """
+    image = read_image(image_path)
+    masks = predictor.masks(image)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    overlay = stem.with_name(stem.name + ".overlay.png")
+    write_png(overlay, prediction_overlay(image, masks)[:, :, ::-1], compression=1)  # RGB -> BGR for OpenCV
+    annotation, _fits = write_prediction_annotation(stem.with_name(stem.name + ".json"), masks,
+                                                    filename=image_path.name)
+    written = [overlay, annotation]
+    if masks_format == "npz":
+        written.append(save_masks_npz(stem.with_name(stem.name + ".masks.npz"), masks))
+    elif masks_format is not None:
+        raise ValueError(f"unknown masks format {masks_format!r}; choose from {MASK_FORMATS}")
+    return written, masks.areas()
+
+
+def write_areas_csv(path: Path, rows: list[tuple[str, np.ndarray]], spacing_mm: float | list[float]) -> Path:
+    """``image, <29 class columns>`` in mm^2 (pixel count x pixel area), one row per predicted image."""
+    unit = pixel_area_mm2(spacing_mm)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["image", *CLASSES])
+    for name, pixels in rows:
+        writer.writerow([name, *(f"{float(n) * unit:.3f}" for n in pixels)])
+    atomic_write_bytes(path, buf.getvalue().encode())
+    return path
+
+
+def predict_paths(predictor: Predictor, target: str | Path, out_dir: str | Path, masks_format: str | None = None,
+                  pixel_spacing: float | list[float] | None = None, progress: bool = True) -> PredictResult:
+    """Predict every PNG of ``target`` (a file or a folder) into ``out_dir``; see the module docstring."""
+    if pixel_spacing is not None:
+        pixel_area_mm2(pixel_spacing)  # a bad spacing fails before any work
+    root, images = input_images(target)
+    out_dir = Path(out_dir)
+    result, areas = PredictResult(), []
+    bar = tqdm(images, desc="predict", unit="image", disable=not progress or len(images) < 2)
+    for path in bar:
+        rel = path.relative_to(root).with_suffix("")
+        try:
+            written, pixels = predict_image(predictor, path, out_dir / rel, masks_format)
+        except DataFormatError as exc:
+            result.failed.append((path, exc.problem))
+            tqdm.write(f"error: {path}: {exc.problem}", file=sys.stderr)
+            continue
+        result.written[str(rel)] = written
+        areas.append((str(rel), pixels))
+    if pixel_spacing is not None and areas:
+        result.areas_csv = write_areas_csv(out_dir / "areas_mm2.csv", areas, pixel_spacing)
+    return result
