@@ -14,6 +14,7 @@ from pathlib import Path
 from evaluator.config import load_eval_config
 from evaluator.efficiency import efficiency_chart, format_table, run_efficiency
 from evaluator.engines import load_eval_checkpoint
+from evaluator.report_html import refresh_report
 from handseg.atomic import atomic_write_text
 from handseg.errors import cli_main
 
@@ -33,6 +34,9 @@ def main(argv=None) -> dict:
     efficiency_chart(result, out / "efficiency.png")
     print(table)
     print(f"results -> {out}/efficiency.json, efficiency.md, efficiency.png")
+    report = refresh_report(out.parent) if out.name == "efficiency" else None
+    if report is not None:
+        print(f"report: {report}")
     return result
 
 

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from evaluator.agreement import mask_dice, tile_batch
 from evaluator.backends import BACKENDS
 from evaluator.build_engine import build_engine
-from evaluator.config import EvalConfig, resolve_thresholds
+from evaluator.config import EvalConfig, resolve_postprocess, resolve_thresholds
 from evaluator.engines import eval_settings, load_engine
 from evaluator.manifest import StaleEngineError
 from evaluator.report import save_figure
@@ -125,7 +125,7 @@ def whole_image(engine, png: Path, settings, device: str, thresholds, postproces
 
 
 def measure(engine: Engine, cfg: EvalConfig, ckpt: LoadedCheckpoint, png: Path, image: np.ndarray, batch: int,
-            ref_logits, ref_masks, thresholds) -> Measurement:
+            ref_logits, ref_masks, thresholds, postprocess=None) -> Measurement:
     """Time and measure ``engine`` at tile batch ``batch`` against the eager fp32 references."""
     eff, device = cfg.efficiency, engine.device
     settings = eval_settings(cfg, ckpt, engine)
@@ -136,11 +136,11 @@ def measure(engine: Engine, cfg: EvalConfig, ckpt: LoadedCheckpoint, png: Path, 
             engine(x)
         calls = np.asarray(timed(lambda: engine(x), eff.iters, device))
         diff = float((engine(x).cpu() - ref_logits).abs().max().item())
-    whole_image(engine, png, settings, device, thresholds)  # warm-up of the whole-image path
+    whole_image(engine, png, settings, device, thresholds, postprocess)  # warm-up of the whole-image path
     timer = PhaseTimer(device)
 
     def run_image():
-        return whole_image(engine, png, settings, device, thresholds, timer=timer)
+        return whole_image(engine, png, settings, device, thresholds, postprocess, timer=timer)
 
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
@@ -153,7 +153,7 @@ def measure(engine: Engine, cfg: EvalConfig, ckpt: LoadedCheckpoint, png: Path, 
             image_ms = float(np.mean(timed(run_image, eff.image_iters, device)))
         peak, increase = rss.peak, rss.peak - rss.base
     phases = {name: 1000.0 * timer.seconds.get(name, 0.0) / eff.image_iters for name in PHASES}
-    masks, _ = whole_image(engine, png, settings, device, thresholds)
+    masks, _ = whole_image(engine, png, settings, device, thresholds, postprocess)
     dice = mask_dice(masks.to_dense().cpu(), ref_masks)
     tiles = calls / batch
     return Measurement(
@@ -209,14 +209,14 @@ def engine_named(name: str, cfg: EvalConfig, ckpt: LoadedCheckpoint, batch: int,
 def run_efficiency(cfg: EvalConfig, ckpt: LoadedCheckpoint, progress: bool = True) -> dict:
     """Measure every available engine at batch 1 and ``batch_size_eval``; returns the JSON-ready result."""
     spec = ckpt.spec
-    thresholds = resolve_thresholds(cfg)
+    thresholds, postprocess = resolve_thresholds(cfg), resolve_postprocess(cfg)
     image, _ = render_hand(0, cfg.efficiency.image_size, "R")
     batches = cfg.efficiency.batch_sizes or sorted({1, cfg.batch_size_eval})
     ref = eager_engine(ckpt.model, "fp32", cfg.device, prior=ckpt.prior.model if ckpt.prior else None)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         png = write_png(Path(tmp) / "hand.png", image)  # the whole-image time includes decoding a real file
-        ref_masks = whole_image(ref, png, eval_settings(cfg, ckpt, ref), cfg.device, thresholds)[0]
+        ref_masks = whole_image(ref, png, eval_settings(cfg, ckpt, ref), cfg.device, thresholds, postprocess)[0]
         ref_masks = ref_masks.to_dense().cpu()
         for batch in batches:
             x = tile_batch(image, spec, batch, spec.model_size)
@@ -224,7 +224,7 @@ def run_efficiency(cfg: EvalConfig, ckpt: LoadedCheckpoint, progress: bool = Tru
                 ref_logits = ref(x).cpu()
             for name in available_engines(cfg):
                 engine = engine_named(name, cfg, ckpt, batch, image)
-                row = measure(engine, cfg, ckpt, png, image, batch, ref_logits, ref_masks, thresholds)
+                row = measure(engine, cfg, ckpt, png, image, batch, ref_logits, ref_masks, thresholds, postprocess)
                 if progress:
                     print(f"  {row.engine:<22} batch {batch}: {row.image_ms:9.1f} ms/image, "
                           f"model {100 * row.model_share:4.1f}%, {row.peak_mem_mib:8.1f} MiB")

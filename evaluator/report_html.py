@@ -159,6 +159,10 @@ def _config_section(dice: dict) -> str:
         feed = f"whole image resized to {spec.get('image_size')} px"
     else:
         feed = "not recorded"
+    prior = spec.get("prior")
+    if isinstance(prior, dict):
+        feed += (f"; cascade: stage 1's probabilities (whole image at {prior.get('image_size')} px) are input "
+                 "channels and the base of the output")
     rows = [("checkpoint", f"<code>{_e(s.get('checkpoint', 'not recorded'))}</code>")]
     candidates = s.get("checkpoint_candidates")
     if isinstance(candidates, list) and len(candidates) > 1:
@@ -185,8 +189,30 @@ def _config_section(dice: dict) -> str:
         ("input", _e(feed)),
         ("blending, TTA, tile batch", _e(f"{s.get('blend', '?')}, flip TTA {'on' if s.get('flip_tta') else 'off'}"
                                          f", {s.get('tile_batch', '?')} tiles per call")),
+        ("thresholds", _e(_thresholds_text(s.get("thresholds")))),
+        ("post-processing", _e(_postprocess_text(s.get("postprocess")))),
     ]
     return "<section id=\"configuration\"><h2>Run configuration</h2>" + _kv_table(rows) + "</section>"
+
+
+def _thresholds_text(value: Any) -> str:
+    if isinstance(value, (int, float)):
+        return f"{value:g} for every class"
+    if isinstance(value, list) and value:
+        return f"per class, {min(value):.2f} to {max(value):.2f}"
+    if isinstance(value, str):
+        return f"tuned per class on the validation fold ({value})"
+    return "not recorded"
+
+
+def _postprocess_text(value: Any) -> str:
+    if not isinstance(value, dict):
+        return "none"
+    lc = [c for c, v in value.items() if isinstance(v, dict) and v.get("largest_component")]
+    fh = [c for c, v in value.items() if isinstance(v, dict) and v.get("fill_holes")]
+    if not lc and not fh:
+        return "none"
+    return f"largest component on {len(lc)} classes, hole filling on {len(fh)} (chosen by threshold tuning)"
 
 
 def _class_table(names: list[str], dice: dict, lowest: set[str], worst: dict[str, tuple[float, str]],
@@ -306,12 +332,24 @@ def robustness_chart(rob: Robustness) -> bytes:
     return buf.getvalue()
 
 
-def _robustness_section(out_dir: Path) -> str:
+def other_checkpoint(dice: dict, recorded: Any) -> str | None:
+    """A note when a result was measured on another checkpoint than the validation's (then it is left out)."""
+    ours = (dice.get("settings") or {}).get("checkpoint")
+    if not isinstance(ours, str) or not isinstance(recorded, str) or Path(ours).resolve() == Path(recorded).resolve():
+        return None
+    return f"Left out: measured on checkpoint {recorded}, not on {ours} (the one validated here); run it again."
+
+
+def _robustness_section(out_dir: Path, dice: dict) -> str:
     head = "<section id=\"robustness\"><h2>Robustness</h2>"
     path = out_dir / ROBUSTNESS_JSON
     if not path.is_file():
         return head + _note(f"No robustness result in this folder ({ROBUSTNESS_JSON.as_posix()}).") + "</section>"
-    rob = parse_robustness(read_json(path), path)
+    data = read_json(path)
+    stale = other_checkpoint(dice, (data.get("settings") or {}).get("checkpoint") if isinstance(data, dict) else None)
+    if stale:
+        return head + _note(stale) + "</section>"
+    rob = parse_robustness(data, path)
     chart = out_dir / ROBUSTNESS_PNG
     data = chart.read_bytes() if chart.is_file() else robustness_chart(rob)
     n = f" of the {rob.n_images} validation images" if rob.n_images is not None else ""
@@ -330,12 +368,15 @@ def _robustness_section(out_dir: Path) -> str:
     return head + intro + figure + table + "</section>"
 
 
-def _efficiency_section(out_dir: Path) -> str:
+def _efficiency_section(out_dir: Path, dice: dict) -> str:
     head = "<section id=\"efficiency\"><h2>Efficiency</h2>"
     path = out_dir / EFFICIENCY_JSON
     if not path.is_file():
         return head + _note(f"No efficiency result in this folder ({EFFICIENCY_JSON.as_posix()}).") + "</section>"
     eff = parse_efficiency(read_json(path), path)
+    stale = other_checkpoint(dice, eff.get("checkpoint"))
+    if stale:
+        return head + _note(stale) + "</section>"
     cols = [(k, title, fmt) for k, title, fmt in EFFICIENCY_COLUMNS if all(k in r for r in eff["results"])]
     head_row = "".join(f'<th class="{"num" if k != "engine" else ""}">{_e(t)}</th>' for k, t, _ in cols)
     body = "".join(
@@ -381,7 +422,7 @@ def build_report(out_dir: str | os.PathLike, title: str | None = None) -> str:
         f"<header><h1>{_e(title)}</h1><p class=\"sub\">Hand-bone X-ray segmentation, 29 classes, evaluation "
         f"folder <code>{_e(run)}</code>.</p>{headline}</header>"
         + _config_section(dice) + _dice_section(out_dir, dice) + _overlays_section(out_dir, dice)
-        + _robustness_section(out_dir) + _efficiency_section(out_dir)
+        + _robustness_section(out_dir, dice) + _efficiency_section(out_dir, dice)
         + f"<footer>Written by handseg on {generated} from the files of the evaluation folder.</footer>"
         "</main></body></html>\n"
     )
@@ -390,3 +431,9 @@ def build_report(out_dir: str | os.PathLike, title: str | None = None) -> str:
 def write_report(out_dir: str | os.PathLike, title: str | None = None, path: str | os.PathLike | None = None) -> Path:
     """Write :func:`build_report` of ``out_dir`` to ``path`` (default ``<out_dir>/report.html``) atomically."""
     return atomic_write_text(Path(path) if path else Path(out_dir) / REPORT_FILE, build_report(out_dir, title))
+
+
+def refresh_report(out_dir: str | os.PathLike) -> Path | None:
+    """Rewrite ``<out_dir>/report.html`` when the folder holds a validation result (``dice.json``), so the page
+    includes what a later step (robustness, efficiency) added; None when there is nothing to report yet."""
+    return write_report(out_dir) if (Path(out_dir) / "dice.json").is_file() else None

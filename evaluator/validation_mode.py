@@ -16,6 +16,7 @@ import numpy as np
 
 from evaluator.config import EvalConfig
 from evaluator.report import write_overlays, write_validation_report
+from evaluator.report_html import write_report
 from handseg.checkpoint import LoadedCheckpoint, recorded_data_config
 from handseg.data_config import DataConfig
 from handseg.dataset_index import load_split
@@ -59,6 +60,7 @@ def run_validation(cfg: EvalConfig, ckpt: LoadedCheckpoint, engine: Engine, sett
     paths = write_validation_report(out, summary, result, meta=report_meta(cfg, ckpt, engine, settings, postprocess))
     worst = worst_images(result, samples, cfg.n_worst_overlays)
     paths["overlays"] = write_overlays(out / "overlays", worst, engine, settings, device, thresholds, postprocess)
+    paths["report"] = write_report(out)
     paths["summary"] = summary
     return paths
 
@@ -79,5 +81,6 @@ def report_meta(cfg: EvalConfig, ckpt: LoadedCheckpoint, engine: Engine, setting
         "blend": settings.blend,
         "flip_tta": settings.flip_tta,
         "tile_batch": settings.batch_size,
+        "thresholds": cfg.thresholds,
         "postprocess": postprocess.to_dict() if postprocess is not None else None,
     }

@@ -15,6 +15,7 @@ import sys
 from typing import Sequence
 
 from evaluator.config import load_eval_config
+from evaluator.report_html import refresh_report
 from evaluator.robustness import evaluate_robustness, format_robustness_table
 from handseg.errors import cli_main
 
@@ -39,8 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = load_eval_config(args.cfg_path, overrides=overrides)
     result, paths = evaluate_robustness(cfg, file=args.cfg_path, progress=not args.quiet)
     print(format_robustness_table(result))
+    paths["report"] = refresh_report(cfg.output_dir)
     for key, path in paths.items():
-        print(f"{key}: {path}")
+        if path is not None:
+            print(f"{key}: {path}")
     return 0
 
 

@@ -38,16 +38,17 @@ window.addEventListener("load", function () {
 BROKEN_IMG = '<img alt="sentinel-broken" src="data:image/png;base64,AAAA">'
 
 
-def robustness_result(clean: float) -> dict:
+def robustness_result(clean: float, checkpoint: str) -> dict:
     rows = []
     for kind, unit, strengths in (("rotation", "deg", [5, 15]), ("gaussian_noise", "", [0.02, 0.05]),
                                   ("jpeg_quality", "", [90, 50])):
         rows += [{"kind": kind, "strength": s, "unit": unit, "mean_dice": round(clean - 0.01 * (j + 1), 4)}
                  for j, s in enumerate(strengths)]
-    return {"unperturbed": {"mean_dice": clean}, "n_images": 4, "perturbations": rows}  # robustness.json's shape
+    return {"unperturbed": {"mean_dice": clean}, "n_images": 4, "perturbations": rows,  # robustness.json's shape
+            "settings": {"checkpoint": checkpoint}}
 
 
-def efficiency_result() -> dict:
+def efficiency_result(checkpoint: str) -> dict:
     keys = ("tile_ms_p50", "tile_ms_p90", "tile_ms_p99", "batch_ms_p50", "tiles_per_s", "image_ms",
             "images_per_s", "peak_mem_mib", "peak_mem_increase_mib", "max_abs_diff_logits", "mask_dice_min",
             "mask_dice_mean")
@@ -55,7 +56,7 @@ def efficiency_result() -> dict:
                  engine="aot_inductor", batch=1),
             dict(zip(keys, (27.6, 28.0, 29.4, 27.6, 36.2, 498.0, 2.01, 1643.0, 70.0, 0.0, 1.0, 1.0)),
                  engine="eager_fp32", batch=1)]
-    return {"device": "cpu", "device_name": "x86_64", "torch_threads": 1, "checkpoint": "ckpt", "image_size": 256,
+    return {"device": "cpu", "device_name": "x86_64", "torch_threads": 1, "checkpoint": checkpoint, "image_size": 256,
             "warmup": 1, "iters": 2, "image_iters": 1, "memory_method": "peak RSS", "results": rows}
 
 
@@ -69,10 +70,10 @@ def eval_dir(tmp_path_factory, tiny_ckpt, engine_dir, phantom_root) -> Path:
                                            backend="eager", n_worst_overlays=2))
     summary = run("validation", cfg)["summary"]
     (out / "robustness").mkdir()
-    (out / "robustness" / "robustness.json").write_text(json.dumps(robustness_result(summary.mean)))
+    (out / "robustness" / "robustness.json").write_text(json.dumps(robustness_result(summary.mean, str(tiny_ckpt))))
     (out / "efficiency").mkdir()
-    (out / "efficiency" / "efficiency.json").write_text(json.dumps(efficiency_result()))
-    efficiency_chart(efficiency_result(), out / "efficiency" / "efficiency.png")
+    (out / "efficiency" / "efficiency.json").write_text(json.dumps(efficiency_result(str(tiny_ckpt))))
+    efficiency_chart(efficiency_result(str(tiny_ckpt)), out / "efficiency" / "efficiency.png")
     return out
 
 
@@ -155,6 +156,17 @@ def test_optional_parts_missing_leave_one_line_notes(tmp_path, eval_dir):
     assert "No efficiency result in this folder (efficiency/efficiency.json)." in text
     assert "No overlays in this folder" in text
     assert len(re.findall(r"<img ", text)) == 1  # the Dice chart
+
+
+def test_results_of_another_checkpoint_are_left_out_with_a_note(tmp_path, eval_dir):
+    out = tmp_path / "eval"
+    shutil.copytree(eval_dir, out)
+    (out / "efficiency" / "efficiency.json").write_text(json.dumps(efficiency_result("runs/older/best")))
+    text = build_report(out)
+    assert "Left out: measured on checkpoint runs/older/best" in text
+    assert "<h2>Robustness</h2><p" in text and "robustness chart" in text  # same checkpoint: kept
+    assert len(re.findall(r"<img ", text)) == 4  # the efficiency chart is gone
+    assert "0.5 for every class" in text and "<th>post-processing</th><td>none</td>" in text
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, eval_dir):

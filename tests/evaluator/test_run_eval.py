@@ -152,6 +152,7 @@ def test_accelerate_eval_sh_validation(eager_cfg, tmp_path, repo_root):
                           capture_output=True, text=True, cwd=repo_root, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     via_sh = json.loads((tmp_path / "sh" / "dice.json").read_text())
+    assert "report: " in proc.stdout and (tmp_path / "sh" / "report.html").stat().st_size > 10_000
     direct = run("validation", cfg)
     assert via_sh["mean_dice"] == pytest.approx(direct["summary"].mean, abs=1e-4)
     assert yaml.safe_load(cfg_path.read_text())["backend"] == "eager"
