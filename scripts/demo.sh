@@ -1,60 +1,75 @@
 #!/bin/sh
-# The whole job on bundled phantom data, CPU only: data -> stage 1 -> stage 2 -> engine -> validation,
-# submission, leaderboard score, efficiency and robustness. Each step reuses what an earlier run already produced
-# where that is safe (the data set, a finished stage), so a second `make demo` is quick.
+# The whole job on bundled phantom data, CPU only: data -> stage 1 -> stage 2 (cascade) -> engines -> thresholds
+# -> validation and report, submission, leaderboard score, efficiency, robustness, predictions for new images.
+# Each step reuses what an earlier run already produced where that is safe (the data set; a stage trained with
+# the same config and inputs), so a second `make demo` is quick.
 set -eu
 cd "$(dirname "$0")/.."
 [ -d .venv/bin ] && PATH="$PWD/.venv/bin:$PATH" && export PATH
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 DATA=data/phantom
+EVAL=outputs/demo/eval
 step() { printf '\n==> %s\n' "$*"; }
 
-step "1/9 phantom data set (40 train IDs, 10 test IDs, 2048x2048) in $DATA"
+step "1/11 phantom data set (40 train IDs, 10 test IDs, 2048x2048) in $DATA"
 python scripts/make_phantom.py --out "$DATA" --train-ids 40 --test-ids 10 --size 2048 --seed 0 --preview
 
-step "2/9 data set summary and folds"
+step "2/11 data set summary and folds"
 python scripts/dataset_summary.py --data "$DATA" --folds 5 --seed 0
 
-train_stage() {  # $1: stage number, $2: config, $3: output folder
-  if [ -f "$3/best/model.safetensors" ] && [ -f "$3/DONE" ]; then
-    echo "stage $1 already trained: $3/best (delete $3 to retrain)"
+train_stage() {  # $1: stage number, $2: config, $3: output folder, $4...: files the stage depends on
+  stage=$1; cfg=$2; run=$3; shift 3
+  stamp=$(cat "$cfg" "$@" | sha256sum | cut -c1-16)  # the config and its inputs: a change retrains the stage
+  if [ -f "$run/best/model.safetensors" ] && [ "$(cat "$run/DONE" 2>/dev/null)" = "$stamp" ]; then
+    echo "stage $stage already trained with this config and data: $run/best (delete $run to retrain)"
   else
-    sh accelerate_train.sh --cfg-path "$2"
-    touch "$3/DONE"
+    rm -rf "$run"
+    sh accelerate_train.sh --cfg-path "$cfg"
+    echo "$stamp" > "$run/DONE"
   fi
 }
 
-step "3/9 stage 1: whole images at low resolution"
-train_stage 1 config/demo/train_stage1.yaml runs/demo_stage1
+step "3/11 stage 1: whole images at 384 px, strong pose, zoom and exposure augmentation"
+train_stage 1 config/demo/train_stage1.yaml runs/demo_stage1 "$DATA/phantom.json"
 
-step "4/9 stage 2: native-resolution crops, initialised from stage 1's best"
-train_stage 2 config/demo/train_stage2.yaml runs/demo_stage2
+step "4/11 stage 2: a cascade on native 512 px crops, stage 1's probabilities as extra input channels"
+train_stage 2 config/demo/train_stage2.yaml runs/demo_stage2 "$DATA/phantom.json" runs/demo_stage1/DONE
 
-step "5/9 ahead-of-time compiled engine (AOTInductor on CPU)"
+step "5/11 ahead-of-time compiled engines (AOTInductor on CPU; a cascade compiles both stages)"
 python tensorrt_aot.py --cfg-path config/demo/eval.yaml
 
-step "6/9 validation (per-class Dice at 2048x2048) and submission CSV"
+step "6/11 per-class thresholds and post-processing tuned on the validation fold"
+python scripts/tune_thresholds.py --cfg-path config/demo/eval.yaml --out "$EVAL/thresholds.yaml"
+
+step "7/11 validation (per-class Dice at 2048x2048, report.html) and submission CSV"
 sh accelerate_eval.sh --mode validation --cfg-path config/demo/eval.yaml
 sh accelerate_eval.sh --mode submission --cfg-path config/demo/eval.yaml
 
-step "7/9 leaderboard score of the submission against the held-out test labels"
-python scripts/score_submission.py --csv outputs/demo/eval/submission.csv --labels "$DATA/test_labels"
+step "8/11 leaderboard score of the submission against the held-out test labels (half of them strongly bent)"
+python scripts/score_submission.py --csv "$EVAL/submission.csv" --labels "$DATA/test_labels"
 
-step "8/9 efficiency: eager vs AOTInductor, per tile and per 2048x2048 image"
+step "9/11 efficiency: eager vs AOTInductor, per tile and per 2048x2048 image, time by phase"
 python evaluate_efficiency.py --cfg-path config/demo/eval.yaml
 
-step "9/9 robustness: Dice under rotation, zoom, translation, exposure, noise, blur and JPEG"
+step "10/11 robustness: Dice under rotation, zoom, translation, exposure, noise, blur and JPEG"
 python scripts/robustness.py --cfg-path config/demo/eval.yaml
+
+step "11/11 predictions for new X-rays: overlay, annotation JSON, masks (two test images)"
+python predict.py "$DATA/test/DCM/ID041" --cfg-path config/demo/eval.yaml --out outputs/demo/predict --masks npz \
+  --pixel-spacing 0.1
 
 cat <<EOT
 
 Demo finished. Results:
-  data set preview        $DATA/preview.png
-  stage 1 / 2 checkpoints runs/demo_stage1/best, runs/demo_stage2/best (TensorBoard logs under runs/)
-  compiled engine         trt_models/ (engine + manifest)
-  validation report       outputs/demo/eval/ (dice.md, dice.csv, dice.json, chart, overlays/)
-  submission              outputs/demo/eval/submission.csv
-  efficiency              outputs/demo/eval/efficiency/ (efficiency.md, efficiency.json, chart)
-  robustness              outputs/demo/eval/robustness/ (robustness.md, robustness.json, chart)
+  report (open in a browser) $EVAL/report.html
+  data set preview           $DATA/preview.png (training images) and $DATA/preview_test.png (test images)
+  stage 1 / 2 checkpoints    runs/demo_stage1/best, runs/demo_stage2/best (model cards README.md; TensorBoard logs)
+  compiled engines           trt_models/ (engines + manifests)
+  thresholds                 $EVAL/thresholds.yaml (with the chosen post-processing)
+  validation                 $EVAL/ (dice.md, dice.csv, dice.json, chart, overlays/)
+  submission                 $EVAL/submission.csv
+  efficiency                 $EVAL/efficiency/ (efficiency.md, efficiency.json, chart)
+  robustness                 $EVAL/robustness/ (robustness.md, robustness.json, chart)
+  predictions                outputs/demo/predict/ (overlay PNG, annotation JSON, masks, areas_mm2.csv)
 EOT

@@ -25,7 +25,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-ids", type=int, required=True, help="persons in the test set (2 images each)")
     p.add_argument("--size", type=int, default=2048, help="image side in pixels (default 2048)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--preview", action="store_true", help="also write <out>/preview.png, a contact sheet")
+    p.add_argument("--preview", action="store_true",
+                   help="also write contact sheets: <out>/preview.png (training), preview_test.png")
     p.add_argument("--force", action="store_true", help="regenerate even where the folder holds other files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
@@ -41,6 +42,18 @@ def _summary(out: Path, args: argparse.Namespace) -> str:
             f"({args.test_ids} IDs), {args.size}x{args.size}, seed {args.seed}")
 
 
+def write_missing_previews(out: Path, size: int) -> None:
+    """The contact sheets of a reused data set that has none yet (training and test images)."""
+    from handseg.phantom.preview import write_preview
+
+    for name, images, labels in (("preview.png", "train/DCM", "train/outputs_json"),
+                                 ("preview_test.png", "test/DCM", "test_labels/outputs_json")):
+        pngs = sorted((out / images).glob("ID*/*.png"))[:6]
+        if pngs and not (out / name).is_file():
+            pairs = [(p, out / labels / p.parent.name / f"{p.stem}.json") for p in pngs]
+            print(f"preview: {write_preview(pairs, out / name, tile=min(size, 512))}")
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
@@ -48,12 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     params = dataset_params(args.train_ids, args.test_ids, args.size, args.seed)
     if is_complete(out, params):
         print(f"phantom data set already present, reusing it: {_summary(out, args)}")
-        if args.preview and not (out / "preview.png").is_file():
-            from handseg.phantom.preview import write_preview
-
-            pngs = sorted((out / "train" / "DCM").glob("ID*/*.png"))[:6]
-            pairs = [(p, out / "train" / "outputs_json" / p.parent.name / f"{p.stem}.json") for p in pngs]
-            print(f"preview: {write_preview(pairs, out / 'preview.png', tile=min(args.size, 512))}")
+        if args.preview:
+            write_missing_previews(out, args.size)
         return 0
     if out.exists() and not out.is_dir():
         raise DataFormatError(out, "exists and is not a folder")
@@ -70,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                      preview=args.preview, progress=not args.quiet)
     print(f"wrote {_summary(out, args)}")
     if args.preview:
-        print(f"preview: {out / 'preview.png'}")
+        print(f"preview: {out / 'preview.png'}, {out / 'preview_test.png'}")
     return 0
 
 

@@ -10,7 +10,7 @@
 <out>/phantom.json                               the parameters (with each split's share of strongly bent wrists)
                                                  and how many images of each split came out bent; "complete"
                                                  once everything is written
-<out>/preview.png                                optional contact sheet
+<out>/preview.png, preview_test.png              optional contact sheets (training, test images)
 ```
 Every random draw comes from ``np.random.default_rng([seed, ...])`` streams keyed by the person and image
 index, so the same parameters give byte-identical files.
@@ -35,7 +35,8 @@ from handseg.phantom.render import render
 
 GENERATOR_VERSION = 1
 SIDES = ("R", "L")
-OUTPUTS = ("train", "test", "test_labels", "meta_data.csv", "sample_submission.csv", "preview.png", "phantom.json")
+OUTPUTS = ("train", "test", "test_labels", "meta_data.csv", "sample_submission.csv", "preview.png", "preview_test.png",
+           "phantom.json")
 STREAM_PERSON, STREAM_NAMES, STREAM_SUBMISSION, STREAM_BENT = 0, 1, 2, 3
 # Share of images with a strongly bent wrist (18-30 degrees): training images draw it (about one in five); in the
 # test split exactly half of the images (a seeded choice) are bent, as in the competition, where one team's EDA
@@ -180,7 +181,7 @@ def generate_dataset(
         from tqdm import tqdm
 
         persons = tqdm(persons, desc="phantom", unit="person")
-    meta_rows, train_pairs, test_names = [], [], []
+    meta_rows, train_pairs, test_pairs = [], [], []
     bent = {"train": 0, "test": 0}
     test_bent = test_bends(seed, test_ids)
     for pid in persons:
@@ -192,12 +193,14 @@ def generate_dataset(
         if split == "train":
             train_pairs.extend(pairs)
         else:
-            test_names.extend(p.name for p, _ in pairs)
+            test_pairs.extend(pairs)
     atomic_write_text(out / "meta_data.csv", _csv_text(meta_rows, ["ID", "age", "sex", "weight", "height"]))
-    atomic_write_text(out / "sample_submission.csv", _sample_submission(seed, sorted(test_names)))
+    atomic_write_text(out / "sample_submission.csv", _sample_submission(seed, sorted(p.name for p, _ in test_pairs)))
     if preview:
         from handseg.phantom.preview import write_preview
 
         write_preview(train_pairs[:6], out / "preview.png", tile=min(size, 512))
+        if test_pairs:  # the test split's shift (half of its hands strongly bent) at a glance
+            write_preview(test_pairs[:6], out / "preview_test.png", tile=min(size, 512))
     counts = {"strongly_bent_images": bent, "images": {"train": 2 * train_ids, "test": 2 * test_ids}}
     atomic_write_text(out / "phantom.json", json.dumps({**params, **counts, "complete": True}, indent=2) + "\n")

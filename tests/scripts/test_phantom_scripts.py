@@ -32,11 +32,13 @@ def test_make_phantom_writes_reuses_and_refuses(tmp_path: Path):
     assert len(list((out / "test_labels" / "outputs_json").glob("ID*/*.json"))) == 2
     preview = read_image(out / "preview.png")
     assert preview.shape[0] >= 128 and preview.shape[1] >= 3 * 128
+    assert read_image(out / "preview_test.png").shape[1] >= 2 * 128  # the test split's two images
     assert json.loads((out / "phantom.json").read_text())["complete"] is True
     stamp = (out / "train" / "DCM").stat().st_mtime_ns, sorted(p.name for p in out.rglob("*.png"))
 
+    (out / "preview_test.png").unlink()  # a data set reused without its test preview gets one
     again = run("make_phantom.py", *args)
-    assert again.returncode == 0 and "reusing" in again.stdout
+    assert again.returncode == 0 and "reusing" in again.stdout and (out / "preview_test.png").is_file()
     assert ((out / "train" / "DCM").stat().st_mtime_ns, sorted(p.name for p in out.rglob("*.png"))) == stamp
 
     other = run("make_phantom.py", "--out", out, "--train-ids", "1", "--test-ids", "1", "--size", "128", "--quiet")
