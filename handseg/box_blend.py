@@ -22,6 +22,7 @@ from typing import Literal, Sequence
 import torch
 
 from handseg.bilinear import covering_range, upsample_region
+from handseg.model_io import logits_in_window
 
 Box = tuple[int, int, int, int]
 LOGIT_MARGIN = 1e-3  # logits this far below logit(t) still count as candidates (float rounding is ~1e-7)
@@ -61,17 +62,21 @@ class ModelOutputs:
 
 
 def prior_region(prior: torch.Tensor, image_hw: tuple[int, int], pad: tuple[int, int], py0: int, py1: int,
-                 px0: int, px1: int) -> torch.Tensor:
+                 px0: int, px1: int, pad_value: float = PAD_LOGIT, out: torch.Tensor | None = None) -> torch.Tensor:
     """A cascade prior's logits (C, h', w') upsampled to the image, over ``[py0, py1) x [px0, px1)`` of the padded
-    image: (C, py1 - py0, px1 - px0) float32, :data:`PAD_LOGIT` on the padding."""
+    image: (C, py1 - py0, px1 - px0) float32, ``pad_value`` on the padding (default :data:`PAD_LOGIT`; 0 for
+    probabilities); written into ``out`` when given. Sampled as training samples it
+    (:func:`handseg.model_io.logits_in_window`): the same value per pixel whatever the window."""
     (top, left), (h, w) = pad, image_hw
     y0, y1, x0, x1 = py0 - top, py1 - top, px0 - left, px1 - left
     iy0, iy1, ix0, ix1 = max(y0, 0), min(y1, h), max(x0, 0), min(x1, w)
     if (iy0, iy1, ix0, ix1) == (y0, y1, x0, x1):
-        return upsample_region(prior, image_hw, y0, y1, x0, x1)
-    out = prior.new_full((prior.shape[0], py1 - py0, px1 - px0), PAD_LOGIT)
+        return logits_in_window(prior, image_hw, y0, y1, x0, x1, out)
+    if out is None:
+        out = prior.new_empty((prior.shape[0], py1 - py0, px1 - px0))
+    out.fill_(pad_value)
     if iy0 < iy1 and ix0 < ix1:
-        out[:, iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = upsample_region(prior, image_hw, iy0, iy1, ix0, ix1)
+        logits_in_window(prior, image_hw, iy0, iy1, ix0, ix1, out[:, iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0])
     return out
 
 

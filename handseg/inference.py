@@ -134,14 +134,19 @@ def _run_tiled(engine: Engine, image: np.ndarray, settings: InferenceSettings, d
         padded = np.pad(image, ((top, bottom), (left, right))) if top + bottom + left + right else image
         x = to_pixel_values(padded, settings.input.mean, settings.input.std, device)[None]
         windows = tile_windows(*padded.shape, tile, settings.input.overlap)
+        prior_probs = None if prior is None else torch.sigmoid(prior)  # upsampled as probabilities, as in training
+        # One input buffer for every batch: a fresh one per batch costs its page faults each time.
+        channels = 3 if prior is None else 3 + prior.shape[0]
+        buffer = x.new_empty((min(settings.batch_size, len(windows)), channels, tile, tile))
     plain, flipped = [], []
     for start in range(0, len(windows), settings.batch_size):
         batch = windows[start:start + settings.batch_size]
         with phase(timer, "preprocess"):
-            tiles = torch.cat([x[:, :, y:y + tile, x0:x0 + tile] for y, x0 in batch])
-            if prior is not None:  # stage 1's probabilities over each tile: 29 more input channels
-                over = [prior_region(prior, (h, w), (top, left), y, y + tile, x0, x0 + tile) for y, x0 in batch]
-                tiles = torch.cat([tiles, torch.sigmoid(torch.stack(over))], dim=1)
+            tiles = buffer[:len(batch)]
+            for j, (y, x0) in enumerate(batch):
+                tiles[j, :3] = x[0, :, y:y + tile, x0:x0 + tile]
+                if prior is not None:  # stage 1's probabilities over the tile: 29 more input channels
+                    prior_region(prior_probs, (h, w), (top, left), y, y + tile, x0, x0 + tile, 0.0, out=tiles[j, 3:])
             mirrored = tiles.flip(-1) if settings.flip_tta else None
         with phase(timer, "engine"):
             plain.append(engine(tiles))

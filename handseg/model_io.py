@@ -13,7 +13,7 @@ these functions, so a model always sees images the way it was trained to see the
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal, Sequence
+from typing import Literal, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -120,18 +120,68 @@ def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
 
+class _Taps(NamedTuple):
+    """Per output position (B, n): the two source indices (int64) and their float32 weights."""
+
+    i0: torch.Tensor
+    i1: torch.Tensor
+    w0: torch.Tensor
+    w1: torch.Tensor
+
+
+def _taps(start: torch.Tensor, n: int, step: float, size: torch.Tensor, in_size: int) -> _Taps:
+    """Bilinear taps (``align_corners=False``, clamped at the borders) of ``n`` cells of ``step`` native pixels
+    from ``start`` (B,) on an axis of ``size`` (B,) native pixels, read from a grid of ``in_size`` cells: cell j's
+    centre ``start + (j + 0.5) * step`` is at ``centre * in_size / size - 0.5`` on the grid."""
+    centre = (torch.arange(n, dtype=torch.float32, device=start.device) + 0.5) * step
+    src = ((start[:, None] + centre[None]) * (in_size / size[:, None]) - 0.5).clamp_(min=0.0)
+    i0 = src.to(torch.int64).clamp_(max=in_size - 1)
+    i1 = (i0 + 1).clamp_(max=in_size - 1)
+    w1 = (src - i0.to(torch.float32)).clamp_(0.0, 1.0)
+    return _Taps(i0, i1, 1.0 - w1, w1)
+
+
+def _sample_one(grid: torch.Tensor, ty: _Taps, tx: _Taps, k: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Separable bilinear sampling of ``grid`` (C, h, w) at taps ``k`` of ``ty`` and ``tx``: (C, n_y, n_x) float32.
+    Columns first, on the few source rows needed, then each run of output rows between the same two source rows
+    at once; every step is a float32 ``*`` or ``+`` of its own (no fused multiply-add), so a pixel's value
+    depends on its coordinates only, never on the window it is computed in."""
+    grid = grid.float()
+    iy0, iy1, wy0, wy1 = ty.i0[k], ty.i1[k], ty.w0[k], ty.w1[k]
+    rows = torch.unique(torch.cat([iy0, iy1]))  # sorted: the few source rows the window reads
+    src = grid.index_select(1, rows)  # (C, R, w)
+    across = src.index_select(2, tx.i0[k]) * tx.w0[k] + src.index_select(2, tx.i1[k]) * tx.w1[k]  # (C, R, n_x)
+    p0, p1 = torch.searchsorted(rows, iy0).tolist(), torch.searchsorted(rows, iy1).tolist()
+    if out is None:
+        out = grid.new_empty((grid.shape[0], len(p0), across.shape[2]))
+    bounds = [0] + [j for j in range(1, len(p0)) if (p0[j], p1[j]) != (p0[j - 1], p1[j - 1])] + [len(p0)]
+    for s, e in zip(bounds[:-1], bounds[1:]):  # output rows [s, e) read source rows p0[s] and p1[s]
+        part = out[:, s:e]
+        torch.mul(across[:, p0[s], None, :], wy0[s:e, None], out=part)
+        part.add_(across[:, p1[s], None, :] * wy1[s:e, None])
+    return out
+
+
 def logits_over_windows(logits: torch.Tensor, windows: torch.Tensor, crop: int, out: int) -> torch.Tensor:
     """Whole-image logits (B, C, h, w) upsampled to each image's native size, then sampled over a crop: an
     ``out`` x ``out`` grid of cells covering the ``crop`` x ``crop`` window whose top-left corner and image size
-    are ``windows`` (B, 4) = (y0, x0, H, W). Returns (B, C, out, out) float32, the same mapping as
-    :func:`upsample_logits` to (H, W) followed by a crop (and, for ``out < crop``, a sample at each cell's centre):
-    how a cascade's stage 2 sees its stage 1 in training."""
+    are ``windows`` (B, 4) = (y0, x0, H, W). Returns (B, C, out, out) float32: :func:`upsample_logits` to (H, W)
+    followed by a crop, up to float rounding (and, for ``out < crop``, a sample at each cell's centre). How a
+    cascade's stage 2 sees its stage 1, in training and (through :func:`logits_in_window`) at inference."""
     windows = windows.to(device=logits.device, dtype=torch.float32)
     y0, x0, h, w = windows.unbind(dim=1)
-    # Cell j of the crop covers native pixels [j * s, (j + 1) * s) (s = crop / out); its centre, in the
-    # pixel-centre convention plus 0.5, is (j + 0.5) * s: grid_sample's align_corners=False coordinate of it.
-    centre = (torch.arange(out, dtype=torch.float32, device=logits.device) + 0.5) * (crop / out)
-    gy = 2.0 * (y0[:, None] + centre[None]) / h[:, None] - 1.0
-    gx = 2.0 * (x0[:, None] + centre[None]) / w[:, None] - 1.0
-    grid = torch.stack([gx[:, None, :].expand(-1, out, -1), gy[:, :, None].expand(-1, -1, out)], dim=-1)
-    return F.grid_sample(logits.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    step = crop / out
+    ty, tx = _taps(y0, out, step, h, logits.shape[-2]), _taps(x0, out, step, w, logits.shape[-1])
+    return torch.stack([_sample_one(logits[k if len(logits) > 1 else 0], ty, tx, k) for k in range(len(windows))])
+
+
+def logits_in_window(logits: torch.Tensor, image_hw: tuple[int, int], y0: int, y1: int, x0: int,
+                     x1: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Rows ``[y0, y1)`` and columns ``[x0, x1)`` of whole-image logits (C, h, w) upsampled to ``image_hw``:
+    (C, y1 - y0, x1 - x0) float32. Every pixel gets the value :func:`logits_over_windows` gives it at native
+    resolution (``out = crop``), whatever the window, so a cascade's stage 2 sees at inference exactly what it
+    saw in training, and a window of a window equals the window of the whole. ``out``: where to write it."""
+    size = logits.new_tensor(image_hw, dtype=torch.float32)
+    ty = _taps(logits.new_tensor([y0], dtype=torch.float32), y1 - y0, 1.0, size[:1], logits.shape[-2])
+    tx = _taps(logits.new_tensor([x0], dtype=torch.float32), x1 - x0, 1.0, size[1:], logits.shape[-1])
+    return _sample_one(logits, ty, tx, 0, out)

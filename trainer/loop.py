@@ -76,8 +76,8 @@ class TrainModule(nn.Module):
         crop = pixel_values.shape[-1]
         with torch.no_grad():
             prior = forward_logits(self.prior, prior_pixel_values)
-            over_crop = logits_over_windows(prior, window, crop, crop)
-        logits, aux = forward_train(self.model, torch.cat([pixel_values, torch.sigmoid(over_crop)], dim=1))
+            over_crop = logits_over_windows(torch.sigmoid(prior), window, crop, crop)  # probabilities, upsampled
+        logits, aux = forward_train(self.model, torch.cat([pixel_values, over_crop], dim=1))
         logits = logits + logits_over_windows(prior, window, crop, logits.shape[-1])
         if aux is not None:
             aux = aux + logits_over_windows(prior, window, crop, aux.shape[-1])

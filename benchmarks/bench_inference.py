@@ -1,0 +1,229 @@
+"""Time the project's result path against the full-map path it replaced, on the same engine outputs, in one run.
+
+    python benchmarks/bench_inference.py [--stage1 runs/demo_stage1/best] [--stage2 runs/demo_stage2/best]
+                                         [--size 2048] [--images 3] [--tile 1024] [--threads 2] [--no-aot]
+
+Modes: ``resize`` (stage 1 as trained: the whole image at its input size), ``tile`` (stage 1's network on native
+``--tile`` px tiles, overlap 0.25, Gaussian blending: the form of a plain stage-2 checkpoint) and ``cascade``
+(stage 2 when it is a cascade). Checkpoints that are not there (before ``make demo``) are replaced by
+randomly initialised ``demo`` models, which is said in the output. For every mode and phantom hand the engine
+runs once, then both paths turn its outputs into masks, RLE strings and Dice counts against the labels:
+
+- full map (before): the 29 probability maps at full size (upsampled, blended, sigmoid), thresholds, the usual
+  per-mask numpy RLE encoder, counts on full-size masks;
+- streamed (now, :func:`handseg.inference.masks_from_outputs`): each class only inside its candidate box,
+  thresholds in logit space, :meth:`ClassMasks.rle` and :meth:`ClassMasks.counts`.
+
+Printed: pixels, RLE strings and counts that differ; engine ms and ms after the engine per image for both paths
+(best of ``--repeats``); peak RSS of one process per (mode, path) predicting every image (each in a fresh
+process, ``--child``); in resize mode, the whole-image time of an AOTInductor engine against eager's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from bench_rle import baseline_rle_encode
+
+from handseg.checkpoint import load_checkpoint
+from handseg.class_masks import ClassMasks
+from handseg.classes import CLASSES
+from handseg.engine import Engine, eager_engine
+from handseg.errors import cli_main
+from handseg.inference import dense_probs, inference_settings, masks_from_outputs, run_model, threshold_probs
+from handseg.model_io import InputSpec
+from handseg.models import ModelConfig, build_model, cascade_refiner, size_divisor
+from handseg.phantom import render_hand
+from handseg.rasterize import rasterize
+
+MODES = ("resize", "tile", "cascade")
+THRESHOLD = 0.5
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--stage1", default="runs/demo_stage1/best")
+    p.add_argument("--stage2", default="runs/demo_stage2/best")
+    p.add_argument("--size", type=int, default=2048)
+    p.add_argument("--images", type=int, default=3)
+    p.add_argument("--tile", type=int, default=1024, help="tile side of the tile mode")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-aot", action="store_true", help="skip the AOTInductor compile (about a minute on CPU)")
+    p.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def stage1_model(folder: str):
+    """(model, model config, input spec, where it came from): the checkpoint, or a random `demo` SegFormer."""
+    if (Path(folder) / "model.safetensors").is_file():
+        ckpt = load_checkpoint(folder)
+        return ckpt.model, ckpt.model_cfg, ckpt.spec, folder
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="segformer", preset="demo")
+    return build_model(cfg).eval(), cfg, InputSpec(mode="resize", image_size=384, tile_size=384), "random demo model"
+
+
+def mode_engine(mode: str, args) -> tuple[Engine, InputSpec, str]:
+    """The eager engine and input spec of a mode, and where its weights came from."""
+    model, cfg, spec, source = stage1_model(args.stage1)
+    if mode == "resize":
+        return eager_engine(model), spec, source
+    if mode == "tile":
+        tile = replace(spec, mode="tile", image_size=args.tile, tile_size=args.tile, overlap=0.25, prior=None)
+        return eager_engine(model), tile, source
+    if (Path(args.stage2) / "model.safetensors").is_file() and load_checkpoint(args.stage2).prior is not None:
+        ckpt = load_checkpoint(args.stage2)
+        return eager_engine(ckpt.model, prior=ckpt.prior.model), ckpt.spec, args.stage2
+    refiner, _ = cascade_refiner(model, cfg)  # zero-initialised: predicts what stage 1 does, at stage 2's cost
+    spec2 = InputSpec(mode="tile", image_size=512, tile_size=512, overlap=0.25, prior=spec)
+    return eager_engine(refiner, prior=model), spec2, f"{source} + zero-initialised refiner (no cascade checkpoint)"
+
+
+def hands(n: int, size: int) -> list[tuple[np.ndarray, list[np.ndarray]]]:
+    """``n`` phantom hands: (image (size, size) uint8, 29 polygons in CLASSES order)."""
+    out = []
+    for seed in range(n):
+        image, polygons = render_hand(seed, size, "R" if seed % 2 == 0 else "L")
+        out.append((image, [polygons[c] for c in CLASSES]))
+    return out
+
+
+def full_map_path(outputs, truth_dense: np.ndarray) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """The path before: full-size probabilities, thresholds, per-mask RLE, counts on full masks."""
+    masks = threshold_probs(dense_probs(outputs), THRESHOLD).numpy()
+    rles = [baseline_rle_encode(m.astype(np.uint8)) for m in masks]
+    flat_p, flat_g = masks.reshape(len(CLASSES), -1), truth_dense.reshape(len(CLASSES), -1)
+    counts = np.stack([(flat_p & flat_g).sum(1), flat_p.sum(1), flat_g.sum(1)], axis=1)
+    return masks, rles, counts
+
+
+def streamed_path(outputs, truth: ClassMasks) -> tuple[ClassMasks, list[str], np.ndarray]:
+    """The project's path: per-class boxes, thresholds in logit space, box-wise RLE and counts."""
+    masks = masks_from_outputs(outputs, THRESHOLD)
+    return masks, masks.rle(), masks.counts(truth)
+
+
+def best_ms(fn, repeats: int) -> tuple[float, object]:
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t0)
+    return 1000 * best, result
+
+
+def compare_mode(mode: str, args, images) -> dict:
+    engine, spec, source = mode_engine(mode, args)
+    settings = inference_settings(spec, engine, batch_size=4)
+    row = {"mode": mode, "weights": source, "engine_ms": [], "full_ms": [], "streamed_ms": [],
+           "pixels_differ": 0, "rle_differ": 0, "counts_differ": 0}
+    for image, polys in images:
+        engine_ms, outputs = best_ms(lambda: run_model(engine, image, settings), args.repeats)
+        truth_dense = rasterize(polys, image.shape).astype(bool)
+        truth = ClassMasks.from_polygons(polys, image.shape)
+        full_ms, (fm, frle, fcounts) = best_ms(lambda: full_map_path(outputs, truth_dense), args.repeats)
+        new_ms, (sm, srle, scounts) = best_ms(lambda: streamed_path(outputs, truth), args.repeats)
+        row["engine_ms"].append(engine_ms)
+        row["full_ms"].append(full_ms)
+        row["streamed_ms"].append(new_ms)
+        row["pixels_differ"] += int(np.count_nonzero(sm.to_dense().numpy() != fm))
+        row["rle_differ"] += sum(a != b for a, b in zip(srle, frle))
+        row["counts_differ"] += int(np.count_nonzero(scounts != fcounts))
+    return row
+
+
+def child(mode: str, path: str, args) -> None:
+    """One process, one (mode, path): every image through the engine and the path; prints peak RSS in MiB before
+    the first image (torch, transformers, the model and the images loaded), after it and after all of them."""
+    engine, spec, _ = mode_engine(mode, args)
+    settings = inference_settings(spec, engine, batch_size=4)
+    images = hands(args.images, args.size)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peaks = []
+    for image, polys in images:
+        outputs = run_model(engine, image, settings)
+        if path == "full":
+            full_map_path(outputs, rasterize(polys, image.shape).astype(bool))
+        else:
+            streamed_path(outputs, ClassMasks.from_polygons(polys, image.shape))
+        del outputs
+        peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(json.dumps({"before": before, "first": peaks[0], "all": peaks[-1]}))
+
+
+def peak_rss(mode: str, path: str, argv: list[str]) -> dict:
+    proc = subprocess.run([sys.executable, __file__, *argv, "--child", mode, path], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-2000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def aot_vs_eager(args, images) -> tuple[float, float]:
+    """Whole-image ms (engine + streamed path, best of repeats, mean over images) of resize mode: eager, AOT."""
+    from evaluator.compile_aoti import compile_aoti, load_aoti
+    from evaluator.export import export_logits
+
+    model, cfg, spec, _ = stage1_model(args.stage1)
+    side = spec.model_size
+    with tempfile.TemporaryDirectory() as tmp:
+        path = compile_aoti(export_logits(model, 1, side, size_divisor(cfg)), None, Path(tmp) / "stage1.pt2")
+        model.float()
+        aot = Engine(fn=load_aoti(path), backend="aot_inductor", batch_size=1, side=side, path=path)
+        times = {}
+        for name, engine in (("eager", eager_engine(model)), ("aot", aot)):
+            settings = inference_settings(spec, engine, batch_size=1)
+            per_image = [best_ms(lambda: masks_from_outputs(run_model(engine, image, settings), THRESHOLD).rle(),
+                                 args.repeats)[0] for image, _ in images]
+            times[name] = float(np.mean(per_image))
+    return times["eager"], times["aot"]
+
+
+@cli_main
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.child:
+        child(*args.child, args)
+        return 0
+    images = hands(args.images, args.size)
+    print(f"{args.images} phantom hands at {args.size}x{args.size}, {args.threads} threads, threshold {THRESHOLD}, "
+          f"best of {args.repeats}")
+    print(f"{'mode':<8} {'engine ms':>10} {'full map ms':>12} {'streamed ms':>12} {'speed-up':>9} "
+          f"{'outside/engine':>15} {'px differ':>10} {'RLE differ':>11} {'counts differ':>14} "
+          f"{'RSS full MiB':>13} {'RSS streamed MiB':>17}")
+    notes = []
+    for mode in MODES:
+        row = compare_mode(mode, args, images)
+        rss = {path: peak_rss(mode, path, argv) for path in ("full", "streamed")}
+        eng, full, new = (float(np.mean(row[k])) for k in ("engine_ms", "full_ms", "streamed_ms"))
+        print(f"{mode:<8} {eng:>10.1f} {full:>12.1f} {new:>12.1f} {full / new:>8.1f}x {new / eng:>14.0%} "
+              f"{row['pixels_differ']:>10} {row['rle_differ']:>11} {row['counts_differ']:>14} "
+              f"{rss['full']['all']:>13.0f} {rss['streamed']['all']:>17.0f}")
+        notes.append(f"{mode}: weights from {row['weights']}; peak RSS before any image / after 1 / after "
+                     f"{args.images}: full {rss['full']['before']:.0f} / {rss['full']['first']:.0f} / "
+                     f"{rss['full']['all']:.0f} MiB, streamed {rss['streamed']['before']:.0f} / "
+                     f"{rss['streamed']['first']:.0f} / {rss['streamed']['all']:.0f} MiB")
+    print("engine ms: preprocessing and the model; full map / streamed ms: everything after the engine (upsampling, "
+          "blending, thresholds, RLE, Dice counts); outside/engine: streamed ms over engine ms.")
+    print("\n".join(notes))
+    if not args.no_aot:
+        eager, aot = aot_vs_eager(args, images)
+        print(f"resize mode, whole image (engine + streamed path, batch 1): eager {eager:.1f} ms, AOTInductor "
+              f"{aot:.1f} ms, {eager / aot:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
