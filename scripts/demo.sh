@@ -10,7 +10,9 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 DATA=data/phantom
 EVAL=outputs/demo/eval
-step() { printf '\n==> %s\n' "$*"; }
+START=$(date +%s)
+elapsed() { t=$(( $(date +%s) - START )); printf '%d:%02d' $((t / 60)) $((t % 60)); }
+step() { printf '\n==> [%s] %s\n' "$(elapsed)" "$*"; }
 
 step "1/11 phantom data set (40 train IDs, 10 test IDs, 2048x2048) in $DATA"
 python scripts/make_phantom.py --out "$DATA" --train-ids 40 --test-ids 10 --size 2048 --seed 0 --preview
@@ -61,7 +63,7 @@ python predict.py "$DATA/test/DCM/ID041" --cfg-path config/demo/eval.yaml --out 
 
 cat <<EOT
 
-Demo finished. Results:
+Demo finished in $(elapsed) (min:s, after the install). Results:
   report (open in a browser) $EVAL/report.html
   data set preview           $DATA/preview.png (training images) and $DATA/preview_test.png (test images)
   stage 1 / 2 checkpoints    runs/demo_stage1/best, runs/demo_stage2/best (model cards README.md; TensorBoard logs)
