@@ -32,7 +32,7 @@ from evaluator.overlays import class_key
 from evaluator.report import FN_RGB, FP_RGB, TP_RGB
 from handseg.atomic import atomic_write_text
 from handseg.checkpoint import read_info
-from handseg.classes import ANATOMY, CLASSES
+from handseg.classes import CLASSES, describe_bone
 from handseg.errors import DataFormatError, HandSegError
 from handseg.result_files import Robustness, describe_strength, parse_efficiency, parse_robustness, read_json
 
@@ -116,13 +116,6 @@ def _kv_table(rows: list[tuple[str, str]]) -> str:
 
 def _swatch(rgb: tuple[int, int, int]) -> str:
     return f'<span class="swatch" style="background: rgb{tuple(rgb)}"></span>'
-
-
-def _bone(name: str) -> str:
-    bone = ANATOMY[name]
-    if bone.group != "finger":
-        return bone.group
-    return f"{bone.ray if bone.ray == 'thumb' else bone.ray + ' finger'}, {bone.part}"
 
 
 def read_dice(out_dir: Path) -> dict:
@@ -225,7 +218,7 @@ def _class_table(names: list[str], dice: dict, lowest: set[str], worst: dict[str
         w = worst.get(name)
         extra = (f'<td class="num" title="{_e(w[1])}">{w[0]:.4f}</td>' if w else "")
         body.append(f'<tr{cls}><td class="num">{CLASSES.index(name) + 1}</td><td>{_e(name)}</td>'
-                    f'<td>{_e(_bone(name))}</td><td class="num">{dice["per_class"][name]:.4f}</td>{extra}</tr>')
+                    f'<td>{_e(describe_bone(name))}</td><td class="num">{dice["per_class"][name]:.4f}</td>{extra}</tr>')
     if total:
         body.append(f'<tr class="total"><td></td><td colspan="2">mean of 29 classes</td>'
                     f'<td class="num">{dice["mean_dice"]:.4f}</td>' + ("<td></td>" if worst else "") + "</tr>")

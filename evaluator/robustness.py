@@ -198,8 +198,8 @@ def robustness_chart(result: dict, path: Path) -> Path:
                     zorder=3, color="#2ca02c" if r["passed"] else "#d62728")
         ax.set_title(f"{TITLES.get(kind, kind)} (tolerance {tol:g})", fontsize=10)
         ax.set_xlabel(UNITS[kind], fontsize=9)
-        if kind == "jpeg":
-            ax.invert_xaxis()
+        if kind == "jpeg":  # no identity strength: show the quality scale from 100 down, stronger to the right
+            ax.set_xlim(100, max(0.0, min(xs) - 10))
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3, lw=0.5)
     for ax in axes[:, 0]:

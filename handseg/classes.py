@@ -59,3 +59,11 @@ def ray_bones(ray: str) -> list[str]:
     if ray not in RAYS:
         raise ValueError(f"unknown ray {ray!r}; expected one of {RAYS}")
     return [b.name for b in ANATOMY.values() if b.ray == ray]
+
+
+def describe_bone(name: str) -> str:
+    """A class in words: ``"index finger, distal phalanx"``, ``"thumb, metacarpal"``, ``"carpal"``, ``"forearm"``."""
+    bone = ANATOMY[name]
+    if bone.group != "finger":
+        return bone.group
+    return f"{bone.ray if bone.ray == 'thumb' else bone.ray + ' finger'}, {bone.part}"

@@ -22,7 +22,7 @@ import yaml
 
 from handseg.atomic import atomic_write_text
 from handseg.checkpoint import README_FILE, WEIGHTS_FILE, read_info
-from handseg.classes import ANATOMY, CLASSES
+from handseg.classes import CLASSES, describe_bone
 from handseg.result_files import describe_strength, parse_efficiency, parse_robustness
 
 BASE_TAGS = ("handseg", "medical-imaging", "x-ray", "hand", "bone-segmentation", "multi-label-segmentation")
@@ -90,13 +90,6 @@ def _table(header: list[str], rows: list[list[str]], align: str | None = None) -
 def _fields(rows: list[list[str]]) -> str:
     """Key-value lines as a markdown list."""
     return "\n".join(f"- **{key}**: {value}" for key, value in rows)
-
-
-def _bone(name: str) -> str:
-    bone = ANATOMY[name]
-    if bone.group != "finger":
-        return bone.group
-    return f"{bone.ray if bone.ray == 'thumb' else bone.ray + ' finger'}, {bone.part}"
 
 
 def _model_name(info: dict) -> str:
@@ -205,7 +198,7 @@ def _dice_section(info: dict) -> str:
         return "## Validation Dice\n\nNot validated at this save (no Dice recorded).\n"
     val = info.get("validation") or {}
     lowest = ", ".join(f"{c} {dice[c]:.4f}" for c in sorted((c for c in CLASSES if c in dice), key=dice.get)[:3])
-    rows = [[str(i + 1), f"`{c}`", _bone(c), f"{dice[c]:.4f}" if c in dice else _NOT_RECORDED]
+    rows = [[str(i + 1), f"`{c}`", describe_bone(c), f"{dice[c]:.4f}" if c in dice else _NOT_RECORDED]
             for i, c in enumerate(CLASSES)]
     rows.append(["", "**mean**", "", f"**{mean:.4f}**"])
     return (
