@@ -86,6 +86,15 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
+def _candidate(c) -> str:
+    """One candidate checkpoint as ``<code>path</code> (stage 2, recorded Dice 0.9379)``."""
+    if not isinstance(c, dict):
+        return f"<code>{_e(c)}</code>"
+    dice = c.get("mean_dice")
+    recorded = f", recorded Dice {dice:.4f}" if isinstance(dice, (int, float)) else ""
+    return f"<code>{_e(c.get('checkpoint'))}</code> (stage {_e(c.get('stage', '?'))}{recorded})"
+
+
 def png_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from a PNG's header, or None when ``data`` is not a PNG."""
     if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
@@ -159,7 +168,7 @@ def _config_section(dice: dict) -> str:
     rows = [("checkpoint", f"<code>{_e(s.get('checkpoint', 'not recorded'))}</code>")]
     candidates = s.get("checkpoint_candidates")
     if isinstance(candidates, list) and len(candidates) > 1:
-        rows.append(("chosen from", ", ".join(f"<code>{_e(c)}</code>" for c in candidates)))
+        rows.append(("chosen from", ", ".join(_candidate(c) for c in candidates)))
     info = None
     if s.get("checkpoint"):
         try:

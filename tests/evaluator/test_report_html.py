@@ -169,6 +169,19 @@ def test_results_of_another_checkpoint_are_left_out_with_a_note(tmp_path, eval_d
     assert "0.5 for every class" in text and "<th>post-processing</th><td>none</td>" in text
 
 
+def test_candidate_checkpoints_are_listed_with_their_recorded_dice(tmp_path, eval_dir):
+    out = tmp_path / "eval"
+    shutil.copytree(eval_dir, out)
+    dice = json.loads((out / "dice.json").read_text())
+    dice["settings"]["checkpoint_candidates"] = [{"checkpoint": "runs/s2/best", "stage": 2, "mean_dice": 0.93794668},
+                                     {"checkpoint": "runs/s1/best", "stage": 1, "mean_dice": 0.8823877}]
+    (out / "dice.json").write_text(json.dumps(dice))
+    text = build_report(out)
+    assert ("<th>chosen from</th><td><code>runs/s2/best</code> (stage 2, recorded Dice 0.9379), "
+            "<code>runs/s1/best</code> (stage 1, recorded Dice 0.8824)</td>") in text
+    assert "{&#x27;checkpoint&#x27;" not in text
+
+
 def test_bad_inputs_are_one_line_errors(tmp_path, eval_dir):
     with pytest.raises(DataFormatError, match="dice.json: file not found"):
         write_report(tmp_path)
