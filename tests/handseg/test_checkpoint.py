@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 from handseg.checkpoint import checkpoint_sha256, load_checkpoint, read_info, save_checkpoint
 from handseg.classes import CLASSES
+from handseg.disk import DiskFullError
 from handseg.errors import DataFormatError
 from handseg.model_io import InputSpec
 from handseg.models import ModelConfig, build_model, forward_logits
@@ -24,6 +26,15 @@ def _save(tmp_path, cfg, name="ckpt", seed=0):
     model = build_model(cfg).eval()
     folder = save_checkpoint(model, tmp_path / name, _info(cfg))
     return model, folder
+
+
+def _fail_mid_save(monkeypatch, model, error: BaseException) -> None:
+    """Make ``model.save_pretrained`` write part of the weights and then raise ``error``."""
+    def fail(self, save_directory, **kwargs):
+        (save_directory / "model.safetensors").write_bytes(b"part of a file")
+        raise error
+
+    monkeypatch.setattr(type(model), "save_pretrained", fail)
 
 
 @pytest.mark.parametrize("cfg_name", ["tiny_segformer_cfg", "tiny_upernet_cfg"])
@@ -60,12 +71,7 @@ def test_crash_mid_save_keeps_previous_checkpoint(tiny_segformer_cfg, tmp_path, 
     _, folder = _save(tmp_path, tiny_segformer_cfg, seed=0)
     before = checkpoint_sha256(folder)
     model = build_model(tiny_segformer_cfg)
-
-    def crash(self, save_directory, **kwargs):
-        (save_directory / "model.safetensors").write_bytes(b"half a file")
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(type(model), "save_pretrained", crash)
+    _fail_mid_save(monkeypatch, model, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(model, folder, _info(tiny_segformer_cfg))
     assert checkpoint_sha256(folder) == before
@@ -190,19 +196,10 @@ def test_checkpoints_without_a_recorded_checksum_still_load(tiny_segformer_cfg, 
 
 
 def test_full_disk_is_one_line_and_leaves_the_previous_checkpoint(tiny_segformer_cfg, tmp_path, monkeypatch):
-    import errno
-
-    from handseg.disk import DiskFullError
-
     _, folder = _save(tmp_path, tiny_segformer_cfg, seed=0)
     before = checkpoint_sha256(folder)
     model = build_model(tiny_segformer_cfg)
-
-    def full(self, save_directory, **kwargs):
-        (save_directory / "model.safetensors").write_bytes(b"part of a file")
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(type(model), "save_pretrained", full)
+    _fail_mid_save(monkeypatch, model, OSError(errno.ENOSPC, "No space left on device"))
     with pytest.raises(DiskFullError) as err:
         save_checkpoint(model, folder, _info(tiny_segformer_cfg))
     message = str(err.value)
