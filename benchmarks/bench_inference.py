@@ -29,13 +29,12 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from bench_rle import baseline_rle_encode
+from bench_rle import baseline_rle_encode, best_time
 
 from handseg.checkpoint import load_checkpoint
 from handseg.class_masks import ClassMasks
@@ -117,12 +116,9 @@ def streamed_path(outputs, truth: ClassMasks) -> tuple[ClassMasks, list[str], np
 
 
 def best_ms(fn, repeats: int) -> tuple[float, object]:
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t0)
-    return 1000 * best, result
+    """``bench_rle.best_time`` in milliseconds: (best of ``repeats`` runs, the last result)."""
+    seconds, result = best_time(fn, repeats)
+    return 1000 * seconds, result
 
 
 def compare_mode(mode: str, args, images) -> dict:
