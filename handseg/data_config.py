@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from handseg.config_schema import FieldError
 from handseg.errors import ConfigError
 from handseg.transforms import build_transforms
 
 LabelFormat = Literal["packed", "float32", "uint8"]
-LABEL_FORMATS: tuple[str, ...] = ("packed", "float32", "uint8")
+LABEL_FORMATS: tuple[str, ...] = get_args(LabelFormat)
 
 
 @dataclass

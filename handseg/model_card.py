@@ -23,11 +23,18 @@ import yaml
 from handseg.atomic import atomic_write_text
 from handseg.checkpoint import README_FILE, WEIGHTS_FILE, read_info
 from handseg.classes import CLASSES, describe_bone
+from handseg.models import MODEL_CLASSES
+from handseg.phantom.dataset import GENERATOR, read_params
 from handseg.result_files import describe_strength, parse_efficiency, parse_robustness
 
 BASE_TAGS = ("handseg", "medical-imaging", "x-ray", "hand", "bone-segmentation", "multi-label-segmentation")
-_HF_CLASS = {"segformer": "SegformerForSemanticSegmentation", "upernet": "UperNetForSemanticSegmentation"}
 _NOT_RECORDED = "not recorded"
+
+
+def _hf_class(arch: str | None, default: str) -> str:
+    """The transformers class name the project builds for ``arch`` (``default`` for an unknown one)."""
+    cls = MODEL_CLASSES.get(arch)
+    return cls.__name__ if cls is not None else default
 
 
 def is_phantom_data(data_root: str | os.PathLike | None) -> bool | None:
@@ -35,11 +42,8 @@ def is_phantom_data(data_root: str | os.PathLike | None) -> bool | None:
     folder without one, None when it cannot be told (no path, or the folder is not here)."""
     if not data_root or not Path(data_root).is_dir():
         return None
-    try:
-        params = json.loads((Path(data_root) / "phantom.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(params, dict) and params.get("generator") == "handseg.phantom"
+    params = read_params(Path(data_root))
+    return isinstance(params, dict) and params.get("generator") == GENERATOR
 
 
 def count_parameters(weights: str | os.PathLike) -> int | None:
@@ -134,7 +138,7 @@ def _model_section(info: dict, n_parameters: int | None) -> str:
     else:
         feed = _NOT_RECORDED
     rows = [
-        ["architecture", f"{arch} (`{_HF_CLASS.get(arch, '?')}`), preset `{model.get('preset')}`"],
+        ["architecture", f"{arch} (`{_hf_class(arch, '?')}`), preset `{model.get('preset')}`"],
         ["parameters", f"{n_parameters / 1e6:.2f} M" if n_parameters else _NOT_RECORDED],
         ["initialisation", str(model.get("pretrained") or _get(info, "config", "ckpt") or "random")],
         ["input", (f"{feed}; grayscale scaled to [0, 1], replicated to 3 channels, normalised with mean "
@@ -249,7 +253,7 @@ def _efficiency_section(efficiency: dict | None) -> str:
 def _usage_section(info: dict) -> str:
     arch = _get(info, "model", "arch")
     spec = info.get("input") or {}
-    cls = _HF_CLASS.get(arch, "AutoModel")
+    cls = _hf_class(arch, "AutoModel")
     if spec.get("mode") == "tile":
         side = spec.get("tile_size")
         feed = (f"x = gray[:{side}, :{side}].astype(np.float32) / 255  # one native-resolution tile; "

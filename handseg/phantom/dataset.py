@@ -33,6 +33,7 @@ from handseg.image_io import write_png
 from handseg.phantom.anatomy import sample_person
 from handseg.phantom.render import render
 
+GENERATOR = "handseg.phantom"  # phantom.json's "generator": how a phantom data set is recognised
 GENERATOR_VERSION = 1
 SIDES = ("R", "L")
 OUTPUTS = ("train", "test", "test_labels", "meta_data.csv", "sample_submission.csv", "preview.png", "preview_test.png",
@@ -54,7 +55,7 @@ def test_bends(seed: int, test_ids: int) -> np.ndarray:
 
 def dataset_params(train_ids: int, test_ids: int, size: int, seed: int) -> dict:
     """The parameters that define a phantom data set (stored in ``phantom.json``)."""
-    return {"generator": "handseg.phantom", "version": GENERATOR_VERSION, "train_ids": int(train_ids),
+    return {"generator": GENERATOR, "version": GENERATOR_VERSION, "train_ids": int(train_ids),
             "test_ids": int(test_ids), "size": int(size), "seed": int(seed), "bent_fraction": dict(BENT_FRACTION)}
 
 
