@@ -16,7 +16,7 @@ from evaluator.config import EvalConfig
 from evaluator.engines import engine_path, eval_settings
 from evaluator.export import example_input, export_logits
 from evaluator.manifest import build_manifest, write_manifest
-from handseg.checkpoint import LoadedCheckpoint, checkpoint_sha256
+from handseg.checkpoint import LoadedCheckpoint
 from handseg.engine import Engine, eager_engine
 from handseg.model_io import InputSpec
 from handseg.models import size_divisor
@@ -39,11 +39,11 @@ def _manifest(cfg: EvalConfig, ckpt: LoadedCheckpoint, spec: InputSpec, engine: 
               prior: Engine | None = None) -> dict:
     x = example_input(engine.batch_size, engine.side, "fp32", cfg.device, spec.channels)
     paired = None if prior is None else {"engine": prior.path.name,
-                                         "source_sha256": checkpoint_sha256(ckpt.prior.folder)}
+                                         "source_sha256": ckpt.prior.weights_sha256}
     manifest = build_manifest(
         engine_path=engine.path, backend=engine.backend, precision=engine.precision, batch_size=engine.batch_size,
         side=engine.side, output_shape=list(engine(x).shape), input_spec=spec, model_cfg=ckpt.model_cfg,
-        checkpoint=ckpt.folder, checkpoint_sha256=checkpoint_sha256(ckpt.folder), device=cfg.device,
+        checkpoint=ckpt.folder, checkpoint_sha256=ckpt.weights_sha256, device=cfg.device,
         optimization_level=cfg.optimization_level if engine.backend == "tensorrt" else None, agreement=agreement,
         prior=paired,
     )

@@ -80,7 +80,8 @@ def _load_compiled(path: Path, ckpt: LoadedCheckpoint, name: str, precision: str
             f"compile it with `python tensorrt_aot.py --backend {name}` or use backend: eager"
         )
     check_manifest(read_manifest(path), ckpt.folder,
-                   expect={"backend": name, "precision": precision, "input_shape": [batch, spec.channels, side, side]})
+                   expect={"backend": name, "precision": precision, "input_shape": [batch, spec.channels, side, side]},
+                   sha256=ckpt.weights_sha256)
     return Engine(fn=BACKENDS[name].load(path, device), backend=name, precision=precision, device=device,
                   batch_size=batch, side=side, path=path)
 

@@ -94,17 +94,19 @@ def read_manifest(engine_path: str | Path) -> dict:
     return data
 
 
-def check_manifest(manifest: dict, checkpoint_folder: str | Path, expect: dict | None = None) -> None:
+def check_manifest(manifest: dict, checkpoint_folder: str | Path, expect: dict | None = None,
+                   sha256: str | None = None) -> None:
     """Refuse an engine built from another checkpoint, for other classes, or with other settings.
 
-    ``expect`` maps manifest keys (backend, precision, batch_size, input_shape, ...) to required values.
-    Raises StaleEngineError with a one-line message naming the mismatch.
+    ``expect`` maps manifest keys (backend, precision, batch_size, input_shape, ...) to required values;
+    ``sha256``: the checkpoint's weights hash where the caller has it (a loaded checkpoint's), else the folder's
+    weights are hashed. Raises StaleEngineError with a one-line message naming the mismatch.
     """
     name = manifest.get("engine", "engine")
     fix = "recompile it with `python tensorrt_aot.py --cfg-path <eval.yaml>`"
     if manifest.get("manifest_version") != MANIFEST_VERSION:
         raise StaleEngineError(f"{name}: manifest version {manifest.get('manifest_version')!r} is not supported; {fix}")
-    sha = checkpoint_sha256(checkpoint_folder)
+    sha = sha256 if sha256 is not None else checkpoint_sha256(checkpoint_folder)
     if manifest.get("source_sha256") != sha:
         raise StaleEngineError(
             f"{name}: stale engine, built from checkpoint sha256 {str(manifest.get('source_sha256'))[:12]}... "

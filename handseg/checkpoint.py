@@ -74,6 +74,13 @@ class LoadedCheckpoint:
     candidates: list[dict] = field(default_factory=list)
     prior: "LoadedCheckpoint | None" = None
 
+    @property
+    def weights_sha256(self) -> str:
+        """sha256 of the loaded weights: the one ``handseg.json`` records (checked when the folder was loaded), or
+        for a checkpoint from before that record, the file hashed now."""
+        recorded = self.info.get("weights_sha256")
+        return str(recorded) if recorded is not None else checkpoint_sha256(self.folder)
+
 
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
