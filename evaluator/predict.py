@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from evaluator.config import EvalConfig, resolve_postprocess, resolve_thresholds
 from evaluator.engines import eval_settings, load_engine, load_eval_checkpoint
 from evaluator.overlays import prediction_overlay
-from handseg.areas import pixel_area_mm2
+from handseg.areas import class_areas_mm2, pixel_area_mm2
 from handseg.atomic import atomic_write_bytes
 from handseg.class_masks import ClassMasks
 from handseg.classes import CLASSES
@@ -127,12 +127,11 @@ def predict_image(predictor: Predictor, image_path: Path, stem: Path, masks_form
 
 def write_areas_csv(path: Path, rows: list[tuple[str, np.ndarray]], spacing_mm: float | list[float]) -> Path:
     """``image, <29 class columns>`` in mm^2 (pixel count x pixel area), one row per predicted image."""
-    unit = pixel_area_mm2(spacing_mm)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["image", *CLASSES])
     for name, pixels in rows:
-        writer.writerow([name, *(f"{float(n) * unit:.3f}" for n in pixels)])
+        writer.writerow([name, *(f"{area:.3f}" for area in class_areas_mm2(pixels, spacing_mm).values())])
     atomic_write_bytes(path, buf.getvalue().encode())
     return path
 

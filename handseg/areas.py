@@ -20,16 +20,16 @@ def pixel_area_mm2(spacing_mm: float | Sequence[float]) -> float:
     return float(values[0]) * float(values[-1])
 
 
-def class_areas_mm2(masks: np.ndarray, spacing_mm: float | Sequence[float]) -> dict[str, float]:
+def class_areas_mm2(pixel_counts: Sequence[int] | np.ndarray, spacing_mm: float | Sequence[float]) -> dict[str, float]:
     """Area of every class in mm^2: {class name: pixel count x pixel area}, CLASSES order.
 
     Args:
-        masks: (29, H, W) bool or {0, 1} masks (classes overlap: each class is measured on its own).
+        pixel_counts: (29,) pixels per class (classes overlap: each is counted on its own, as
+            :meth:`handseg.class_masks.ClassMasks.areas` does).
         spacing_mm: pixel spacing in mm, one number or (row, column).
     """
-    masks = np.asarray(masks)
-    if masks.ndim != 3 or masks.shape[0] != len(CLASSES):
-        raise ValueError(f"expected ({len(CLASSES)}, H, W) masks, got shape {masks.shape}")
+    counts = np.asarray(pixel_counts)
+    if counts.shape != (len(CLASSES),):
+        raise ValueError(f"expected {len(CLASSES)} per-class pixel counts, got shape {counts.shape}")
     unit = pixel_area_mm2(spacing_mm)
-    counts = np.count_nonzero(masks.reshape(len(CLASSES), -1), axis=1)
     return {name: float(n) * unit for name, n in zip(CLASSES, counts)}
