@@ -112,22 +112,6 @@ def warp_polygons(polygons: Sequence[np.ndarray], matrix: np.ndarray, hw: Sequen
     return out
 
 
-def rotate(image: np.ndarray, degrees: float) -> np.ndarray:
-    """(H, W) uint8 image rotated by ``degrees`` about its centre (counter-clockwise on screen), black corners."""
-    return warp_image(image, rotation_matrix(image.shape, degrees))
-
-
-def zoom(image: np.ndarray, factor: float) -> np.ndarray:
-    """(H, W) uint8 image scaled by ``factor`` about its centre: > 1 magnifies and crops, < 1 shrinks inside a
-    black border."""
-    return warp_image(image, zoom_matrix(image.shape, factor))
-
-
-def translate(image: np.ndarray, fraction: float) -> np.ndarray:
-    """(H, W) uint8 image moved right and down by ``fraction`` of its width and height, black where it left."""
-    return warp_image(image, translation_matrix(image.shape, fraction))
-
-
 def adjust_gamma(image: np.ndarray, gamma: float) -> np.ndarray:
     """(H, W) uint8 ``255 * (image / 255) ** gamma``, rounded (a lookup table); 1 is the identity."""
     lut = np.rint(255.0 * (np.arange(256) / 255.0) ** float(gamma)).astype(np.uint8)

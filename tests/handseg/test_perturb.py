@@ -19,11 +19,8 @@ from handseg.perturb import (
     adjust_gamma,
     blur,
     jpeg,
-    rotate,
     rotation_matrix,
-    translate,
     warp_polygons,
-    zoom,
 )
 from handseg.phantom import render_hand
 from handseg.rasterize import rasterize
@@ -83,7 +80,7 @@ def test_image_and_polygons_share_the_pixel_centre_convention():
     # A quarter turn about ((W - 1) / 2, (H - 1) / 2) maps pixel centres onto pixel centres: (x, y) -> (y, W - 1 - x),
     # which is np.rot90. The image and the vertices must both follow it exactly.
     image, polygons = _hand(1, 256)
-    assert np.array_equal(rotate(image, 90.0), np.rot90(image))
+    assert np.array_equal(Perturbation("rotation", 90.0).apply(image, polygons)[0], np.rot90(image))
     moved = warp_polygons(polygons, rotation_matrix(image.shape, 90.0), image.shape)
     for before, after in zip(polygons, moved):
         expected = np.stack([before[:, 1], 255 - before[:, 0]], axis=1)
@@ -94,7 +91,7 @@ def test_integer_translation_shifts_image_and_masks_exactly():
     image, polygons = _hand(2, 256)
     shifted = np.zeros_like(image)
     shifted[16:, 16:] = image[:-16, :-16]
-    assert np.array_equal(translate(image, 16 / 256), shifted)
+    assert np.array_equal(Perturbation("translation", 16 / 256).apply(image, polygons)[0], shifted)
     masks = rasterize(polygons, image.shape)
     expected = np.zeros_like(masks)
     expected[:, 16:, 16:] = masks[:, :-16, :-16]
@@ -161,9 +158,9 @@ def test_geometric_images_move_like_their_labels():
     image = np.zeros((128, 128), np.uint8)
     square = np.array([[40, 40], [80, 40], [80, 80], [40, 80]], np.int32)
     image[rasterize([square], image.shape)[0] > 0] = 255
-    for kind, strength, fn in [("rotation", 30.0, rotate), ("zoom", 1.25, zoom), ("translation", 0.1, translate)]:
+    for kind, strength in [("rotation", 30.0), ("zoom", 1.25), ("translation", 0.1)]:
         moved = rasterize(warp_polygons([square], MATRICES[kind](image.shape, strength), image.shape), image.shape)[0]
-        bright = (fn(image, strength) >= 128).astype(np.uint8)
+        bright = (Perturbation(kind, strength).apply(image, [square])[0] >= 128).astype(np.uint8)
         differ = (bright != moved) & ~_boundary_band(moved)
         assert not differ.any(), kind
 
