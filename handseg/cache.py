@@ -51,6 +51,7 @@ from handseg.annotations import polygons_in_order, read_annotation
 from handseg.atomic import atomic_write_text
 from handseg.classes import NUM_CLASSES
 from handseg.errors import DataFormatError
+from handseg.file_digest import file_record, file_sha256
 from handseg.image_io import read_image, read_image_size
 from handseg.rasterize import pack_bits, rasterize
 
@@ -127,13 +128,6 @@ def decode_sample(
     return image, masks
 
 
-def _file_record(path: Path, checksum: bool) -> dict:
-    record = {"bytes": path.stat().st_size}
-    if checksum:
-        record["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return record
-
-
 def _file_problem(path: Path, expected: dict) -> str | None:
     """What is wrong with one cache file against its record in meta.json (None: nothing found)."""
     try:
@@ -144,7 +138,7 @@ def _file_problem(path: Path, expected: dict) -> str | None:
     if size != want:
         return f"is truncated ({size} of {want} bytes)" if isinstance(want, int) and size < want else (
             f"has the wrong size ({size} bytes, {want} recorded)")
-    if "sha256" in expected and hashlib.sha256(path.read_bytes()).hexdigest() != expected["sha256"]:
+    if "sha256" in expected and file_sha256(path) != expected["sha256"]:
         return "is damaged (sha256 differs from the one recorded)"
     return None
 
@@ -266,7 +260,7 @@ class ImageCache:
                 "shape": [n, H, W],
                 "has_masks": has_masks,
                 "rels": [s.rel for s in self.samples],
-                "files": {f"{a}.npy": _file_record(tmp / f"{a}.npy", a in CHECKSUMMED)
+                "files": {f"{a}.npy": file_record(tmp / f"{a}.npy", a in CHECKSUMMED)
                           for a in ARRAYS if (tmp / f"{a}.npy").exists()},
             }
             atomic_write_text(tmp / "meta.json", json.dumps(meta) + "\n")

@@ -12,7 +12,6 @@ recorded load without the check).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -35,6 +34,7 @@ from handseg.config_schema import from_dict, to_dict
 from handseg.data_config import DataConfig
 from handseg.disk import disk_full_guard, folder_bytes
 from handseg.errors import ConfigError, DataFormatError, HandSegError
+from handseg.file_digest import file_sha256
 from handseg.model_io import InputSpec
 from handseg.models import MODEL_CLASSES, ModelConfig
 
@@ -254,15 +254,6 @@ def checkpoint_sha256(folder: str | os.PathLike) -> str:
     if not path.is_file():
         raise DataFormatError(path, "missing from the checkpoint folder")
     return file_sha256(path)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 hex digest of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_weights(folder: str | os.PathLike, info: dict) -> None:

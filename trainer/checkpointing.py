@@ -40,10 +40,11 @@ from accelerate.utils import broadcast_object_list
 from torch import nn
 
 from handseg.atomic import atomic_write_text, recover_folder, remove_stale_staging, staging_dir, swap_in
-from handseg.checkpoint import file_sha256, save_checkpoint
+from handseg.checkpoint import save_checkpoint
 from handseg.classes import CLASSES
 from handseg.disk import DiskFullError, disk_full_guard, folder_bytes
 from handseg.errors import DataFormatError, HandSegError
+from handseg.file_digest import file_record, file_sha256
 from handseg.model_card import card_for_folder
 from handseg.scoring import ScoreResult
 from trainer import rng
@@ -160,7 +161,7 @@ def _write_state(accelerator: Accelerator, tmp: Path, final: Path, state: "Train
         record = {"format": STATE_FORMAT, "num_processes": accelerator.num_processes,
                   "progress": state.progress.state_dict(), "schedule": state.schedule.state_dict(),
                   "accumulation_step": accelerator.step,
-                  "files": {p.name: _file_digest(p) for p in sorted(tmp.iterdir())}}
+                  "files": {p.name: file_record(p) for p in sorted(tmp.iterdir())}}
         (tmp / STATE_RECORD).write_text(json.dumps(record, indent=1))
         swap_in(tmp, final)
 
@@ -173,10 +174,6 @@ def _shared_trees(accelerator: Accelerator, state: "TrainState") -> dict[str, An
     if accelerator.scaler is not None:
         trees["scaler"] = accelerator.scaler.state_dict()
     return trees
-
-
-def _file_digest(path: Path) -> dict[str, Any]:
-    return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 def has_state(output_dir: Path) -> bool:
