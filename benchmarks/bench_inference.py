@@ -2,6 +2,7 @@
 
     python benchmarks/bench_inference.py [--stage1 runs/demo_stage1/best] [--stage2 runs/demo_stage2/best]
                                          [--size 2048] [--images 3] [--tile 1024] [--threads 2] [--no-aot]
+                                         [--deploy-batches 1 4]
 
 Modes: ``resize`` (stage 1 as trained: the whole image at its input size), ``tile`` (stage 1's network on native
 ``--tile`` px tiles, overlap 0.25, Gaussian blending: the form of a plain stage-2 checkpoint) and ``cascade``
@@ -15,8 +16,10 @@ runs once, then both paths turn its outputs into masks, RLE strings and Dice cou
   thresholds in logit space, :meth:`ClassMasks.rle` and :meth:`ClassMasks.counts`.
 
 Printed: pixels, RLE strings and counts that differ; engine ms and ms after the engine per image for both paths
-(best of ``--repeats``); peak RSS of one process per (mode, path) predicting every image (each in a fresh
-process, ``--child``); in resize mode, the whole-image time of an AOTInductor engine against eager's.
+(best of ``--repeats``); peak RSS of one process per (mode, path) predicting every image with the eager model
+(each in a fresh process, ``--child``); in resize mode, the whole-image time of an AOTInductor engine against
+eager's. Unless ``--no-aot``: the peak RSS of the deployed form, a process that loads AOTInductor engines (at each
+of ``--deploy-batches``) as the evaluator does, without building the model or importing its code.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from bench_rle import baseline_rle_encode, best_time
+from torch import nn
 
 from handseg.checkpoint import load_checkpoint
 from handseg.class_masks import ClassMasks
@@ -48,6 +52,7 @@ from handseg.phantom import render_hand
 from handseg.rasterize import rasterize
 
 MODES = ("resize", "tile", "cascade")
+MODEL_CODE = "transformers.models.segformer.modeling_segformer"  # imported once a SegFormer model is built
 THRESHOLD = 0.5
 
 
@@ -61,7 +66,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-aot", action="store_true", help="skip the AOTInductor compile (about a minute on CPU)")
+    p.add_argument("--deploy-batches", type=int, nargs="+", default=[1, 4],
+                   help="tile batches of the compiled engines whose deployed peak RSS is measured")
     p.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
+    p.add_argument("--child-engines", nargs=2, metavar=("DIR", "BATCH"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -75,20 +83,56 @@ def stage1_model(folder: str):
     return build_model(cfg).eval(), cfg, InputSpec(mode="resize", image_size=384, tile_size=384), "random demo model"
 
 
-def mode_engine(mode: str, args) -> tuple[Engine, InputSpec, str]:
-    """The eager engine and input spec of a mode, and where its weights came from."""
+def mode_networks(mode: str, args) -> tuple[nn.Module, nn.Module | None, InputSpec, str, ModelConfig]:
+    """The networks of a mode: (network, a cascade's stage-1 network or None, input spec, where the weights came
+    from, the network's model config)."""
     model, cfg, spec, source = stage1_model(args.stage1)
     if mode == "resize":
-        return eager_engine(model), spec, source
+        return model, None, spec, source, cfg
     if mode == "tile":
         tile = replace(spec, mode="tile", image_size=args.tile, tile_size=args.tile, overlap=0.25, prior=None)
-        return eager_engine(model), tile, source
-    if (Path(args.stage2) / "model.safetensors").is_file() and load_checkpoint(args.stage2).prior is not None:
+        return model, None, tile, source, cfg
+    if (Path(args.stage2) / "model.safetensors").is_file() and load_checkpoint(args.stage2, lazy=True).prior:
         ckpt = load_checkpoint(args.stage2)
-        return eager_engine(ckpt.model, prior=ckpt.prior.model), ckpt.spec, args.stage2
-    refiner, _ = cascade_refiner(model, cfg)  # zero-initialised: predicts what stage 1 does, at stage 2's cost
+        return ckpt.model, ckpt.prior.model, ckpt.spec, args.stage2, ckpt.model_cfg
+    refiner, refiner_cfg = cascade_refiner(model, cfg)  # zero-initialised: predicts what stage 1 does
     spec2 = InputSpec(mode="tile", image_size=512, tile_size=512, overlap=0.25, prior=spec)
-    return eager_engine(refiner, prior=model), spec2, f"{source} + zero-initialised refiner (no cascade checkpoint)"
+    return refiner, model, spec2, f"{source} + zero-initialised refiner (no cascade checkpoint)", refiner_cfg
+
+
+def mode_engine(mode: str, args) -> tuple[Engine, InputSpec, str]:
+    """The eager engine and input spec of a mode, and where its weights came from."""
+    net, prior, spec, source, _ = mode_networks(mode, args)
+    return eager_engine(net, prior=prior), spec, source
+
+
+def compile_mode(mode: str, batch: int, args, folder: Path) -> None:
+    """AOTInductor engines of a mode at tile batch ``batch`` (a cascade's stage 1 at batch 1) in ``folder``, with
+    the input spec beside them, for a ``deployed`` child."""
+    from evaluator.compile_aoti import compile_aoti
+    from evaluator.export import export_logits
+
+    net, prior, spec, _, cfg = mode_networks(mode, args)
+    if prior is not None:
+        compile_aoti(export_logits(prior, 1, spec.prior.model_size, size_divisor(cfg)), None,
+                     folder / f"{mode}_prior.pt2")
+    compile_aoti(export_logits(net, batch, spec.model_size, size_divisor(cfg), channels=spec.channels), None,
+                 folder / f"{mode}_b{batch}.pt2")
+    (folder / f"{mode}_spec.json").write_text(json.dumps(spec.to_dict()))
+
+
+def deployed_engine(mode: str, batch: int, folder: Path) -> tuple[Engine, InputSpec]:
+    """The compiled engines of :func:`compile_mode`, loaded as the evaluator loads them (no model built)."""
+    from evaluator.compile_aoti import load_aoti
+
+    spec = InputSpec.from_dict(json.loads((folder / f"{mode}_spec.json").read_text()))
+    path = folder / f"{mode}_b{batch}.pt2"
+    engine = Engine(fn=load_aoti(path), backend="aot_inductor", batch_size=batch, side=spec.model_size, path=path)
+    if spec.prior is not None:
+        prior = folder / f"{mode}_prior.pt2"
+        engine.prior = Engine(fn=load_aoti(prior), backend="aot_inductor", batch_size=1,
+                              side=spec.prior.model_size, path=prior)
+    return engine, spec
 
 
 def hands(n: int, size: int) -> list[tuple[np.ndarray, list[np.ndarray]]]:
@@ -174,10 +218,16 @@ def reset_peak_rss() -> None:
 
 def child(mode: str, path: str, args) -> None:
     """One process, one (mode, path): every image through the engine and the path; prints the resident set in MiB
-    once torch, transformers, the model and the images are loaded (``before``; the peak is reset there, so
-    rendering the phantoms does not count), and the peak after the first image and after all of them."""
-    engine, spec, _ = mode_engine(mode, args)
-    settings = inference_settings(spec, engine, batch_size=4)
+    once torch, the engine and the images are loaded (``before``; the peak is reset there, so rendering the
+    phantoms does not count), the peak after the first image and after all of them, and whether the transformers
+    modelling code was imported. ``deployed``: the streamed path on the compiled engines of ``--child-engines``,
+    loaded as the evaluator loads them (no model built); otherwise the eager model."""
+    if path == "deployed":
+        folder, batch = args.child_engines
+        engine, spec = deployed_engine(mode, int(batch), Path(folder))
+    else:
+        engine, spec, _ = mode_engine(mode, args)
+    settings = inference_settings(spec, engine, batch_size=engine.batch_size or 4)
     images = hands(args.images, args.size)
     gc.collect()
     reset_peak_rss()
@@ -191,14 +241,27 @@ def child(mode: str, path: str, args) -> None:
             streamed_path(outputs, ClassMasks.from_polygons(polys, image.shape))
         del outputs
         peaks.append(peak_rss_mib())
-    print(json.dumps({"before": before, "first": peaks[0], "all": peaks[-1]}))
+    print(json.dumps({"before": before, "first": peaks[0], "all": peaks[-1],
+                      "model_code": MODEL_CODE in sys.modules}))
 
 
-def peak_rss(mode: str, path: str, argv: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, __file__, *argv, "--child", mode, path], capture_output=True, text=True)
+def peak_rss(mode: str, path: str, argv: list[str], engines: tuple[Path, int] | None = None) -> dict:
+    extra = [] if engines is None else ["--child-engines", str(engines[0]), str(engines[1])]
+    proc = subprocess.run([sys.executable, __file__, *argv, "--child", mode, path, *extra], capture_output=True,
+                          text=True)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def deployed_rss(mode: str, args, argv: list[str]) -> dict[int, dict]:
+    """Peak RSS of a process that runs the mode's compiled engines (one per tile batch; resize mode: batch 1)."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for batch in ([1] if mode == "resize" else args.deploy_batches):
+            compile_mode(mode, batch, args, Path(tmp))
+            out[batch] = peak_rss(mode, "deployed", argv, (Path(tmp), batch))
+    return out
 
 
 def aot_vs_eager(args, images) -> tuple[float, float]:
@@ -235,7 +298,7 @@ def main(argv=None) -> int:
     print(f"{'mode':<8} {'engine ms':>10} {'full map ms':>12} {'streamed ms':>12} {'speed-up':>9} "
           f"{'outside/engine':>15} {'px differ':>10} {'RLE differ':>11} {'counts differ':>14} "
           f"{'RSS full MiB':>13} {'RSS streamed MiB':>17}")
-    notes = []
+    notes, deployed = [], []
     for mode in MODES:
         row = compare_mode(mode, args, images)
         rss = {path: peak_rss(mode, path, argv) for path in ("full", "streamed")}
@@ -247,9 +310,19 @@ def main(argv=None) -> int:
                      f"/ after {args.images}: full {rss['full']['before']:.0f} / {rss['full']['first']:.0f} / "
                      f"{rss['full']['all']:.0f} MiB, streamed {rss['streamed']['before']:.0f} / "
                      f"{rss['streamed']['first']:.0f} / {rss['streamed']['all']:.0f} MiB")
+        if not args.no_aot:
+            for batch, r in deployed_rss(mode, args, argv).items():
+                deployed.append(f"{mode:<8} {batch:>10} {r['before']:>19.0f} {r['first']:>15.0f} {r['all']:>15.0f} "
+                                f"{'yes' if r['model_code'] else 'no':>22}")
     print("engine ms: preprocessing and the model; full map / streamed ms: everything after the engine (upsampling, "
-          "blending, thresholds, RLE, Dice counts); outside/engine: streamed ms over engine ms.")
+          "blending, thresholds, RLE, Dice counts); outside/engine: streamed ms over engine ms; RSS: eager model.")
     print("\n".join(notes))
+    if deployed:
+        print(f"\nDeployed: the streamed path on AOTInductor engines, loaded as the evaluator loads them (peak RSS, "
+              f"MiB, one process per row, {args.images} images)")
+        print(f"{'mode':<8} {'tile batch':>10} {'engine + images':>19} {'after 1 image':>15} "
+              f"{'after ' + str(args.images):>15} {'transformers models':>22}")
+        print("\n".join(deployed))
     if not args.no_aot:
         eager, aot = aot_vs_eager(args, images)
         print(f"resize mode, whole image (engine + streamed path, batch 1): eager {eager:.1f} ms, AOTInductor "

@@ -27,7 +27,25 @@ def compile_aoti(exported: torch.export.ExportedProgram, example: torch.Tensor |
     return out_path
 
 
+class AOTIPackage:
+    """A loaded ``.pt2`` package called with one input tensor; returns the list of its output tensors.
+
+    It holds torch's C++ package loader directly: ``torch._inductor.aoti_load_package`` would import the Python
+    side of Inductor (sympy, dynamo; about 180 MiB of resident memory) only to wrap the same loader."""
+
+    def __init__(self, path: str | Path, device_index: int = -1):
+        self.path = Path(path)
+        self.loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, device_index)
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """x: the exported input (B, C, side, side) -> [logits (B, 29, h', w')]."""
+        return self.loader.boxed_run([x])
+
+
 def load_aoti(path: str | Path, device: str = "cpu"):
-    """Load a ``.pt2`` package; returns a callable taking the exported input tensor(s)."""
+    """Load a ``.pt2`` package; returns a callable taking the exported input tensor. Uses the C++ loader
+    (:class:`AOTIPackage`) where this torch has it, ``torch._inductor.aoti_load_package`` otherwise."""
     index = int(device.split(":")[1]) if device.startswith("cuda:") else -1
+    if hasattr(torch._C, "_aoti") and hasattr(torch._C._aoti, "AOTIModelPackageLoader"):
+        return AOTIPackage(path, index)
     return torch._inductor.aoti_load_package(str(path), device_index=index)

@@ -25,7 +25,7 @@ def load_eval_checkpoint(cfg: EvalConfig, device: str | None = None, file: str |
     """The config's checkpoint (see :func:`evaluator.config.resolve_checkpoint`), model on ``device``, with the
     config's ``tile_size`` / ``overlap`` applied to its input spec."""
     chosen = resolve_checkpoint(cfg, file, echo=echo)
-    ckpt = load_checkpoint(chosen.folder, device=device or cfg.device)
+    ckpt = load_checkpoint(chosen.folder, device=device or cfg.device, lazy=True)  # built if an eager engine needs it
     return replace(ckpt, spec=resolve_input_spec(cfg, ckpt.spec), candidates=chosen.candidates)
 
 

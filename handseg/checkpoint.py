@@ -36,7 +36,7 @@ from handseg.disk import disk_full_guard, folder_bytes
 from handseg.errors import ConfigError, DataFormatError, HandSegError
 from handseg.file_digest import file_sha256
 from handseg.model_io import InputSpec
-from handseg.models import MODEL_CLASSES, ModelConfig
+from handseg.models import ModelConfig, model_class
 
 INFO_FILE = "handseg.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -61,18 +61,29 @@ def versions() -> dict[str, str]:
 
 @dataclass
 class LoadedCheckpoint:
-    """A checkpoint folder loaded for use: the model (eval mode), its ``handseg.json`` record, the model config
-    and the input spec it was trained with (the evaluator may override tile size and overlap), and the candidate
-    checkpoints it was chosen from, if any (rows of :func:`best_checkpoint`); ``prior``: a cascade's stage 1 (its
-    ``prior/`` folder)."""
+    """A checkpoint folder loaded for use: the model (eval mode, on ``device``), its ``handseg.json`` record, the
+    model config and the input spec it was trained with (the evaluator may override tile size and overlap), and the
+    candidate checkpoints it was chosen from, if any (rows of :func:`best_checkpoint`); ``prior``: a cascade's
+    stage 1 (its ``prior/`` folder).
+
+    ``model`` is read from ``model.safetensors`` when first used (at load time unless loaded with ``lazy=True``):
+    a process that only runs a compiled engine never builds the transformers model nor imports its code."""
 
     folder: Path
-    model: nn.Module
     info: dict
     model_cfg: ModelConfig
     spec: InputSpec
     candidates: list[dict] = field(default_factory=list)
     prior: "LoadedCheckpoint | None" = None
+    device: str = "cpu"
+    loaded_model: nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def model(self) -> nn.Module:
+        """The transformers model in eval mode on ``device``, read from the folder on first use."""
+        if self.loaded_model is None:
+            self.loaded_model = _read_model(self.folder, self.model_cfg).to(self.device).eval()
+        return self.loaded_model
 
     @property
     def weights_sha256(self) -> str:
@@ -203,12 +214,13 @@ def _classes_problem(classes: Any) -> str:
 
 
 def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu",
-                    arch: str | None = None) -> LoadedCheckpoint:
+                    arch: str | None = None, lazy: bool = False) -> LoadedCheckpoint:
     """Load a checkpoint folder, weights from safetensors only, model in eval mode.
 
     Missing folder or files, malformed JSON, classes other than CLASSES, weights whose sha256 differs from the
     recorded one, a corrupt weights file, missing or unexpected weights, or (when ``arch`` is given) another
-    architecture -> DataFormatError.
+    architecture -> DataFormatError. ``lazy``: the model is read when ``.model`` is first used (the weights
+    file is still checked against its recorded sha256 now), so that its errors come from there.
     """
     folder = Path(folder)
     info = read_info(folder)
@@ -221,10 +233,26 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
     if arch is not None and model_cfg.arch != arch:
         raise DataFormatError(folder, f"checkpoint is a {model_cfg.arch} model, expected {arch}")
     verify_weights(folder, info)
-    model_cls = MODEL_CLASSES[model_cfg.arch]
+    prior = None
+    if info.get("prior"):
+        prior = load_checkpoint(folder / str(info["prior"]), device=device, lazy=lazy)
+        if spec.prior is None or prior.spec.prior is not None:
+            raise DataFormatError(folder / INFO_FILE, "a prior/ checkpoint needs a cascade input spec and a stage-1 "
+                                                      "prior")
+    elif spec.prior is not None:
+        raise DataFormatError(folder / INFO_FILE, f"a cascade input spec but no {PRIOR_DIR}/ checkpoint")
+    ckpt = LoadedCheckpoint(folder=folder, info=info, model_cfg=model_cfg, spec=spec, prior=prior, device=str(device))
+    if not lazy:
+        ckpt.model  # noqa: B018 - read the weights now, so that a damaged file fails the load
+    return ckpt
+
+
+def _read_model(folder: Path, model_cfg: ModelConfig) -> nn.Module:
+    """The transformers model of a checked checkpoint folder, from its safetensors weights; a file that cannot be
+    read or does not fit the config is a DataFormatError naming it."""
     try:
         with _quiet_hf():
-            model, loading = model_cls.from_pretrained(
+            model, loading = model_class(model_cfg.arch).from_pretrained(
                 folder, use_safetensors=True, local_files_only=True, output_loading_info=True
             )
     except HandSegError:
@@ -236,16 +264,7 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
     if problems:
         key, names = next(iter(problems.items()))
         raise DataFormatError(folder / WEIGHTS_FILE, f"{key.replace('_', ' ')}: {sorted(map(str, names))[:3]}")
-    prior = None
-    if info.get("prior"):
-        prior = load_checkpoint(folder / str(info["prior"]), device=device)
-        if spec.prior is None or prior.spec.prior is not None:
-            raise DataFormatError(folder / INFO_FILE, "a prior/ checkpoint needs a cascade input spec and a stage-1 "
-                                                      "prior")
-    elif spec.prior is not None:
-        raise DataFormatError(folder / INFO_FILE, f"a cascade input spec but no {PRIOR_DIR}/ checkpoint")
-    return LoadedCheckpoint(folder=folder, model=model.to(device).eval(), info=info, model_cfg=model_cfg, spec=spec,
-                            prior=prior)
+    return model
 
 
 def checkpoint_sha256(folder: str | os.PathLike) -> str:

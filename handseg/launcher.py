@@ -5,8 +5,12 @@
 
 It runs Accelerate's own launcher in this process and adds two things to it. SIGTERM, SIGINT and SIGHUP sent to
 this process (``docker stop``, a scheduler, ``kill``) are passed on to every process it started, and it waits
-for them: the trainer saves its state and exits 130, where Accelerate's plain launcher would die at once and
-leave the trainer running unsupervised. (Several processes under torchrun: torchrun's own handlers do this.) And
+for them as long as they take: the trainer saves its state and exits 130. Accelerate's own launcher would not
+wait: before 1.16 it died at once and left the trainer running unsupervised; from 1.16 it terminates the whole
+process tree (loader workers included) and kills whatever still runs 5 s later, which can be a trainer in the
+middle of saving a large state. Accelerate's launcher therefore runs in a worker thread: Python lets only the main
+thread install signal handlers, so neither Accelerate nor torchrun (which says so in a warning) replaces this
+process's. And
 an error of a launched process (the trainer's or evaluator's one-line ``error:``, exit 2) ends the launch with
 the same exit code, without Accelerate's ``CalledProcessError`` traceback after the line. The launched processes
 find this process's PID in ``HANDSEG_LAUNCHER_PID``: a trainer whose launcher is gone (killed with SIGKILL, which
@@ -20,6 +24,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import psutil
 
@@ -65,14 +70,28 @@ def main(argv: list[str] | None = None) -> int:
     os.environ[LAUNCHER_ENV] = str(os.getpid())
     for sig in FORWARDED:
         signal.signal(sig, forward_to_children)
-    try:
-        launch_command(args)
-    except Exception as exc:
-        code = failure_code(exc)
-        if code is None:
-            raise
-        return code
-    return 0
+    outcome: list[BaseException | None] = []
+
+    def launch() -> None:
+        try:
+            launch_command(args)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - SystemExit too: handed to the main thread below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=launch, name="accelerate-launch", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.5)  # the main thread stays free to run the signal handlers
+    exc = outcome[0] if outcome else None
+    if exc is None:
+        return 0
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else 1
+    code = failure_code(exc)
+    if code is None:
+        raise exc
+    return code
 
 
 if __name__ == "__main__":

@@ -33,8 +33,7 @@ _NOT_RECORDED = "not recorded"
 
 def _hf_class(arch: str | None, default: str) -> str:
     """The transformers class name the project builds for ``arch`` (``default`` for an unknown one)."""
-    cls = MODEL_CLASSES.get(arch)
-    return cls.__name__ if cls is not None else default
+    return MODEL_CLASSES.get(arch, default)
 
 
 def is_phantom_data(data_root: str | os.PathLike | None) -> bool | None:

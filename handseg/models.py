@@ -22,20 +22,15 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import (
-    ConvNextConfig,
-    ConvNextV2Config,
-    PreTrainedModel,
-    SegformerConfig,
-    SegformerForSemanticSegmentation,
-    UperNetConfig,
-    UperNetForSemanticSegmentation,
-)
+from transformers import ConvNextConfig, ConvNextV2Config, SegformerConfig, UperNetConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, UperNetForSemanticSegmentation
 
 from handseg.classes import ID2LABEL, LABEL2ID, NUM_CLASSES
 from handseg.config_schema import FieldError
@@ -96,7 +91,10 @@ UPERNET_PRESETS: dict[str, dict[str, Any]] = {
 }
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {"segformer": SEGFORMER_PRESETS, "upernet": UPERNET_PRESETS}
 _BACKBONE_CONFIGS = {"convnext": ConvNextConfig, "convnextv2": ConvNextV2Config}
-MODEL_CLASSES = {"segformer": SegformerForSemanticSegmentation, "upernet": UperNetForSemanticSegmentation}
+# The transformers model class of each architecture, by name: the modelling code (and what it imports: accelerate,
+# torchvision, scipy, sympy; about 260 MiB of resident memory) is imported only when a model is built, so a
+# process that runs a compiled engine never loads it.
+MODEL_CLASSES = {"segformer": "SegformerForSemanticSegmentation", "upernet": "UperNetForSemanticSegmentation"}
 _RESERVED_KEYS = {"num_labels", "id2label", "label2id"}
 _BACKBONE_EXTRA_KEYS = {"out_features", "out_indices"}
 
@@ -174,13 +172,20 @@ def hf_config(cfg: ModelConfig) -> SegformerConfig | UperNetConfig:
     return UperNetConfig(backbone_config=backbone, **{**preset, **overrides, **labels})
 
 
+def model_class(arch: str) -> type[PreTrainedModel]:
+    """The transformers model class of ``arch`` (imported now; see ``MODEL_CLASSES``)."""
+    import transformers
+
+    return getattr(transformers, MODEL_CLASSES[arch])
+
+
 def build_model(cfg: ModelConfig) -> PreTrainedModel:
     """Build the network: random init from the preset, or ``from_pretrained(cfg.pretrained)`` (hub id or local
     folder, safetensors only) with a fresh 29-class head where the stored head has another shape. With
     ``pretrained`` the sizes come from the stored config (the preset is not applied) and only top-level
     ``overrides`` are applied; a missing folder or unreachable hub id is a DataFormatError."""
     cfg.check()
-    model_cls = MODEL_CLASSES[cfg.arch]
+    model_cls = model_class(cfg.arch)
     if cfg.pretrained is None:
         model = model_cls(hf_config(cfg))
         if cfg.prior_prob is not None:
@@ -234,7 +239,7 @@ def size_divisor(cfg: ModelConfig) -> int:
 
 
 def _is_upernet(model: nn.Module) -> bool:
-    return isinstance(model, UperNetForSemanticSegmentation)
+    return isinstance(model, model_class("upernet"))
 
 
 def _upernet_heads(model: UperNetForSemanticSegmentation, pixel_values: torch.Tensor, aux: bool):
@@ -294,7 +299,7 @@ def cascade_refiner(stage1: PreTrainedModel, stage1_cfg: ModelConfig) -> tuple[P
     Its output is added to stage 1's logits, so at step 0 the cascade predicts exactly what stage 1 predicts and
     training can only start from there. Returns the model and its config."""
     cfg = with_input_channels(stage1_cfg, 3 + NUM_CLASSES)
-    model = MODEL_CLASSES[cfg.arch](hf_config(cfg))
+    model = model_class(cfg.arch)(hf_config(cfg))
     weights = model.state_dict()
     for name, tensor in stage1.state_dict().items():
         target = weights[name]

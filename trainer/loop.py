@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from trainer.labels import labels_to_float
 from trainer.loader import epoch_loader
 from trainer.losses import SegLoss
 from trainer.optim import LRSchedule
+from trainer.output_guard import SurvivingStream
 
 
 class NonFiniteLossError(HandSegError):
@@ -131,6 +133,7 @@ class StopFlag:
     previous: dict = field(default_factory=dict)
     _first_at: float = 0.0
     _done: threading.Event = field(default_factory=threading.Event)
+    streams: tuple = ()
 
     def __enter__(self) -> "StopFlag":
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -138,6 +141,9 @@ class StopFlag:
         self._done.clear()
         if os.environ.get(LAUNCHER_ENV) == str(os.getppid()):
             threading.Thread(target=self._watch_launcher, args=(os.getppid(),), daemon=True).start()
+            # A launcher that reads this process's output through a pipe may die first (trainer.output_guard).
+            self.streams = (sys.stdout, sys.stderr)
+            sys.stdout, sys.stderr = (SurvivingStream(s, self._launcher_gone) for s in self.streams)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -145,6 +151,13 @@ class StopFlag:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
         self.previous.clear()
+        if self.streams:
+            sys.stdout, sys.stderr = self.streams
+            self.streams = ()
+
+    def _launcher_gone(self) -> None:
+        if self.signum is None:
+            self.signum, self._first_at = signal.SIGTERM, time.monotonic()
 
     def _handle(self, signum, frame) -> None:
         if self.signum is None:
@@ -156,8 +169,7 @@ class StopFlag:
         """A launcher killed without passing a signal on leaves this process to another parent: stop then."""
         while not self._done.wait(1.0):
             if os.getppid() != parent:
-                if self.signum is None:
-                    self.signum, self._first_at = signal.SIGTERM, time.monotonic()
+                self._launcher_gone()
                 return
 
 

@@ -12,6 +12,7 @@ from handseg.checkpoint import checkpoint_sha256, load_checkpoint, read_info, sa
 from handseg.classes import CLASSES
 from handseg.disk import DiskFullError
 from handseg.errors import DataFormatError
+from handseg.file_digest import file_sha256
 from handseg.model_io import InputSpec
 from handseg.models import ModelConfig, build_model, forward_logits
 
@@ -120,6 +121,27 @@ def test_weights_of_another_model_are_a_data_error(tiny_segformer_cfg, tiny_uper
     (seg / "model.safetensors").write_bytes((up / "model.safetensors").read_bytes())
     with pytest.raises(DataFormatError, match="model.safetensors"):
         load_checkpoint(seg)
+
+
+def test_lazy_load_reads_the_model_on_first_use(tiny_segformer_cfg, tmp_path):
+    """``lazy=True`` checks the files and the weights' hash now and builds the model when ``.model`` is first used:
+    the same weights as an eager load; a file whose hash was rewritten with it fails at first use, naming it."""
+    model, folder = _save(tmp_path, tiny_segformer_cfg)
+    ckpt = load_checkpoint(folder, lazy=True)
+    assert ckpt.loaded_model is None
+    assert ckpt.model is ckpt.model and not ckpt.model.training
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(ckpt.model.state_dict()[name], tensor)
+
+    (folder / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(DataFormatError, match="sha256"):  # damage is still caught when the folder is loaded
+        load_checkpoint(folder, lazy=True)
+    info = json.loads((folder / "handseg.json").read_text())
+    info["weights_sha256"] = file_sha256(folder / "model.safetensors")
+    (folder / "handseg.json").write_text(json.dumps(info))
+    ckpt = load_checkpoint(folder, lazy=True)
+    with pytest.raises(DataFormatError, match="model.safetensors"):
+        ckpt.model  # noqa: B018
 
 
 @pytest.mark.parametrize("missing", ["model.safetensors", "handseg.json", "config.json"])

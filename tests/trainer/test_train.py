@@ -364,7 +364,9 @@ class _Payload:
 
 def test_trainer_stops_when_its_launcher_is_killed(phantom_root, work):
     """The launcher killed outright (SIGKILL: nothing can pass a signal on) leaves the trainer to another parent;
-    the trainer notices, saves its state and exits instead of running on unsupervised."""
+    the trainer notices, saves its state and exits instead of running on unsupervised. Where the launcher piped the
+    trainer's output (Accelerate >= 1.16), that output now has no reader: the trainer's last words are lost, its
+    state is not."""
     import os
     import signal
 
@@ -379,8 +381,8 @@ def test_trainer_stops_when_its_launcher_is_killed(phantom_root, work):
         trainer = next(p for p in psutil.Process(launch.pid).children() if "trainer.train" in " ".join(p.cmdline()))
         os.kill(launch.pid, signal.SIGKILL)
         _, stderr = launch.communicate(timeout=240)  # the pipes close when the trainer, which shares them, exits
-        trainer.wait(timeout=60)  # not our child: its exit code cannot be read, its last words can
-        assert "interrupted: resumable state saved" in stderr and "Traceback" not in stderr
+        trainer.wait(timeout=60)  # not our child: its exit code cannot be read
+        assert "Traceback" not in stderr
         assert (out / "state" / "trainer_state.json").is_file()
     finally:
         if trainer is not None and trainer.is_running():
