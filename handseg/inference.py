@@ -37,7 +37,7 @@ from handseg.phase_timer import PhaseTimer, phase
 from handseg.tiling import constant_importance, gaussian_importance, pad_amounts, tile_windows
 
 _ACC_DTYPES = {"float32": torch.float32, "float16": torch.float16}
-DENSE_CHUNK = 4  # classes blended together at full size when their boxes are large (bounds memory)
+DENSE_CHUNK = 2  # classes blended together at full size when their boxes are large (bounds memory)
 PostProcess = Callable[[ClassMasks], ClassMasks]
 
 
@@ -230,7 +230,7 @@ def masks_from_outputs(out: ModelOutputs, thresholds: float | Sequence[float],
         for start in range(0, len(large), DENSE_CHUNK):
             chunk = large[start:start + DENSE_CHUNK]
             with phase(timer, "blend"):
-                probs = dense_probs(out.select(chunk))
+                probs = dense_probs(out.select(chunk), batch_size=1)  # one tile at a time: bounds memory
             with phase(timer, "threshold"):
                 for k, c in enumerate(chunk):
                     y0, x0, y1, x1 = boxes[c]
