@@ -92,9 +92,10 @@ def mode_networks(mode: str, args) -> tuple[nn.Module, nn.Module | None, InputSp
     if mode == "tile":
         tile = replace(spec, mode="tile", image_size=args.tile, tile_size=args.tile, overlap=0.25, prior=None)
         return model, None, tile, source, cfg
-    if (Path(args.stage2) / "model.safetensors").is_file() and load_checkpoint(args.stage2, lazy=True).prior:
-        ckpt = load_checkpoint(args.stage2)
-        return ckpt.model, ckpt.prior.model, ckpt.spec, args.stage2, ckpt.model_cfg
+    if (Path(args.stage2) / "model.safetensors").is_file():
+        ckpt = load_checkpoint(args.stage2, lazy=True)  # the model is read only for a cascade
+        if ckpt.prior is not None:
+            return ckpt.model, ckpt.prior.model, ckpt.spec, args.stage2, ckpt.model_cfg
     refiner, refiner_cfg = cascade_refiner(model, cfg)  # zero-initialised: predicts what stage 1 does
     spec2 = InputSpec(mode="tile", image_size=512, tile_size=512, overlap=0.25, prior=spec)
     return refiner, model, spec2, f"{source} + zero-initialised refiner (no cascade checkpoint)", refiner_cfg
@@ -106,9 +107,9 @@ def mode_engine(mode: str, args) -> tuple[Engine, InputSpec, str]:
     return eager_engine(net, prior=prior), spec, source
 
 
-def compile_mode(mode: str, batch: int, args, folder: Path) -> None:
-    """AOTInductor engines of a mode at tile batch ``batch`` (a cascade's stage 1 at batch 1) in ``folder``, with
-    the input spec beside them, for a ``deployed`` child."""
+def compile_mode(mode: str, batches: list[int], args, folder: Path) -> None:
+    """AOTInductor engines of a mode at each tile batch of ``batches`` (a cascade's stage 1 once, at batch 1) in
+    ``folder``, with the input spec beside them, for ``deployed`` children."""
     from evaluator.compile_aoti import compile_aoti
     from evaluator.export import export_logits
 
@@ -116,8 +117,9 @@ def compile_mode(mode: str, batch: int, args, folder: Path) -> None:
     if prior is not None:
         compile_aoti(export_logits(prior, 1, spec.prior.model_size, size_divisor(cfg)), None,
                      folder / f"{mode}_prior.pt2")
-    compile_aoti(export_logits(net, batch, spec.model_size, size_divisor(cfg), channels=spec.channels), None,
-                 folder / f"{mode}_b{batch}.pt2")
+    for batch in batches:
+        compile_aoti(export_logits(net, batch, spec.model_size, size_divisor(cfg), channels=spec.channels), None,
+                     folder / f"{mode}_b{batch}.pt2")
     (folder / f"{mode}_spec.json").write_text(json.dumps(spec.to_dict()))
 
 
@@ -256,12 +258,10 @@ def peak_rss(mode: str, path: str, argv: list[str], engines: tuple[Path, int] | 
 
 def deployed_rss(mode: str, args, argv: list[str]) -> dict[int, dict]:
     """Peak RSS of a process that runs the mode's compiled engines (one per tile batch; resize mode: batch 1)."""
-    out = {}
+    batches = [1] if mode == "resize" else args.deploy_batches
     with tempfile.TemporaryDirectory() as tmp:
-        for batch in ([1] if mode == "resize" else args.deploy_batches):
-            compile_mode(mode, batch, args, Path(tmp))
-            out[batch] = peak_rss(mode, "deployed", argv, (Path(tmp), batch))
-    return out
+        compile_mode(mode, batches, args, Path(tmp))
+        return {batch: peak_rss(mode, "deployed", argv, (Path(tmp), batch)) for batch in batches}
 
 
 def aot_vs_eager(args, images) -> tuple[float, float]:

@@ -34,7 +34,6 @@ class AOTIPackage:
     side of Inductor (sympy, dynamo; about 180 MiB of resident memory) only to wrap the same loader."""
 
     def __init__(self, path: str | Path, device_index: int = -1):
-        self.path = Path(path)
         self.loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, device_index)
 
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
