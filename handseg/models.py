@@ -239,7 +239,9 @@ def size_divisor(cfg: ModelConfig) -> int:
 
 
 def _is_upernet(model: nn.Module) -> bool:
-    return isinstance(model, model_class("upernet"))
+    """By the config's model type: no modelling code is imported to ask (a SegFormer never loads UperNet's)."""
+    config = getattr(model, "config", None)
+    return getattr(config, "model_type", None) == "upernet"
 
 
 def _upernet_heads(model: UperNetForSemanticSegmentation, pixel_values: torch.Tensor, aux: bool):

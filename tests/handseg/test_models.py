@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -187,3 +190,16 @@ def test_classifier_bias_starts_at_the_prior(tiny_segformer_cfg, tiny_upernet_cf
             assert torch.sigmoid(forward_logits(model, x)).mean() < 0.05
     plain = build_model(dataclasses.replace(tiny_segformer_cfg, prior_prob=None))
     assert plain.decode_head.classifier.bias.abs().max() < 1.0
+
+
+def test_segformer_forward_does_not_import_upernet_code():
+    """Which head runs is decided from the model's config: a SegFormer never imports UperNet's modelling code."""
+    code = ("import sys, torch\n"
+            "from handseg.models import ModelConfig, build_model, forward_logits, forward_train\n"
+            "model = build_model(ModelConfig(arch='segformer', preset='test')).eval()\n"
+            "x = torch.zeros(1, 3, 64, 64)\n"
+            "assert forward_logits(model, x).shape == (1, 29, 16, 16)\n"
+            "assert forward_train(model, x)[1] is None\n"
+            "print(sorted(m for m in sys.modules if 'modeling_upernet' in m))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
