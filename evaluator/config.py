@@ -26,6 +26,7 @@ from handseg.engine import DTYPES
 from handseg.errors import ConfigError, DataFormatError
 from handseg.perturb import GEOMETRIC_KINDS, Perturbation, check_strength
 from handseg.postprocess import PostProcessing
+from handseg.scale_norm import ScaleNorm
 
 EFFICIENCY_ENGINES = ("eager_fp32", "eager_autocast", *(n for n, b in BACKENDS.items() if b.compiled))
 
@@ -135,6 +136,7 @@ class EvalConfig:
     device: str = "cpu"
     flip_tta: bool = False
     thresholds: float | list[float] | str = 0.5
+    scale_norm: bool = True  # the hand-size normalisation stored with tuned thresholds (handseg.scale_norm)
     engine_dir: Path = Path("trt_models")
     engine: Path | None = None  # explicit engine file; default: derived name under engine_dir
     output_dir: Path = Path("outputs/eval")
@@ -249,19 +251,39 @@ def resolve_thresholds(cfg: EvalConfig) -> list[float]:
     return read_thresholds_file(t)
 
 
-def resolve_postprocess(cfg: EvalConfig) -> PostProcessing | None:
-    """The post-processing stored with tuned thresholds (the thresholds file's ``postprocess``), or None."""
+def _thresholds_file_entry(cfg: EvalConfig, key: str) -> Any:
+    """The ``key`` entry of the tuned thresholds file the config names (None: no file, or no such entry)."""
     if not isinstance(cfg.thresholds, str):
         return None
     path = Path(cfg.thresholds)
     data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
-    if not isinstance(data, dict) or data.get("postprocess") is None:
+    return data.get(key) if isinstance(data, dict) else None
+
+
+def resolve_postprocess(cfg: EvalConfig) -> PostProcessing | None:
+    """The post-processing stored with tuned thresholds (the thresholds file's ``postprocess``), or None."""
+    entry = _thresholds_file_entry(cfg, "postprocess")
+    if entry is None:
         return None
     try:
-        choice = PostProcessing.from_dict(data["postprocess"])
+        choice = PostProcessing.from_dict(entry)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(path, "postprocess", str(exc)) from None
+        raise ConfigError(cfg.thresholds, "postprocess", str(exc)) from None
     return choice if choice.active else None
+
+
+def resolve_scale_norm(cfg: EvalConfig) -> ScaleNorm | None:
+    """The hand-size normalisation stored with tuned thresholds (the thresholds file's ``scale_norm``), or None
+    (``scale_norm: false`` in the config, thresholds given as numbers, or a file without it)."""
+    entry = _thresholds_file_entry(cfg, "scale_norm") if cfg.scale_norm else None
+    if entry is None:
+        return None
+    try:
+        return ScaleNorm.from_dict(entry)
+    except FieldError as exc:
+        raise ConfigError(cfg.thresholds, f"scale_norm.{exc.key}", exc.problem) from None
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ConfigError(cfg.thresholds, "scale_norm", str(exc)) from None
 
 
 def resolve_input_spec(cfg: EvalConfig, spec):

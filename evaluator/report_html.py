@@ -193,6 +193,7 @@ def _config_section(dice: dict) -> str:
                                          f", {s.get('tile_batch', '?')} tiles per call")),
         ("thresholds", _e(_thresholds_text(s.get("thresholds")))),
         ("post-processing", _e(_postprocess_text(s.get("postprocess")))),
+        ("hand-size normalisation", _e(_scale_norm_text(s.get("scale_norm")))),
     ]
     return "<section id=\"configuration\"><h2>Run configuration</h2>" + _kv_table(rows) + "</section>"
 
@@ -215,6 +216,13 @@ def _postprocess_text(value: Any) -> str:
     if not lc and not fh:
         return "none"
     return f"largest component on {len(lc)} classes, hole filling on {len(fh)} (chosen by threshold tuning)"
+
+
+def _scale_norm_text(value: Any) -> str:
+    if not isinstance(value, dict) or not isinstance(value.get("reference_fraction"), (int, float)):
+        return "off"
+    return (f"a second whole-image pass where the hand covers much more or less than "
+            f"{value['reference_fraction']:.3f} of the image (the validation hands)")
 
 
 def _class_table(names: list[str], dice: dict, lowest: set[str], worst: dict[str, tuple[float, str]],

@@ -6,7 +6,9 @@ program). How the image is fed is decided by the :class:`~handseg.model_io.Input
 trained with:
 
 * ``resize`` (stage 1): the whole image is resized (``cv2.INTER_AREA``) to ``image_size`` squared, the logits
-  are upsampled bilinearly to H x W, then the sigmoid is applied.
+  are upsampled bilinearly to H x W, then the sigmoid is applied. With ``scale_norm`` (stored with the tuned
+  thresholds), a hand much smaller or larger than the validation hands gets a second pass at the reference
+  hand size (:mod:`handseg.scale_norm`); a cascade's stage 1 runs the same way.
 * ``tile`` (stage 2): native-resolution tiles of ``tile_size`` with ``overlap`` (a side shorter than a tile is
   padded with black), run in batches; each tile's logits are upsampled to the tile size, passed through the
   sigmoid and blended with Gaussian (or constant) weights. Window placement and weights match MONAI's
@@ -34,6 +36,15 @@ from handseg.config_schema import FieldError
 from handseg.engine import Engine
 from handseg.model_io import InputSpec, to_pixel_values, upsample_logits
 from handseg.phase_timer import PhaseTimer, phase
+from handseg.scale_norm import (
+    ScaleNorm,
+    hand_centre,
+    hand_fraction,
+    paste_window,
+    rescale_factor,
+    second_pass_window,
+    window_image,
+)
 from handseg.tiling import constant_importance, gaussian_importance, pad_amounts, tile_windows
 
 _ACC_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -44,7 +55,8 @@ PostProcess = Callable[[ClassMasks], ClassMasks]
 @dataclass
 class InferenceSettings:
     """How to run an engine over one image: ``batch_size`` tiles per engine call, blending, flip TTA;
-    ``accumulate_dtype: float16`` halves the blending buffer on CUDA. Build it with :func:`inference_settings`."""
+    ``accumulate_dtype: float16`` halves the blending buffer on CUDA; ``scale_norm``: hand-size normalisation of
+    whole-image passes (None: off). Build it with :func:`inference_settings`."""
 
     input: InputSpec
     batch_size: int = 4
@@ -52,6 +64,7 @@ class InferenceSettings:
     flip_tta: bool = False
     accumulate_dtype: Literal["float32", "float16"] = "float32"
     sigma_scale: float = 0.125
+    scale_norm: ScaleNorm | None = None
 
     def check(self) -> None:
         if self.batch_size < 1:
@@ -62,16 +75,19 @@ class InferenceSettings:
             raise FieldError("accumulate_dtype", f"must be one of {sorted(_ACC_DTYPES)}, got {self.accumulate_dtype!r}")
         if not self.sigma_scale > 0:
             raise FieldError("sigma_scale", f"must be positive, got {self.sigma_scale}")
+        if self.scale_norm is not None:
+            self.scale_norm.check()
         self.input.check()
 
 
 def inference_settings(spec: InputSpec, engine: Engine, batch_size: int = 4, blend: str = "gaussian",
-                       flip_tta: bool = False) -> InferenceSettings:
+                       flip_tta: bool = False, scale_norm: ScaleNorm | None = None) -> InferenceSettings:
     """The settings for running ``engine`` at the checkpoint's input ``spec``: a compiled engine's static batch
     wins over ``batch_size``; reduced-precision engines on CUDA blend in float16 (half the buffer)."""
     half = str(engine.device).startswith("cuda") and engine.precision != "fp32"
     settings = InferenceSettings(input=spec, batch_size=engine.batch_size or batch_size, blend=blend,
-                                 flip_tta=flip_tta, accumulate_dtype="float16" if half else "float32")
+                                 flip_tta=flip_tta, accumulate_dtype="float16" if half else "float32",
+                                 scale_norm=scale_norm)
     settings.check()
     return settings
 
@@ -109,16 +125,52 @@ def _run_resized(engine: Engine, image: np.ndarray, settings: InferenceSettings,
     with phase(timer, "preprocess"):
         small = image if image.shape == (side, side) else cv2.resize(image, (side, side),
                                                                       interpolation=cv2.INTER_AREA)
+    logits, flipped = _whole_pass(engine, small, settings, device, timer)
+    if settings.scale_norm is not None:
+        logits, flipped = _normalised_pass(engine, image, settings, device, timer, logits, flipped)
+    return ModelOutputs(logits=logits, flipped=flipped, flip_back="grid", windows=[(0, 0)], window_hw=(h, w),
+                        image_hw=(h, w), padded_hw=(h, w), pad=(0, 0), weight=None,
+                        accumulate=_ACC_DTYPES[settings.accumulate_dtype])
+
+
+def _whole_pass(engine: Engine, small: np.ndarray, settings: InferenceSettings, device: torch.device,
+                timer: PhaseTimer | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits (1, C, h', w') of a model-sized image ``small`` and, with flip TTA, those of its mirror image
+    flipped back (bilinear resizing commutes with a horizontal flip, so they are flipped back at low resolution)."""
+    with phase(timer, "preprocess"):
         x = to_pixel_values(small, settings.input.mean, settings.input.std, device)[None]
         if settings.flip_tta:
             x = torch.cat([x, x.flip(-1)])
     with phase(timer, "engine"):
         logits = engine(x)
-    # Bilinear resizing commutes with a horizontal flip, so the flipped logits are flipped back at low resolution.
-    flipped = logits[1:2].flip(-1) if settings.flip_tta else None
-    return ModelOutputs(logits=logits[:1], flipped=flipped, flip_back="grid", windows=[(0, 0)], window_hw=(h, w),
-                        image_hw=(h, w), padded_hw=(h, w), pad=(0, 0), weight=None,
-                        accumulate=_ACC_DTYPES[settings.accumulate_dtype])
+    return logits[:1], logits[1:2].flip(-1) if settings.flip_tta else None
+
+
+def _normalised_pass(engine: Engine, image: np.ndarray, settings: InferenceSettings, device: torch.device,
+                     timer: PhaseTimer | None, logits: torch.Tensor, flipped: torch.Tensor | None):
+    """The first pass's (logits, flipped), or, when the hand's size is off the reference (:mod:`handseg.scale_norm`),
+    those over the image resized by the factor that fixes it, with a second pass's logits over the model-sized
+    window of it."""
+    side = settings.input.image_size
+    factor = rescale_factor(hand_fraction(logits[0]), settings.scale_norm)
+    if factor == 1.0:
+        return logits, flipped
+    resized, top, left = second_pass_window(side, factor, hand_centre(logits[0]))
+    stride = side // logits.shape[-1]
+    with phase(timer, "preprocess"):
+        big = cv2.resize(image, (resized, resized), interpolation=cv2.INTER_AREA if resized < image.shape[0]
+                         else cv2.INTER_LINEAR)
+        window = window_image(big, top, left, side)
+    second, second_flipped = _whole_pass(engine, window, settings, device, timer)
+    grid = (resized // stride, resized // stride)
+    out = []
+    for first, new in ((logits, second), (flipped, second_flipped)):
+        if first is None:
+            out.append(None)
+            continue
+        canvas = torch.nn.functional.interpolate(first, size=grid, mode="bilinear", align_corners=False)
+        out.append(paste_window(canvas, new, top, left, stride))
+    return out[0], out[1]
 
 
 def _run_tiled(engine: Engine, image: np.ndarray, settings: InferenceSettings, device: torch.device,
@@ -160,6 +212,18 @@ def _run_tiled(engine: Engine, image: np.ndarray, settings: InferenceSettings, d
                         windows=windows, window_hw=(tile, tile), image_hw=(h, w), padded_hw=padded.shape,
                         pad=(top, left), weight=weight, accumulate=_ACC_DTYPES[settings.accumulate_dtype],
                         prior=prior)
+
+
+def whole_image_logits(engine: Engine, image: np.ndarray, settings: InferenceSettings,
+                       device: str | torch.device = "cpu") -> torch.Tensor:
+    """Logits (C, h', w') of the whole-image pass over ``image`` (H, W) uint8: a resize-mode model's, or a cascade's
+    stage 1's; without TTA or hand-size normalisation (what :mod:`handseg.scale_norm` measures the hand on)."""
+    device = torch.device(device)
+    _check_inputs(engine, image, settings, device)
+    if settings.input.prior is not None:
+        engine, settings = engine.prior, replace(settings, input=settings.input.prior)
+    with torch.inference_mode():
+        return _run_resized(engine, image, replace(settings, flip_tta=False, scale_norm=None), device, None).logits[0]
 
 
 def dense_probs(out: ModelOutputs, batch_size: int = 4) -> torch.Tensor:

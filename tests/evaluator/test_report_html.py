@@ -167,6 +167,7 @@ def test_results_of_another_checkpoint_are_left_out_with_a_note(tmp_path, eval_d
     assert "<h2>Robustness</h2><p" in text and "robustness chart" in text  # same checkpoint: kept
     assert len(re.findall(r"<img ", text)) == 4  # the efficiency chart is gone
     assert "0.5 for every class" in text and "<th>post-processing</th><td>none</td>" in text
+    assert "<th>hand-size normalisation</th><td>off</td>" in text
 
 
 def test_candidate_checkpoints_are_listed_with_their_recorded_dice(tmp_path, eval_dir):
@@ -180,6 +181,15 @@ def test_candidate_checkpoints_are_listed_with_their_recorded_dice(tmp_path, eva
     assert ("<th>chosen from</th><td><code>runs/s2/best</code> (stage 2, recorded Dice 0.9379), "
             "<code>runs/s1/best</code> (stage 1, recorded Dice 0.8824)</td>") in text
     assert "{&#x27;checkpoint&#x27;" not in text
+
+
+def test_hand_size_normalisation_is_stated(tmp_path, eval_dir):
+    out = tmp_path / "eval"
+    shutil.copytree(eval_dir, out)
+    dice = json.loads((out / "dice.json").read_text())
+    dice["settings"]["scale_norm"] = {"reference_fraction": 0.12, "tolerance": 0.1}
+    (out / "dice.json").write_text(json.dumps(dice))
+    assert "covers much more or less than 0.120 of the image (the validation hands)" in build_report(out)
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, eval_dir):

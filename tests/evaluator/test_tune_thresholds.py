@@ -29,3 +29,32 @@ def test_best_threshold_finds_the_separating_value():
     thresholds, tuned, at_default = tune.best_thresholds(tune.histograms(probs, gt, 10)[None])
     assert thresholds[0] == 0.7 and tuned[0] == 1.0 and at_default[0] < 1.0
     assert tuned.min() >= at_default.min()
+
+
+def test_tuning_stores_the_hand_size_reference_of_the_first_pass(phantom_root):
+    """The thresholds file's ``scale_norm`` is the mean fraction of the image the whole-image pass calls hand, on
+    the validation images (here: a toy engine that calls the bright pixels hand); a model that sees no hand
+    stores none."""
+    from types import SimpleNamespace
+
+    import cv2
+    import torch.nn.functional as F
+
+    from handseg.dataset_index import index_split
+    from handseg.engine import Engine
+    from handseg.image_io import read_image
+    from handseg.inference import InferenceSettings
+    from handseg.model_io import InputSpec
+
+    samples = index_split(phantom_root, "train")[:3]
+    settings = InferenceSettings(InputSpec(mode="resize", image_size=64, tile_size=64))
+    toy = SimpleNamespace(folder="toy")
+    bright = Engine(fn=lambda x: (4 * F.avg_pool2d(x[:, :1], 4) - 1).repeat(1, 29, 1, 1))
+    result = tune.tune(SimpleNamespace(device="cpu"), [(bright, settings, toy)], samples, bins=10, progress=False)
+    expected = np.mean([(cv2.resize(read_image(s.image_path), (64, 64), interpolation=cv2.INTER_AREA)
+                         .reshape(16, 4, 16, 4).mean((1, 3)) > 255 * (0.485 + 0.229 / 4)).mean() for s in samples])
+    assert 0.05 < expected < 0.95
+    assert result["scale_norm"]["reference_fraction"] == np.round(expected, 6)
+    blind = Engine(fn=lambda x: torch.full((x.shape[0], 29, 16, 16), -5.0))
+    assert tune.tune(SimpleNamespace(device="cpu"), [(blind, settings, toy)], samples, bins=10,
+                     progress=False)["scale_norm"] is None
