@@ -221,8 +221,8 @@ def _postprocess_text(value: Any) -> str:
 def _scale_norm_text(value: Any) -> str:
     if not isinstance(value, dict) or not isinstance(value.get("reference_fraction"), (int, float)):
         return "off"
-    return (f"a second whole-image pass where the hand covers much more or less than "
-            f"{value['reference_fraction']:.3f} of the image (the validation hands)")
+    return (f"an image whose hand covers much more or less than {value['reference_fraction']:.3f} of it (the "
+            f"validation hands) is magnified or shrunk to that size for inference, and the masks mapped back")
 
 
 def _class_table(names: list[str], dice: dict, lowest: set[str], worst: dict[str, tuple[float, str]],

@@ -6,9 +6,7 @@ program). How the image is fed is decided by the :class:`~handseg.model_io.Input
 trained with:
 
 * ``resize`` (stage 1): the whole image is resized (``cv2.INTER_AREA``) to ``image_size`` squared, the logits
-  are upsampled bilinearly to H x W, then the sigmoid is applied. With ``scale_norm`` (stored with the tuned
-  thresholds), a hand much smaller or larger than the validation hands gets a second pass at the reference
-  hand size (:mod:`handseg.scale_norm`); a cascade's stage 1 runs the same way.
+  are upsampled bilinearly to H x W, then the sigmoid is applied.
 * ``tile`` (stage 2): native-resolution tiles of ``tile_size`` with ``overlap`` (a side shorter than a tile is
   padded with black), run in batches; each tile's logits are upsampled to the tile size, passed through the
   sigmoid and blended with Gaussian (or constant) weights. Window placement and weights match MONAI's
@@ -18,7 +16,9 @@ Two results from the same logits: :func:`predict_masks` thresholds inside each c
 (:mod:`handseg.box_blend`: memory and time follow the bones, not the image) and returns
 :class:`~handseg.class_masks.ClassMasks`; :func:`predict_probs` makes the full (29, H, W) probability map, for
 callers that want probabilities (threshold tuning, ensembling). Both compute every pixel with the same
-arithmetic, so their masks are identical.
+arithmetic, so their masks are identical. With ``scale_norm`` (stored with the tuned thresholds), both first
+look at the hand in the whole-image pass and, when its size is far from the validation hands', run on the image
+magnified or shrunk to that size and map the result back (:mod:`handseg.scale_norm`).
 """
 
 from __future__ import annotations
@@ -40,10 +40,11 @@ from handseg.scale_norm import (
     ScaleNorm,
     hand_centre,
     hand_fraction,
-    paste_window,
+    normalising_affine,
     rescale_factor,
-    second_pass_window,
-    window_image,
+    unwarp_masks,
+    unwarp_probs,
+    warp_image,
 )
 from handseg.tiling import constant_importance, gaussian_importance, pad_amounts, tile_windows
 
@@ -55,8 +56,8 @@ PostProcess = Callable[[ClassMasks], ClassMasks]
 @dataclass
 class InferenceSettings:
     """How to run an engine over one image: ``batch_size`` tiles per engine call, blending, flip TTA;
-    ``accumulate_dtype: float16`` halves the blending buffer on CUDA; ``scale_norm``: hand-size normalisation of
-    whole-image passes (None: off). Build it with :func:`inference_settings`."""
+    ``accumulate_dtype: float16`` halves the blending buffer on CUDA; ``scale_norm``: hand-size normalisation
+    (:mod:`handseg.scale_norm`; None: off). Build it with :func:`inference_settings`."""
 
     input: InputSpec
     batch_size: int = 4
@@ -105,82 +106,80 @@ def _check_inputs(engine: Engine, image: np.ndarray, settings: InferenceSettings
 
 
 def run_model(engine: Engine, image: np.ndarray, settings: InferenceSettings, device: str | torch.device = "cpu",
-              timer: PhaseTimer | None = None) -> ModelOutputs:
+              timer: PhaseTimer | None = None, first_pass: torch.Tensor | None = None) -> ModelOutputs:
     """The engine's logits for a grayscale uint8 image (H, W), by the mode in ``settings.input`` (see the module
     docstring); only low-resolution logits are kept, with where each lands at full size. ``timer`` collects the
-    ``preprocess`` and ``engine`` phases."""
+    ``preprocess`` and ``engine`` phases; ``first_pass``: :func:`whole_image_logits` of this image, if already
+    computed (not computed again). Hand-size normalisation is :func:`predict_masks`'s and :func:`predict_probs`'s."""
     device = torch.device(device)
     _check_inputs(engine, image, settings, device)
+    first_pass = None if first_pass is None else first_pass[None]
     with torch.inference_mode():
         if settings.input.mode == "resize":
-            return _run_resized(engine, image, settings, device, timer)
-        return _run_tiled(engine, image, settings, device, timer)
+            return _run_resized(engine, image, settings, device, timer, first_pass)
+        return _run_tiled(engine, image, settings, device, timer, first_pass)
+
+
+def whole_image_logits(engine: Engine, image: np.ndarray, settings: InferenceSettings,
+                       device: str | torch.device = "cpu", timer: PhaseTimer | None = None) -> torch.Tensor:
+    """Logits (C, h', w') of the whole-image pass over ``image`` (H, W) uint8: a resize-mode model's, or a cascade's
+    stage 1's; without TTA (what :mod:`handseg.scale_norm` measures the hand on)."""
+    device = torch.device(device)
+    _check_inputs(engine, image, settings, device)
+    if settings.input.prior is not None:
+        engine, settings = engine.prior, replace(settings, input=settings.input.prior)
+    with torch.inference_mode():
+        return _run_resized(engine, image, replace(settings, flip_tta=False), device, timer).logits[0]
+
+
+def _normalised_outputs(engine: Engine, image: np.ndarray, settings: InferenceSettings, device: str | torch.device,
+                        timer: PhaseTimer | None) -> tuple[ModelOutputs, np.ndarray | None]:
+    """The model's outputs over ``image`` and None or, when ``settings.scale_norm`` finds the hand far from the
+    reference size, over the image normalised by the returned (2, 3) affine matrix."""
+    if settings.scale_norm is None:
+        return run_model(engine, image, settings, device, timer), None
+    first = whole_image_logits(engine, image, settings, device, timer)
+    factor = rescale_factor(hand_fraction(first), settings.scale_norm)
+    if factor == 1.0:
+        return run_model(engine, image, settings, device, timer, first_pass=first), None
+    matrix = normalising_affine(image.shape, factor, hand_centre(first))
+    with phase(timer, "preprocess"):
+        warped = warp_image(image, matrix)
+    return run_model(engine, warped, settings, device, timer), matrix
 
 
 def _run_resized(engine: Engine, image: np.ndarray, settings: InferenceSettings, device: torch.device,
-                 timer: PhaseTimer | None) -> ModelOutputs:
-    """Resize mode (module docstring). With a cascade's prior engine, this is how the prior runs (no TTA)."""
+                 timer: PhaseTimer | None, first_pass: torch.Tensor | None = None) -> ModelOutputs:
+    """Resize mode (module docstring). With a cascade's prior engine, this is how the prior runs (no TTA).
+    ``first_pass``: this image's logits (1, C, h', w') when already computed (used without flip TTA)."""
     h, w = image.shape
     side = settings.input.image_size
-    with phase(timer, "preprocess"):
-        small = image if image.shape == (side, side) else cv2.resize(image, (side, side),
-                                                                      interpolation=cv2.INTER_AREA)
-    logits, flipped = _whole_pass(engine, small, settings, device, timer)
-    if settings.scale_norm is not None:
-        logits, flipped = _normalised_pass(engine, image, settings, device, timer, logits, flipped)
-    return ModelOutputs(logits=logits, flipped=flipped, flip_back="grid", windows=[(0, 0)], window_hw=(h, w),
+    if first_pass is not None and not settings.flip_tta:
+        logits = first_pass
+    else:
+        with phase(timer, "preprocess"):
+            small = image if image.shape == (side, side) else cv2.resize(image, (side, side),
+                                                                          interpolation=cv2.INTER_AREA)
+            x = to_pixel_values(small, settings.input.mean, settings.input.std, device)[None]
+            if settings.flip_tta:
+                x = torch.cat([x, x.flip(-1)])
+        with phase(timer, "engine"):
+            logits = engine(x)
+    # Bilinear resizing commutes with a horizontal flip, so the flipped logits are flipped back at low resolution.
+    flipped = logits[1:2].flip(-1) if settings.flip_tta else None
+    return ModelOutputs(logits=logits[:1], flipped=flipped, flip_back="grid", windows=[(0, 0)], window_hw=(h, w),
                         image_hw=(h, w), padded_hw=(h, w), pad=(0, 0), weight=None,
                         accumulate=_ACC_DTYPES[settings.accumulate_dtype])
 
 
-def _whole_pass(engine: Engine, small: np.ndarray, settings: InferenceSettings, device: torch.device,
-                timer: PhaseTimer | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Logits (1, C, h', w') of a model-sized image ``small`` and, with flip TTA, those of its mirror image
-    flipped back (bilinear resizing commutes with a horizontal flip, so they are flipped back at low resolution)."""
-    with phase(timer, "preprocess"):
-        x = to_pixel_values(small, settings.input.mean, settings.input.std, device)[None]
-        if settings.flip_tta:
-            x = torch.cat([x, x.flip(-1)])
-    with phase(timer, "engine"):
-        logits = engine(x)
-    return logits[:1], logits[1:2].flip(-1) if settings.flip_tta else None
-
-
-def _normalised_pass(engine: Engine, image: np.ndarray, settings: InferenceSettings, device: torch.device,
-                     timer: PhaseTimer | None, logits: torch.Tensor, flipped: torch.Tensor | None):
-    """The first pass's (logits, flipped), or, when the hand's size is off the reference (:mod:`handseg.scale_norm`),
-    those over the image resized by the factor that fixes it, with a second pass's logits over the model-sized
-    window of it."""
-    side = settings.input.image_size
-    factor = rescale_factor(hand_fraction(logits[0]), settings.scale_norm)
-    if factor == 1.0:
-        return logits, flipped
-    resized, top, left = second_pass_window(side, factor, hand_centre(logits[0]))
-    stride = side // logits.shape[-1]
-    with phase(timer, "preprocess"):
-        big = cv2.resize(image, (resized, resized), interpolation=cv2.INTER_AREA if resized < image.shape[0]
-                         else cv2.INTER_LINEAR)
-        window = window_image(big, top, left, side)
-    second, second_flipped = _whole_pass(engine, window, settings, device, timer)
-    grid = (resized // stride, resized // stride)
-    out = []
-    for first, new in ((logits, second), (flipped, second_flipped)):
-        if first is None:
-            out.append(None)
-            continue
-        canvas = torch.nn.functional.interpolate(first, size=grid, mode="bilinear", align_corners=False)
-        out.append(paste_window(canvas, new, top, left, stride))
-    return out[0], out[1]
-
-
 def _run_tiled(engine: Engine, image: np.ndarray, settings: InferenceSettings, device: torch.device,
-               timer: PhaseTimer | None) -> ModelOutputs:
+               timer: PhaseTimer | None, first_pass: torch.Tensor | None = None) -> ModelOutputs:
     h, w = image.shape
     tile = settings.input.tile_size
     prior = None
     if settings.input.prior is not None:  # a cascade: stage 1 sees the whole image first
         prior_settings = replace(settings, input=settings.input.prior, flip_tta=False)
-        prior = _run_resized(engine.prior, image, prior_settings, device, timer).logits[0]  # (C, h', w')
+        prior = _run_resized(engine.prior, image, prior_settings, device, timer, first_pass).logits[0]  # (C, h', w')
     with phase(timer, "preprocess"):
         (top, bottom), (left, right) = pad_amounts(h, tile), pad_amounts(w, tile)
         padded = np.pad(image, ((top, bottom), (left, right))) if top + bottom + left + right else image
@@ -212,18 +211,6 @@ def _run_tiled(engine: Engine, image: np.ndarray, settings: InferenceSettings, d
                         windows=windows, window_hw=(tile, tile), image_hw=(h, w), padded_hw=padded.shape,
                         pad=(top, left), weight=weight, accumulate=_ACC_DTYPES[settings.accumulate_dtype],
                         prior=prior)
-
-
-def whole_image_logits(engine: Engine, image: np.ndarray, settings: InferenceSettings,
-                       device: str | torch.device = "cpu") -> torch.Tensor:
-    """Logits (C, h', w') of the whole-image pass over ``image`` (H, W) uint8: a resize-mode model's, or a cascade's
-    stage 1's; without TTA or hand-size normalisation (what :mod:`handseg.scale_norm` measures the hand on)."""
-    device = torch.device(device)
-    _check_inputs(engine, image, settings, device)
-    if settings.input.prior is not None:
-        engine, settings = engine.prior, replace(settings, input=settings.input.prior)
-    with torch.inference_mode():
-        return _run_resized(engine, image, replace(settings, flip_tta=False, scale_norm=None), device, None).logits[0]
 
 
 def dense_probs(out: ModelOutputs, batch_size: int = 4) -> torch.Tensor:
@@ -266,9 +253,10 @@ def predict_probs(engine: Engine, image: np.ndarray, settings: InferenceSettings
                   device: str | torch.device = "cpu") -> torch.Tensor:
     """Sigmoid probabilities (29, H, W) float32 on ``device`` for a grayscale uint8 image (H, W), at the image's
     original size. Builds the full map: prefer :func:`predict_masks` where masks, RLE or counts are wanted."""
-    out = run_model(engine, image, settings, device)
+    out, matrix = _normalised_outputs(engine, image, settings, device, None)
     with torch.inference_mode():
-        return dense_probs(out, settings.batch_size)
+        probs = dense_probs(out, settings.batch_size)
+    return probs if matrix is None else unwarp_probs(probs, matrix)
 
 
 def masks_from_outputs(out: ModelOutputs, thresholds: float | Sequence[float],
@@ -312,7 +300,13 @@ def predict_masks(engine: Engine, image: np.ndarray, settings: InferenceSettings
     :class:`~handseg.class_masks.ClassMasks` on ``device``: ``probability > threshold`` (one threshold or one per
     class), then ``postprocess``. Never builds a full-size float map (but for classes predicted nearly
     everywhere, :data:`DENSE_CHUNK` at a time)."""
-    return masks_from_outputs(run_model(engine, image, settings, device, timer), thresholds, postprocess, timer)
+    out, matrix = _normalised_outputs(engine, image, settings, device, timer)
+    if matrix is None:
+        return masks_from_outputs(out, thresholds, postprocess, timer)
+    masks = masks_from_outputs(out, thresholds, None, timer)
+    with phase(timer, "threshold"):
+        masks = unwarp_masks(masks, matrix)
+        return postprocess(masks) if postprocess is not None else masks
 
 
 def threshold_probs(probs: torch.Tensor, thresholds: float | Sequence[float]) -> torch.Tensor:

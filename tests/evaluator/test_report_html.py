@@ -189,7 +189,7 @@ def test_hand_size_normalisation_is_stated(tmp_path, eval_dir):
     dice = json.loads((out / "dice.json").read_text())
     dice["settings"]["scale_norm"] = {"reference_fraction": 0.12, "tolerance": 0.1}
     (out / "dice.json").write_text(json.dumps(dice))
-    assert "covers much more or less than 0.120 of the image (the validation hands)" in build_report(out)
+    assert "covers much more or less than 0.120 of it (the validation hands) is magnified" in build_report(out)
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, eval_dir):

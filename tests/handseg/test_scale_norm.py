@@ -10,17 +10,18 @@ import torch.nn.functional as F
 
 from handseg.classes import NUM_CLASSES
 from handseg.engine import Engine
-from handseg.inference import InferenceSettings, predict_probs, run_model, whole_image_logits
+from handseg.inference import InferenceSettings, predict_probs, whole_image_logits
 from handseg.metrics import dice_from_counts
 from handseg.model_io import InputSpec
 from handseg.scale_norm import (
     ScaleNorm,
     hand_centre,
     hand_fraction,
-    paste_window,
+    normalising_affine,
     rescale_factor,
-    second_pass_window,
-    window_image,
+    unwarp_masks,
+    unwarp_probs,
+    warp_image,
 )
 
 SIDE = 128  # the model's input side in these tests
@@ -68,33 +69,33 @@ def test_bad_scale_norm_names_the_key(data, key):
         ScaleNorm.from_dict(data)
 
 
-def test_second_pass_window_magnified_is_around_the_hand_and_inside_the_image():
-    assert second_pass_window(384, 4 / 3, (0.5, 0.5)) == (512, 64, 64)
-    resized, top, left = second_pass_window(384, 4 / 3, (0.1, 0.95))
-    assert (resized, top, left) == (512, 0, 128)  # clamped: the window stays inside the image
-    resized, top, left = second_pass_window(384, 1.17, (0.4, 0.6))
-    assert all(v % 4 == 0 for v in (resized, top, left)) and 0 <= top <= resized - 384 and 0 <= left <= resized - 384
+def test_normalising_affine_puts_the_hand_in_the_middle_at_the_factor():
+    m = normalising_affine((400, 600), 1.25, (0.25, 0.75))
+    hand = np.array([0.75 * 600 - 0.5, 0.25 * 400 - 0.5, 1.0])  # x, y of the hand's centre (pixel centres)
+    np.testing.assert_allclose(m @ hand, [299.5, 199.5])
+    np.testing.assert_allclose(m[:, :2], np.diag([1.25, 1.25]))
 
 
-def test_second_pass_window_shrunk_holds_the_whole_image():
-    resized, top, left = second_pass_window(384, 0.8, (0.5, 0.5))
-    assert resized == 308 and all(v % 4 == 0 for v in (top, left))
-    assert resized - 384 <= top <= 0 and resized - 384 <= left <= 0
-    with pytest.raises(ValueError, match="multiple of 4"):
-        second_pass_window(383, 0.8, (0.5, 0.5))
+@pytest.mark.parametrize("factor, centre", [(1.33, (0.5, 0.5)), (0.8, (0.4, 0.6)), (1.2, (0.3, 0.7))])
+def test_masks_and_probabilities_map_back_where_they_came_from(factor, centre):
+    """Warp a rasterised hand, map it back: the masks (box by box) and the probabilities (full map) land on the
+    hand again, up to boundary pixels."""
+    from handseg.class_masks import ClassMasks
 
-
-def test_window_image_and_paste_window_are_inverse_placements():
-    image = np.arange(1, 37 * 41 + 1, dtype=np.int32).reshape(37, 41)
-    window = window_image(image, -8, 4, 48)  # above the image's top (black), from column 4 on
-    assert window.shape == (48, 48) and (window[:8] == 0).all()
-    np.testing.assert_array_equal(window[8:45, :37], image[:, 4:41])
-    # logits at stride 4 of a window at (-8, 4): its cells from row 2 on land on the canvas from row 0, column 1
-    canvas = torch.zeros(1, 1, 10, 12)
-    logits = torch.arange(144.0).view(1, 1, 12, 12)
-    paste_window(canvas, logits, -8, 4, stride=4)
-    torch.testing.assert_close(canvas[..., :, 1:], logits[..., 2:12, :11])
-    assert (canvas[..., 0] == 0).all()
+    image = _hand(0.2, centre, side=300)
+    matrix = normalising_affine(image.shape, factor, centre)
+    warped = warp_image(image, matrix)
+    assert abs((warped > 127).mean() / (image > 127).mean() - factor ** 2) < 0.05
+    dense = np.stack([warped > 127, np.zeros_like(warped, bool), warped > 127])
+    back = unwarp_masks(ClassMasks.from_dense(dense), matrix)
+    assert back.boxes[1] is None and back.height == 300
+    truth = ClassMasks.from_dense(np.stack([image > 127] * 3))
+    dice = dice_from_counts(back.counts(truth)[None])[0]
+    assert dice[0] > 0.99 and dice[2] > 0.99
+    probs = unwarp_probs(torch.from_numpy(dense.astype(np.float32)), matrix)
+    assert probs.shape == (3, 300, 300)
+    agree = (back.to_dense()[0] == (probs[0] >= 0.5)).float().mean()
+    assert agree > 0.999
 
 
 def test_hand_fraction_and_centre():
@@ -110,37 +111,50 @@ def _reference() -> ScaleNorm:
 
 
 @pytest.mark.parametrize("radius, centre", [(0.3 * 0.6, (0.5, 0.5)), (0.3 * 0.6, (0.3, 0.65)), (0.42, (0.5, 0.5))])
-def test_second_pass_lands_where_the_hand_is(radius, centre):
-    """A hand far from the reference size gets a second pass at another scale, whose logits are put back where
-    they belong: its mask matches the hand as the first pass's does (a misplaced window would shift it)."""
+def test_a_hand_off_the_reference_size_is_normalised_and_mapped_back(radius, centre):
+    """A hand far from the reference size is predicted on the normalised image and mapped back: its mask matches
+    the hand (a misplaced map would shift it), and masks and probabilities agree."""
+    from handseg.inference import _normalised_outputs, predict_masks
+
     image = _hand(radius, centre)
-    plain = run_model(ENGINE, image, InferenceSettings(SPEC))
-    normed = run_model(ENGINE, image, InferenceSettings(SPEC, scale_norm=_reference()))
-    assert normed.logits.shape[-1] != plain.logits.shape[-1]  # a second pass, on another grid
     settings = InferenceSettings(SPEC, scale_norm=_reference())
-    assert _dice(predict_probs(ENGINE, image, settings), image) > 0.98
-    assert _dice(predict_probs(ENGINE, image, settings), image) >= _dice(
-        predict_probs(ENGINE, image, InferenceSettings(SPEC)), image) - 0.005
+    assert _normalised_outputs(ENGINE, image, settings, "cpu", None)[1] is not None
+    probs = predict_probs(ENGINE, image, settings)
+    assert _dice(probs, image) > 0.98
+    masks = predict_masks(ENGINE, image, settings, 0.5)
+    truth = image > 0
+    pred = masks.to_dense()[0].numpy()
+    assert 2 * (pred & truth).sum() / (pred.sum() + truth.sum()) > 0.98
+    other = (probs[0] > 0.5).numpy()
+    assert 2 * (pred & other).sum() / (pred.sum() + other.sum()) > 0.99  # the two maps back differ at the boundary
 
 
 def test_a_hand_of_the_reference_size_is_left_alone():
+    from handseg.inference import predict_masks
+
     image = _hand(0.31)
-    torch.testing.assert_close(predict_probs(ENGINE, image, InferenceSettings(SPEC, scale_norm=_reference())),
+    normed = InferenceSettings(SPEC, scale_norm=_reference())
+    torch.testing.assert_close(predict_probs(ENGINE, image, normed),
                                predict_probs(ENGINE, image, InferenceSettings(SPEC)), rtol=0, atol=0)
+    assert torch.equal(predict_masks(ENGINE, image, normed).to_dense(),
+                       predict_masks(ENGINE, image, InferenceSettings(SPEC)).to_dense())
 
 
-def test_flip_tta_second_pass_on_an_equivariant_engine_equals_no_tta():
+def test_flip_tta_on_an_equivariant_engine_equals_no_tta_when_normalised():
     image = _hand(0.18, (0.45, 0.55))
     plain = predict_probs(ENGINE, image, InferenceSettings(SPEC, scale_norm=_reference()))
     tta = predict_probs(ENGINE, image, InferenceSettings(SPEC, scale_norm=_reference(), flip_tta=True))
     torch.testing.assert_close(tta, plain, rtol=0, atol=1e-5)
 
 
-def test_a_cascades_stage1_is_normalised_too():
-    cascade = Engine(fn=lambda x: _bright(x[:, :3]) + x[:, 3:4].mean() * 0, prior=ENGINE)
+def test_a_cascade_is_normalised_by_its_stage1():
+    from handseg.inference import _normalised_outputs
+
+    cascade = Engine(fn=lambda x: _bright(x[:, :3]), prior=ENGINE)
     spec = InputSpec(mode="tile", image_size=SIDE, tile_size=SIDE, overlap=0.25, prior=SPEC)
-    image = _hand(0.18)
-    plain = run_model(cascade, image, InferenceSettings(spec)).prior
-    normed = run_model(cascade, image, InferenceSettings(spec, scale_norm=_reference())).prior
-    assert plain.shape[-1] == SIDE // 4 and normed.shape[-1] > SIDE // 4
-    assert whole_image_logits(cascade, image, InferenceSettings(spec, scale_norm=_reference())).shape == plain.shape
+    image = _hand(0.18, (0.45, 0.5))
+    settings = InferenceSettings(spec, scale_norm=_reference())
+    first = whole_image_logits(cascade, image, settings)
+    assert first.shape == (NUM_CLASSES, SIDE // 4, SIDE // 4)
+    assert _normalised_outputs(cascade, image, settings, "cpu", None)[1] is not None
+    assert _dice(predict_probs(cascade, image, settings), image) > 0.97
