@@ -135,12 +135,14 @@ def evaluate_robustness(cfg: EvalConfig, file: str | Path = "<config>",
     ckpt = load_eval_checkpoint(cfg, file=file)
     engine = load_engine(cfg, ckpt)
     samples = validation_samples(cfg, ckpt, file)
-    predict_counts = engine_predict_counts(engine, eval_settings(cfg, ckpt, engine), cfg.device,
-                                           resolve_thresholds(cfg), resolve_postprocess(cfg))
+    settings = eval_settings(cfg, ckpt, engine)
+    predict_counts = engine_predict_counts(engine, settings, cfg.device, resolve_thresholds(cfg),
+                                           resolve_postprocess(cfg))
     result = run_robustness(predict_counts, samples, cfg.robustness, progress=progress)
     data = eval_data_config(cfg, ckpt)
     result["settings"] = {"checkpoint": str(ckpt.folder), "engine": engine.name, "fold": data.fold,
-                          "n_folds": data.n_folds, "data_root": str(cfg.data_root)}
+                          "n_folds": data.n_folds, "data_root": str(cfg.data_root),
+                          "scale_norm": settings.scale_norm.to_dict() if settings.scale_norm else None}
     return result, write_robustness_report(Path(cfg.output_dir) / "robustness", result)
 
 
@@ -223,8 +225,10 @@ def write_robustness_report(out: Path, result: dict) -> dict[str, Path]:
     settings = result.get("settings", {})
     header = "# Robustness\n\n"
     if settings:
+        norm = settings.get("scale_norm")
         header += (f"checkpoint `{settings.get('checkpoint')}`, engine `{settings.get('engine')}`, "
-                   f"fold {settings.get('fold')} of {settings.get('n_folds')}\n\n")
+                   f"fold {settings.get('fold')} of {settings.get('n_folds')}, hand-size normalisation "
+                   f"{'reference ' + format(norm['reference_fraction'], '.4f') if norm else 'off'}\n\n")
     return {
         "json": atomic_write_text(out / "robustness.json", json.dumps(result, indent=2) + "\n"),
         "markdown": atomic_write_text(out / "robustness.md", header + format_robustness_table(result) + "\n"),
