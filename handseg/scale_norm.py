@@ -16,7 +16,7 @@ within the tolerance, so left alone).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import cv2
 import numpy as np
@@ -51,7 +51,7 @@ class ScaleNorm:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ScaleNorm":
-        unknown = set(data) - {"reference_fraction", "tolerance", "min_factor", "max_factor"}
+        unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise FieldError(sorted(unknown)[0], "unknown scale_norm key")
         norm = cls(**{k: float(v) for k, v in data.items()})
