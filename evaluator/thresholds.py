@@ -133,8 +133,7 @@ def tune(cfg: EvalConfig, members, samples, bins: int = 100, progress: bool = Tr
     thresholds, tuned, at_default = best_thresholds(collect(samples, members, cfg.device, bins, progress))
     postprocess, option_dice = choose_postprocess(samples, members, cfg.device, thresholds, progress)
     fraction = reference_fraction(samples, members, cfg.device, progress)
-    # a model that sees no hand (or nothing else) gives no reference
-    scale_norm = ScaleNorm(reference_fraction=fraction).to_dict() if 0.0 < fraction < 1.0 else None
+    scale_norm = ScaleNorm(reference_fraction=fraction).to_dict() if 0.0 < fraction < 1.0 else None  # no hand seen
     chosen = option_dice[[OPTIONS.index((lc, fh)) for lc, fh in zip(postprocess.largest_component,
                                                                     postprocess.fill_holes)], np.arange(len(CLASSES))]
     return {

