@@ -70,6 +70,6 @@ def build_engine(cfg: EvalConfig, ckpt: LoadedCheckpoint, image: np.ndarray, bac
                       source)
     engine.prior = prior
     ref = eager_engine(ckpt.model, "fp32", cfg.device, prior=ckpt.prior.model if ckpt.prior else None)
-    agreement = compare(engine, ref, image, eval_settings(cfg, ckpt, engine, scale_norm=False),
-                        eval_settings(cfg, ckpt, ref, scale_norm=False), cfg.device)
+    agreement = compare(engine, ref, image, eval_settings(cfg, ckpt, engine, hand_norm=False),
+                        eval_settings(cfg, ckpt, ref, hand_norm=False), cfg.device)
     return engine.path, _manifest(cfg, ckpt, ckpt.spec, engine, agreement, prior)

@@ -24,9 +24,9 @@ from handseg.classes import CLASSES, NUM_CLASSES
 from handseg.config_schema import FieldError, load_config
 from handseg.engine import DTYPES
 from handseg.errors import ConfigError, DataFormatError
+from handseg.hand_norm import HandNorm
 from handseg.perturb import GEOMETRIC_KINDS, Perturbation, check_strength
 from handseg.postprocess import PostProcessing
-from handseg.scale_norm import ScaleNorm
 
 EFFICIENCY_ENGINES = ("eager_fp32", "eager_autocast", *(n for n, b in BACKENDS.items() if b.compiled))
 
@@ -136,7 +136,7 @@ class EvalConfig:
     device: str = "cpu"
     flip_tta: bool = False
     thresholds: float | list[float] | str = 0.5
-    scale_norm: bool = True  # the hand-size normalisation stored with tuned thresholds (handseg.scale_norm)
+    hand_norm: bool = True  # hand normalisation (size, orientation) stored with tuned thresholds (handseg.hand_norm)
     engine_dir: Path = Path("trt_models")
     engine: Path | None = None  # explicit engine file; default: derived name under engine_dir
     output_dir: Path = Path("outputs/eval")
@@ -272,18 +272,19 @@ def resolve_postprocess(cfg: EvalConfig) -> PostProcessing | None:
     return choice if choice.active else None
 
 
-def resolve_scale_norm(cfg: EvalConfig) -> ScaleNorm | None:
-    """The hand-size normalisation stored with tuned thresholds (the thresholds file's ``scale_norm``), or None
-    (``scale_norm: false`` in the config, thresholds given as numbers, or a file without it)."""
-    entry = _thresholds_file_entry(cfg, "scale_norm") if cfg.scale_norm else None
+def resolve_hand_norm(cfg: EvalConfig) -> HandNorm | None:
+    """The hand normalisation (size, orientation) stored with tuned thresholds (the thresholds file's
+    ``hand_norm``), or None (``hand_norm: false`` in the config, thresholds given as numbers, or a file without
+    it)."""
+    entry = _thresholds_file_entry(cfg, "hand_norm") if cfg.hand_norm else None
     if entry is None:
         return None
     try:
-        return ScaleNorm.from_dict(entry)
+        return HandNorm.from_dict(entry)
     except FieldError as exc:
-        raise ConfigError(cfg.thresholds, f"scale_norm.{exc.key}", exc.problem) from None
+        raise ConfigError(cfg.thresholds, f"hand_norm.{exc.key}", exc.problem) from None
     except (ValueError, TypeError, AttributeError) as exc:
-        raise ConfigError(cfg.thresholds, "scale_norm", str(exc)) from None
+        raise ConfigError(cfg.thresholds, "hand_norm", str(exc)) from None
 
 
 def resolve_input_spec(cfg: EvalConfig, spec):

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from evaluator.backends import BACKENDS, require, resolve_backend
-from evaluator.config import EvalConfig, resolve_checkpoint, resolve_input_spec, resolve_scale_norm
+from evaluator.config import EvalConfig, resolve_checkpoint, resolve_hand_norm, resolve_input_spec
 from evaluator.manifest import StaleEngineError, check_manifest, read_manifest
 from handseg.checkpoint import LoadedCheckpoint, load_checkpoint
 from handseg.engine import Engine, eager_engine
@@ -87,9 +87,9 @@ def _load_compiled(path: Path, ckpt: LoadedCheckpoint, name: str, precision: str
 
 
 def eval_settings(cfg: EvalConfig, ckpt: LoadedCheckpoint, engine: Engine,
-                  scale_norm: bool = True) -> InferenceSettings:
+                  hand_norm: bool = True) -> InferenceSettings:
     """The inference settings of an evaluation: the config's tile batch, blending and TTA at the checkpoint's
-    input spec, with the hand-size normalisation stored with the tuned thresholds (``scale_norm=False``: without,
+    input spec, with the hand normalisation stored with the tuned thresholds (``hand_norm=False``: without,
     as threshold tuning and the engine agreement check run)."""
     return inference_settings(ckpt.spec, engine, batch_size=cfg.batch_size_eval, blend=cfg.blend,
-                              flip_tta=cfg.flip_tta, scale_norm=resolve_scale_norm(cfg) if scale_norm else None)
+                              flip_tta=cfg.flip_tta, hand_norm=resolve_hand_norm(cfg) if hand_norm else None)

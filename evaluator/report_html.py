@@ -34,6 +34,7 @@ from handseg.atomic import atomic_write_text
 from handseg.checkpoint import read_info
 from handseg.classes import CLASSES, describe_bone
 from handseg.errors import DataFormatError, HandSegError
+from handseg.hand_norm import describe_reference
 from handseg.result_files import Robustness, describe_strength, parse_efficiency, parse_robustness, read_json
 
 REPORT_FILE = "report.html"
@@ -193,7 +194,7 @@ def _config_section(dice: dict) -> str:
                                          f", {s.get('tile_batch', '?')} tiles per call")),
         ("thresholds", _e(_thresholds_text(s.get("thresholds")))),
         ("post-processing", _e(_postprocess_text(s.get("postprocess")))),
-        ("hand-size normalisation", _e(_scale_norm_text(s.get("scale_norm")))),
+        ("hand normalisation", _e(_hand_norm_text(s.get("hand_norm")))),
     ]
     return "<section id=\"configuration\"><h2>Run configuration</h2>" + _kv_table(rows) + "</section>"
 
@@ -218,11 +219,12 @@ def _postprocess_text(value: Any) -> str:
     return f"largest component on {len(lc)} classes, hole filling on {len(fh)} (chosen by threshold tuning)"
 
 
-def _scale_norm_text(value: Any) -> str:
-    if not isinstance(value, dict) or not isinstance(value.get("reference_fraction"), (int, float)):
-        return "off"
-    return (f"an image whose hand covers much more or less than {value['reference_fraction']:.3f} of it (the "
-            f"validation hands) is magnified or shrunk to that size for inference, and the masks mapped back")
+def _hand_norm_text(value: Any) -> str:
+    reference = describe_reference(value)
+    if reference == "off":
+        return reference
+    return (f"an image whose hand is far from the validation hands' size or angle ({reference}) is magnified, "
+            f"shrunk or rotated towards them for inference, and the masks mapped back")
 
 
 def _class_table(names: list[str], dice: dict, lowest: set[str], worst: dict[str, tuple[float, str]],

@@ -35,6 +35,7 @@ from handseg.classes import CLASSES, NUM_CLASSES
 from handseg.dataset_index import Sample
 from handseg.engine import Engine
 from handseg.errors import DataFormatError, HandSegError
+from handseg.hand_norm import describe_reference
 from handseg.image_io import read_image
 from handseg.inference import InferenceSettings, PostProcess, predict_masks
 from handseg.metrics import dice_from_counts
@@ -142,7 +143,7 @@ def evaluate_robustness(cfg: EvalConfig, file: str | Path = "<config>",
     data = eval_data_config(cfg, ckpt)
     result["settings"] = {"checkpoint": str(ckpt.folder), "engine": engine.name, "fold": data.fold,
                           "n_folds": data.n_folds, "data_root": str(cfg.data_root),
-                          "scale_norm": settings.scale_norm.to_dict() if settings.scale_norm else None}
+                          "hand_norm": settings.hand_norm.to_dict() if settings.hand_norm else None}
     return result, write_robustness_report(Path(cfg.output_dir) / "robustness", result)
 
 
@@ -225,10 +226,9 @@ def write_robustness_report(out: Path, result: dict) -> dict[str, Path]:
     settings = result.get("settings", {})
     header = "# Robustness\n\n"
     if settings:
-        norm = settings.get("scale_norm")
         header += (f"checkpoint `{settings.get('checkpoint')}`, engine `{settings.get('engine')}`, "
-                   f"fold {settings.get('fold')} of {settings.get('n_folds')}, hand-size normalisation "
-                   f"{'reference ' + format(norm['reference_fraction'], '.4f') if norm else 'off'}\n\n")
+                   f"fold {settings.get('fold')} of {settings.get('n_folds')}, hand normalisation "
+                   f"{describe_reference(settings.get('hand_norm'))}\n\n")
     return {
         "json": atomic_write_text(out / "robustness.json", json.dumps(result, indent=2) + "\n"),
         "markdown": atomic_write_text(out / "robustness.md", header + format_robustness_table(result) + "\n"),

@@ -5,13 +5,15 @@ per-bin counts of all pixels and of ground-truth pixels give, for every candidat
 intersection and predicted area, hence the exact per-image Dice. Memory stays at one image's probabilities plus
 (images x 29 x bins) counts, whatever the resolution. A second pass chooses the post-processing per class
 (:mod:`handseg.postprocess`: largest component, hole filling) on the masks at the tuned thresholds, kept only
-where it raises validation Dice. The file also stores the reference of the hand-size normalisation
-(:mod:`handseg.scale_norm`): the fraction of the image the first member's whole-image pass (a cascade's stage 1)
-predicts as hand, averaged over the validation images. ``scripts/tune_thresholds.py`` is the command.
+where it raises validation Dice. The file also stores the reference of the hand normalisation
+(:mod:`handseg.hand_norm`) from the first member's whole-image pass (a cascade's stage 1) over the validation
+images: the mean fraction of the image predicted as hand, the hands' mean axis and their spread about it.
+``scripts/tune_thresholds.py`` is the command.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,11 +27,11 @@ from handseg.checkpoint import LoadedCheckpoint
 from handseg.class_masks import ClassMasks
 from handseg.classes import CLASSES
 from handseg.engine import Engine
+from handseg.hand_norm import HandNorm, angle_difference, hand_angle, hand_fraction
 from handseg.image_io import read_image
 from handseg.inference import InferenceSettings, predict_probs, threshold_probs, whole_image_logits
 from handseg.metrics import DICE_EPS
 from handseg.postprocess import OPTIONS, choose, option_counts
-from handseg.scale_norm import ScaleNorm, hand_fraction
 from handseg.scoring import ground_truth, ground_truth_masks
 
 
@@ -82,7 +84,7 @@ def voters(cfg: EvalConfig, checkpoints: list[str], backend: str | None,
         member_cfg = replace(member_cfg, backend=backend or cfg.backend)
         ckpt = load_eval_checkpoint(member_cfg, file=file)
         engine = load_engine(member_cfg, ckpt)
-        out.append((engine, eval_settings(member_cfg, ckpt, engine, scale_norm=False), ckpt))
+        out.append((engine, eval_settings(member_cfg, ckpt, engine, hand_norm=False), ckpt))
     return out
 
 
@@ -118,28 +120,41 @@ def choose_postprocess(samples, members, device: str, thresholds, progress: bool
     return choose(np.stack(counts))
 
 
-def reference_fraction(samples, members, device: str, progress: bool = True) -> float:
-    """Mean fraction of the image that the first member's whole-image pass predicts as hand on ``samples``."""
+def hand_reference(samples, members, device: str, progress: bool = True) -> HandNorm | None:
+    """The hand normalisation's reference on ``samples`` from the first member's whole-image pass: the mean
+    fraction of the image predicted as hand; the hands' mean axis (circular mean) and the largest deviation
+    from it. None when no image shows a hand, or every pixel of one is hand."""
     engine, settings, _ckpt = members[0]
-    fractions = [hand_fraction(whole_image_logits(engine, read_image(sample.image_path), settings, device))
-                 for sample in tqdm(samples, desc="hand size", disable=not progress)]
-    return float(np.mean(fractions))
+    fractions, angles = [], []
+    for sample in tqdm(samples, desc="hand size and angle", disable=not progress):
+        image = read_image(sample.image_path)
+        logits = whole_image_logits(engine, image, settings, device)
+        fractions.append(hand_fraction(logits))
+        angles.append(hand_angle(logits, image.shape))
+    fraction = float(np.mean(fractions))
+    if not 0.0 < fraction < 1.0:
+        return None
+    seen = np.radians([a for a in angles if a is not None])
+    if len(seen) == 0:
+        return HandNorm(reference_fraction=fraction)
+    mean = math.degrees(math.atan2(np.sin(seen).mean(), np.cos(seen).mean()))
+    spread = max(abs(angle_difference(math.degrees(a), mean)) for a in seen)
+    return HandNorm(reference_fraction=fraction, reference_angle=mean, angle_spread=spread)
 
 
 def tune(cfg: EvalConfig, members, samples, bins: int = 100, progress: bool = True) -> dict:
     """The thresholds file's content: per-class thresholds, mean Dice tuned and at 0.5, per-class tuned Dice, the
-    post-processing chosen at the tuned thresholds (with the mean Dice it reaches) and the hand-size
+    post-processing chosen at the tuned thresholds (with the mean Dice it reaches) and the hand
     normalisation's reference."""
     thresholds, tuned, at_default = best_thresholds(collect(samples, members, cfg.device, bins, progress))
     postprocess, option_dice = choose_postprocess(samples, members, cfg.device, thresholds, progress)
-    fraction = reference_fraction(samples, members, cfg.device, progress)
-    scale_norm = ScaleNorm(reference_fraction=fraction).to_dict() if 0.0 < fraction < 1.0 else None  # no hand seen
+    reference = hand_reference(samples, members, cfg.device, progress)
     chosen = option_dice[[OPTIONS.index((lc, fh)) for lc, fh in zip(postprocess.largest_component,
                                                                     postprocess.fill_holes)], np.arange(len(CLASSES))]
     return {
         "thresholds": {c: round(float(t), 4) for c, t in zip(CLASSES, thresholds)},
         "postprocess": postprocess.to_dict(),
-        "scale_norm": scale_norm,
+        "hand_norm": None if reference is None else reference.to_dict(),
         "mean_dice_tuned": round(float(tuned.mean()), 6),
         "mean_dice_at_0.5": round(float(at_default.mean()), 6),
         "mean_dice_tuned_postprocessed": round(float(chosen.mean()), 6),

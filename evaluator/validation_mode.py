@@ -83,5 +83,5 @@ def report_meta(cfg: EvalConfig, ckpt: LoadedCheckpoint, engine: Engine, setting
         "tile_batch": settings.batch_size,
         "thresholds": cfg.thresholds,
         "postprocess": postprocess.to_dict() if postprocess is not None else None,
-        "scale_norm": settings.scale_norm.to_dict() if settings.scale_norm is not None else None,
+        "hand_norm": settings.hand_norm.to_dict() if settings.hand_norm is not None else None,
     }

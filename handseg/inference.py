@@ -16,9 +16,10 @@ Two results from the same logits: :func:`predict_masks` thresholds inside each c
 (:mod:`handseg.box_blend`: memory and time follow the bones, not the image) and returns
 :class:`~handseg.class_masks.ClassMasks`; :func:`predict_probs` makes the full (29, H, W) probability map, for
 callers that want probabilities (threshold tuning, ensembling). Both compute every pixel with the same
-arithmetic, so their masks are identical. With ``scale_norm`` (stored with the tuned thresholds), both first
-look at the hand in the whole-image pass and, when its size is far from the validation hands', run on the image
-magnified or shrunk to that size and map the result back (:mod:`handseg.scale_norm`).
+arithmetic, so their masks are identical. With ``hand_norm`` (stored with the tuned thresholds), both first
+look at the hand in the whole-image pass and, when its size or angle is far from the validation hands', run on
+the image magnified or shrunk to their size and rotated towards their angle, and map the result back
+(:mod:`handseg.hand_norm`).
 """
 
 from __future__ import annotations
@@ -34,18 +35,20 @@ from handseg.box_blend import ModelOutputs, blend_box, candidate_boxes, float32_
 from handseg.class_masks import ClassMasks
 from handseg.config_schema import FieldError
 from handseg.engine import Engine
-from handseg.model_io import InputSpec, to_pixel_values, upsample_logits
-from handseg.phase_timer import PhaseTimer, phase
-from handseg.scale_norm import (
-    ScaleNorm,
+from handseg.hand_norm import (
+    HandNorm,
+    hand_angle,
     hand_centre,
     hand_fraction,
     normalising_affine,
     rescale_factor,
+    rotation_angle,
     unwarp_masks,
     unwarp_probs,
     warp_image,
 )
+from handseg.model_io import InputSpec, to_pixel_values, upsample_logits
+from handseg.phase_timer import PhaseTimer, phase
 from handseg.tiling import constant_importance, gaussian_importance, pad_amounts, tile_windows
 
 _ACC_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -56,8 +59,8 @@ PostProcess = Callable[[ClassMasks], ClassMasks]
 @dataclass
 class InferenceSettings:
     """How to run an engine over one image: ``batch_size`` tiles per engine call, blending, flip TTA;
-    ``accumulate_dtype: float16`` halves the blending buffer on CUDA; ``scale_norm``: hand-size normalisation
-    (:mod:`handseg.scale_norm`; None: off). Build it with :func:`inference_settings`."""
+    ``accumulate_dtype: float16`` halves the blending buffer on CUDA; ``hand_norm``: hand normalisation, size and
+    orientation (:mod:`handseg.hand_norm`; None: off). Build it with :func:`inference_settings`."""
 
     input: InputSpec
     batch_size: int = 4
@@ -65,7 +68,7 @@ class InferenceSettings:
     flip_tta: bool = False
     accumulate_dtype: Literal["float32", "float16"] = "float32"
     sigma_scale: float = 0.125
-    scale_norm: ScaleNorm | None = None
+    hand_norm: HandNorm | None = None
 
     def check(self) -> None:
         if self.batch_size < 1:
@@ -76,19 +79,19 @@ class InferenceSettings:
             raise FieldError("accumulate_dtype", f"must be one of {sorted(_ACC_DTYPES)}, got {self.accumulate_dtype!r}")
         if not self.sigma_scale > 0:
             raise FieldError("sigma_scale", f"must be positive, got {self.sigma_scale}")
-        if self.scale_norm is not None:
-            self.scale_norm.check()
+        if self.hand_norm is not None:
+            self.hand_norm.check()
         self.input.check()
 
 
 def inference_settings(spec: InputSpec, engine: Engine, batch_size: int = 4, blend: str = "gaussian",
-                       flip_tta: bool = False, scale_norm: ScaleNorm | None = None) -> InferenceSettings:
+                       flip_tta: bool = False, hand_norm: HandNorm | None = None) -> InferenceSettings:
     """The settings for running ``engine`` at the checkpoint's input ``spec``: a compiled engine's static batch
     wins over ``batch_size``; reduced-precision engines on CUDA blend in float16 (half the buffer)."""
     half = str(engine.device).startswith("cuda") and engine.precision != "fp32"
     settings = InferenceSettings(input=spec, batch_size=engine.batch_size or batch_size, blend=blend,
                                  flip_tta=flip_tta, accumulate_dtype="float16" if half else "float32",
-                                 scale_norm=scale_norm)
+                                 hand_norm=hand_norm)
     settings.check()
     return settings
 
@@ -110,7 +113,7 @@ def run_model(engine: Engine, image: np.ndarray, settings: InferenceSettings, de
     """The engine's logits for a grayscale uint8 image (H, W), by the mode in ``settings.input`` (see the module
     docstring); only low-resolution logits are kept, with where each lands at full size. ``timer`` collects the
     ``preprocess`` and ``engine`` phases; ``first_pass``: :func:`whole_image_logits` of this image, if already
-    computed (not computed again). Hand-size normalisation is :func:`predict_masks`'s and :func:`predict_probs`'s."""
+    computed (not computed again). Hand normalisation is :func:`predict_masks`'s and :func:`predict_probs`'s."""
     device = torch.device(device)
     _check_inputs(engine, image, settings, device)
     first_pass = None if first_pass is None else first_pass[None]
@@ -123,7 +126,7 @@ def run_model(engine: Engine, image: np.ndarray, settings: InferenceSettings, de
 def whole_image_logits(engine: Engine, image: np.ndarray, settings: InferenceSettings,
                        device: str | torch.device = "cpu", timer: PhaseTimer | None = None) -> torch.Tensor:
     """Logits (C, h', w') of the whole-image pass over ``image`` (H, W) uint8: a resize-mode model's, or a cascade's
-    stage 1's; without TTA (what :mod:`handseg.scale_norm` measures the hand on)."""
+    stage 1's; without TTA (what :mod:`handseg.hand_norm` measures the hand on)."""
     device = torch.device(device)
     _check_inputs(engine, image, settings, device)
     if settings.input.prior is not None:
@@ -134,15 +137,16 @@ def whole_image_logits(engine: Engine, image: np.ndarray, settings: InferenceSet
 
 def _normalised_outputs(engine: Engine, image: np.ndarray, settings: InferenceSettings, device: str | torch.device,
                         timer: PhaseTimer | None) -> tuple[ModelOutputs, np.ndarray | None]:
-    """The model's outputs over ``image`` and None or, when ``settings.scale_norm`` finds the hand far from the
-    reference size, over the image normalised by the returned (2, 3) affine matrix."""
-    if settings.scale_norm is None:
+    """The model's outputs over ``image`` and None or, when ``settings.hand_norm`` finds the hand far from the
+    reference size or angle, over the image normalised by the returned (2, 3) affine matrix."""
+    if settings.hand_norm is None:
         return run_model(engine, image, settings, device, timer), None
     first = whole_image_logits(engine, image, settings, device, timer)
-    factor = rescale_factor(hand_fraction(first), settings.scale_norm)
-    if factor == 1.0:
+    factor = rescale_factor(hand_fraction(first), settings.hand_norm)
+    degrees = rotation_angle(hand_angle(first, image.shape), settings.hand_norm)
+    if factor == 1.0 and degrees == 0.0:
         return run_model(engine, image, settings, device, timer, first_pass=first), None
-    matrix = normalising_affine(image.shape, factor, hand_centre(first))
+    matrix = normalising_affine(image.shape, factor, hand_centre(first), degrees)
     with phase(timer, "preprocess"):
         warped = warp_image(image, matrix)
     return run_model(engine, warped, settings, device, timer), matrix

@@ -19,6 +19,7 @@ from evaluator.thresholds import tune, voters
 from evaluator.validation_mode import validation_samples
 from handseg.atomic import atomic_write_text
 from handseg.errors import ConfigError, cli_main
+from handseg.hand_norm import describe_reference
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -48,9 +49,7 @@ def main(argv=None) -> dict:
     print(f"mean Dice {result['mean_dice_at_0.5']:.4f} at 0.5 -> {result['mean_dice_tuned']:.4f} tuned -> "
           f"{result['mean_dice_tuned_postprocessed']:.4f} with post-processing on {kept} class(es) "
           f"({len(samples)} validation images, {len(members)} member(s))")
-    norm = result["scale_norm"]
-    print("hand-size normalisation: " + (f"a hand covers {norm['reference_fraction']:.4f} of a validation image"
-                                         if norm else "off (the whole-image pass saw no hand)"))
+    print(f"hand normalisation: {describe_reference(result['hand_norm'])}")
     print(f"thresholds -> {out} (set `thresholds: {out}` in eval.yaml)")
     return result
 

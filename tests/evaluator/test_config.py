@@ -138,19 +138,19 @@ def test_checkpoint_list_with_a_missing_folder_names_it(tmp_path):
     assert err.value.key == "checkpoint" and "gone" in err.value.problem
 
 
-def test_scale_norm_comes_from_the_thresholds_file_and_can_be_switched_off(tmp_path, tiny_ckpt):
-    from evaluator.config import resolve_scale_norm
-    from handseg.scale_norm import ScaleNorm
+def test_hand_norm_comes_from_the_thresholds_file_and_can_be_switched_off(tmp_path, tiny_ckpt):
+    from evaluator.config import resolve_hand_norm
+    from handseg.hand_norm import HandNorm
 
     tfile = tmp_path / "thresholds.yaml"
-    tfile.write_text(yaml.safe_dump({"thresholds": 0.5, "scale_norm": {"reference_fraction": 0.12}}))
+    tfile.write_text(yaml.safe_dump({"thresholds": 0.5, "hand_norm": {"reference_fraction": 0.12}}))
     data = {"checkpoint": str(tiny_ckpt), "thresholds": str(tfile)}
-    assert resolve_scale_norm(load_eval_config(_write(tmp_path / "a.yaml", data))) == ScaleNorm(0.12)
-    assert resolve_scale_norm(load_eval_config(_write(tmp_path / "b.yaml", {**data, "scale_norm": False}))) is None
-    assert resolve_scale_norm(load_eval_config(_write(tmp_path / "c.yaml", {**data, "thresholds": 0.4}))) is None
-    tfile.write_text(yaml.safe_dump({"thresholds": 0.5, "scale_norm": {"reference_fraction": 1.5}}))
-    with pytest.raises(ConfigError, match="scale_norm.reference_fraction"):
-        resolve_scale_norm(load_eval_config(tmp_path / "a.yaml"))
-    tfile.write_text(yaml.safe_dump({"thresholds": 0.5, "scale_norm": {"reference_fracton": 0.1}}))
+    assert resolve_hand_norm(load_eval_config(_write(tmp_path / "a.yaml", data))) == HandNorm(0.12)
+    assert resolve_hand_norm(load_eval_config(_write(tmp_path / "b.yaml", {**data, "hand_norm": False}))) is None
+    assert resolve_hand_norm(load_eval_config(_write(tmp_path / "c.yaml", {**data, "thresholds": 0.4}))) is None
+    tfile.write_text(yaml.safe_dump({"thresholds": 0.5, "hand_norm": {"reference_fraction": 1.5}}))
+    with pytest.raises(ConfigError, match="hand_norm.reference_fraction"):
+        resolve_hand_norm(load_eval_config(tmp_path / "a.yaml"))
+    tfile.write_text(yaml.safe_dump({"thresholds": 0.5, "hand_norm": {"reference_fracton": 0.1}}))
     with pytest.raises(ConfigError, match="reference_fracton"):
-        resolve_scale_norm(load_eval_config(tmp_path / "a.yaml"))
+        resolve_hand_norm(load_eval_config(tmp_path / "a.yaml"))

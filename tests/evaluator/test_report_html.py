@@ -167,7 +167,7 @@ def test_results_of_another_checkpoint_are_left_out_with_a_note(tmp_path, eval_d
     assert "<h2>Robustness</h2><p" in text and "robustness chart" in text  # same checkpoint: kept
     assert len(re.findall(r"<img ", text)) == 4  # the efficiency chart is gone
     assert "0.5 for every class" in text and "<th>post-processing</th><td>none</td>" in text
-    assert "<th>hand-size normalisation</th><td>off</td>" in text
+    assert "<th>hand normalisation</th><td>off</td>" in text
 
 
 def test_candidate_checkpoints_are_listed_with_their_recorded_dice(tmp_path, eval_dir):
@@ -183,13 +183,15 @@ def test_candidate_checkpoints_are_listed_with_their_recorded_dice(tmp_path, eva
     assert "{&#x27;checkpoint&#x27;" not in text
 
 
-def test_hand_size_normalisation_is_stated(tmp_path, eval_dir):
+def test_hand_normalisation_is_stated(tmp_path, eval_dir):
     out = tmp_path / "eval"
     shutil.copytree(eval_dir, out)
     dice = json.loads((out / "dice.json").read_text())
-    dice["settings"]["scale_norm"] = {"reference_fraction": 0.12, "tolerance": 0.1}
+    dice["settings"]["hand_norm"] = {"reference_fraction": 0.12, "tolerance": 0.1, "reference_angle": 91.5,
+                                     "angle_spread": 20.6}
     (out / "dice.json").write_text(json.dumps(dice))
-    assert "covers much more or less than 0.120 of it (the validation hands) is magnified" in build_report(out)
+    assert ("size or angle (hand covers 0.120 of the image, axis at 91.5 +- 20.6 degrees) is magnified, shrunk or "
+            "rotated") in build_report(out)
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, eval_dir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from evaluator import thresholds as tune
@@ -31,8 +32,8 @@ def test_best_threshold_finds_the_separating_value():
     assert tuned.min() >= at_default.min()
 
 
-def test_tuning_stores_the_hand_size_reference_of_the_first_pass(phantom_root):
-    """The thresholds file's ``scale_norm`` is the mean fraction of the image the whole-image pass calls hand, on
+def test_tuning_stores_the_hand_reference_of_the_first_pass(phantom_root):
+    """The thresholds file's ``hand_norm`` is the mean fraction of the image the whole-image pass calls hand, on
     the validation images (here: a toy engine that calls the bright pixels hand); a model that sees no hand
     stores none."""
     from types import SimpleNamespace
@@ -54,7 +55,30 @@ def test_tuning_stores_the_hand_size_reference_of_the_first_pass(phantom_root):
     expected = np.mean([(cv2.resize(read_image(s.image_path), (64, 64), interpolation=cv2.INTER_AREA)
                          .reshape(16, 4, 16, 4).mean((1, 3)) > 255 * (0.485 + 0.229 / 4)).mean() for s in samples])
     assert 0.05 < expected < 0.95
-    assert result["scale_norm"]["reference_fraction"] == np.round(expected, 6)
+    assert result["hand_norm"]["reference_fraction"] == np.round(expected, 6)
+    assert result["hand_norm"]["reference_angle"] is None  # every class alike: no carpal-to-finger axis
     blind = Engine(fn=lambda x: torch.full((x.shape[0], 29, 16, 16), -5.0))
     assert tune.tune(SimpleNamespace(device="cpu"), [(blind, settings, toy)], samples, bins=10,
-                     progress=False)["scale_norm"] is None
+                     progress=False)["hand_norm"] is None
+
+
+def test_the_reference_angle_is_the_hands_mean_axis_and_the_spread_their_largest_deviation(tmp_path):
+    """Hands turned 80, 95 and 105 degrees (fingers up at 90): reference 93.3, spread 13.3."""
+    from types import SimpleNamespace
+
+    import cv2
+
+    from handseg.engine import Engine
+    from handseg.inference import InferenceSettings
+    from handseg.model_io import InputSpec
+    from tests.handseg.test_hand_norm import _pointing_hand, _two_level
+
+    samples = []
+    for k, degrees in enumerate((80.0, 95.0, 105.0)):
+        cv2.imwrite(str(tmp_path / f"{k}.png"), _pointing_hand(degrees - 90.0))
+        samples.append(SimpleNamespace(image_path=tmp_path / f"{k}.png"))
+    settings = InferenceSettings(InputSpec(mode="resize", image_size=256, tile_size=256))
+    members = [(Engine(fn=_two_level), settings, SimpleNamespace(folder="toy"))]
+    reference = tune.hand_reference(samples, members, "cpu", progress=False)
+    assert reference.reference_angle == pytest.approx(280.0 / 3, abs=1.0)
+    assert reference.angle_spread == pytest.approx(280.0 / 3 - 80.0, abs=1.0)

@@ -39,8 +39,8 @@ def test_writes_table_json_and_chart(tmp_path, ckpt, phantom_root):
     assert rows["rotation", 0.0]["mean_dice"] == data["unperturbed"]["mean_dice"]
     assert "| rotation | 20 |" in res.stdout and "| jpeg | 30 |" in res.stdout
     assert (out / "robustness.md").read_text().count("\n| ") >= 4
-    assert "hand-size normalisation off" in (out / "robustness.md").read_text()  # thresholds as a number
-    assert data["settings"]["scale_norm"] is None
+    assert "hand normalisation off" in (out / "robustness.md").read_text()  # thresholds as a number
+    assert data["settings"]["hand_norm"] is None
     assert not (tmp_path / "unused").exists()
 
 
