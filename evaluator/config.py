@@ -275,16 +275,23 @@ def resolve_postprocess(cfg: EvalConfig) -> PostProcessing | None:
 def resolve_hand_norm(cfg: EvalConfig) -> HandNorm | None:
     """The hand normalisation (size, orientation) stored with tuned thresholds (the thresholds file's
     ``hand_norm``), or None (``hand_norm: false`` in the config, thresholds given as numbers, or a file without
-    it)."""
-    entry = _thresholds_file_entry(cfg, "hand_norm") if cfg.hand_norm else None
+    it). A file tuned before the orientation was added stores the size reference alone as ``scale_norm``: it is
+    read as a normalisation of the size only."""
+    if not cfg.hand_norm:
+        return None
+    key = "hand_norm"
+    entry = _thresholds_file_entry(cfg, key)
+    if entry is None:
+        key = "scale_norm"
+        entry = _thresholds_file_entry(cfg, key)
     if entry is None:
         return None
     try:
         return HandNorm.from_dict(entry)
     except FieldError as exc:
-        raise ConfigError(cfg.thresholds, f"hand_norm.{exc.key}", exc.problem) from None
+        raise ConfigError(cfg.thresholds, f"{key}.{exc.key}", exc.problem) from None
     except (ValueError, TypeError, AttributeError) as exc:
-        raise ConfigError(cfg.thresholds, "hand_norm", str(exc)) from None
+        raise ConfigError(cfg.thresholds, key, str(exc)) from None
 
 
 def resolve_input_spec(cfg: EvalConfig, spec):

@@ -154,3 +154,9 @@ def test_hand_norm_comes_from_the_thresholds_file_and_can_be_switched_off(tmp_pa
     tfile.write_text(yaml.safe_dump({"thresholds": 0.5, "hand_norm": {"reference_fracton": 0.1}}))
     with pytest.raises(ConfigError, match="reference_fracton"):
         resolve_hand_norm(load_eval_config(tmp_path / "a.yaml"))
+    old = {"reference_fraction": 0.12, "tolerance": 0.1, "min_factor": 0.75, "max_factor": 1.4}
+    tfile.write_text(yaml.safe_dump({"thresholds": 0.5, "scale_norm": old}))  # tuned before the orientation
+    assert resolve_hand_norm(load_eval_config(tmp_path / "a.yaml")) == HandNorm(0.12, reference_angle=None)
+    tfile.write_text(yaml.safe_dump({"thresholds": 0.5, "scale_norm": {"reference_fraction": 2.0}}))
+    with pytest.raises(ConfigError, match="scale_norm.reference_fraction"):
+        resolve_hand_norm(load_eval_config(tmp_path / "a.yaml"))
