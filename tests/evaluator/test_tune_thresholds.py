@@ -71,14 +71,14 @@ def test_the_reference_angle_is_the_hands_mean_axis_and_the_spread_their_largest
     from handseg.engine import Engine
     from handseg.inference import InferenceSettings
     from handseg.model_io import InputSpec
-    from tests.handseg.test_hand_norm import _pointing_hand, _two_level
+    from tests.handseg.synthetic import pointing_hand, two_level_logits
 
     samples = []
     for k, degrees in enumerate((80.0, 95.0, 105.0)):
-        cv2.imwrite(str(tmp_path / f"{k}.png"), _pointing_hand(degrees - 90.0))
+        cv2.imwrite(str(tmp_path / f"{k}.png"), pointing_hand(degrees - 90.0))
         samples.append(SimpleNamespace(image_path=tmp_path / f"{k}.png"))
     settings = InferenceSettings(InputSpec(mode="resize", image_size=256, tile_size=256))
-    members = [(Engine(fn=_two_level), settings, SimpleNamespace(folder="toy"))]
+    members = [(Engine(fn=two_level_logits), settings, SimpleNamespace(folder="toy"))]
     reference = tune.hand_reference(samples, members, "cpu", progress=False)
     assert reference.reference_angle == pytest.approx(280.0 / 3, abs=1.0)
     assert reference.angle_spread == pytest.approx(280.0 / 3 - 80.0, abs=1.0)

@@ -1,13 +1,18 @@
-"""Tiny synthetic data sets in the competition layout, for tests that must not wait for the phantom."""
+"""Tiny synthetic data sets in the competition layout, and a toy hand with a toy model that finds its carpal and
+finger bones, for tests that must not wait for the phantom or a trained model."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from handseg.annotations import ImageAnnotation, write_annotation
-from handseg.classes import CLASSES
+from handseg.classes import CLASSES, NUM_CLASSES
+from handseg.hand_norm import CARPAL_CLASSES, FINGER_CLASSES, warp_image
 from handseg.image_io import write_png
 
 
@@ -56,3 +61,20 @@ def make_dataset(root: Path, train_ids: int = 3, test_ids: int = 1, size: int = 
     if meta:
         (root / "meta_data.csv").write_text("\n".join(rows) + "\n")
     return root
+
+
+def two_level_logits(x: torch.Tensor) -> torch.Tensor:
+    """Toy logits: grey pixels (0.35-0.75 of white) are carpal bones, brighter ones finger bones (4x pooled)."""
+    v = F.avg_pool2d(x[:, :1] * 0.229 + 0.485, 4)
+    logits = torch.full((x.shape[0], NUM_CLASSES, *v.shape[-2:]), -1.0)
+    logits[:, list(CARPAL_CLASSES)] = torch.where((v > 0.35) & (v < 0.75), 1.0, -1.0)
+    logits[:, list(FINGER_CLASSES)] = torch.where(v >= 0.75, 1.0, -1.0)
+    return logits
+
+
+def pointing_hand(degrees: float, side: int = 512) -> np.ndarray:
+    """A grey palm (carpals) with a white bar (fingers) above it, turned ``degrees`` counter-clockwise."""
+    img = np.zeros((side, side), np.uint8)
+    cv2.rectangle(img, (156, 270), (356, 400), 140, -1)
+    cv2.rectangle(img, (196, 90), (316, 270), 255, -1)
+    return warp_image(img, cv2.getRotationMatrix2D(((side - 1) / 2, (side - 1) / 2), degrees, 1.0))

@@ -29,6 +29,7 @@ from handseg.hand_norm import (
 from handseg.inference import InferenceSettings, predict_probs, whole_image_logits
 from handseg.metrics import dice_from_counts
 from handseg.model_io import InputSpec
+from tests.handseg.synthetic import pointing_hand, two_level_logits
 
 SIDE = 128  # the model's input side in these tests
 
@@ -219,35 +220,18 @@ def test_a_cascade_is_normalised_by_its_stage1():
     assert _dice(predict_probs(cascade, image, settings), image) > 0.97
 
 
-def _two_level(x: torch.Tensor) -> torch.Tensor:
-    """Toy logits: grey pixels (0.35-0.75 of white) are carpal bones, brighter ones finger bones (4x pooled)."""
-    v = F.avg_pool2d(x[:, :1] * 0.229 + 0.485, 4)
-    logits = torch.full((x.shape[0], NUM_CLASSES, *v.shape[-2:]), -1.0)
-    logits[:, list(CARPAL_CLASSES)] = torch.where((v > 0.35) & (v < 0.75), 1.0, -1.0)
-    logits[:, list(FINGER_CLASSES)] = torch.where(v >= 0.75, 1.0, -1.0)
-    return logits
-
-
-def _pointing_hand(degrees: float, side: int = 512) -> np.ndarray:
-    """A grey palm (carpals) with a white bar (fingers) above it, turned ``degrees`` counter-clockwise."""
-    img = np.zeros((side, side), np.uint8)
-    cv2.rectangle(img, (156, 270), (356, 400), 140, -1)
-    cv2.rectangle(img, (196, 90), (316, 270), 255, -1)
-    return warp_image(img, cv2.getRotationMatrix2D(((side - 1) / 2, (side - 1) / 2), degrees, 1.0))
-
-
 @pytest.mark.parametrize("degrees", [45.0, -60.0])
 def test_a_rotated_hand_is_turned_back_and_its_masks_mapped_back(degrees):
     """A hand turned beyond the reference spread is predicted turned back (by the excess) and its masks land on
     it again; one within the spread is left alone."""
     from handseg.inference import _normalised_outputs, predict_masks
 
-    engine, spec = Engine(fn=_two_level), InputSpec(mode="resize", image_size=256, tile_size=256)
-    upright = whole_image_logits(engine, _pointing_hand(0.0), InferenceSettings(spec))
+    engine, spec = Engine(fn=two_level_logits), InputSpec(mode="resize", image_size=256, tile_size=256)
+    upright = whole_image_logits(engine, pointing_hand(0.0), InferenceSettings(spec))
     assert hand_angle(upright, (512, 512)) == pytest.approx(90.0, abs=1.0)
     norm = HandNorm(hand_fraction(upright), reference_angle=90.0, angle_spread=10.0)
     settings = InferenceSettings(spec, hand_norm=norm)
-    image = _pointing_hand(degrees)
+    image = pointing_hand(degrees)
     matrix = _normalised_outputs(engine, image, settings, "cpu", None)[1]
     turned = np.degrees(np.arctan2(-matrix[1, 0], matrix[0, 0]))  # counter-clockwise on screen
     assert turned == pytest.approx(-(degrees - np.copysign(10.0, degrees)), abs=2.0)  # back to the spread
@@ -255,4 +239,4 @@ def test_a_rotated_hand_is_turned_back_and_its_masks_mapped_back(degrees):
     fingers, carpals = image >= 200, (image > 100) & (image < 180)
     for pred, truth in ((masks[FINGER_CLASSES[0]], fingers), (masks[CARPAL_CLASSES[0]], carpals)):
         assert 2 * (pred & truth).sum() / (pred.sum() + truth.sum()) > 0.93  # a wrong map back: far below
-    assert _normalised_outputs(engine, _pointing_hand(12.0), settings, "cpu", None)[1] is None
+    assert _normalised_outputs(engine, pointing_hand(12.0), settings, "cpu", None)[1] is None
