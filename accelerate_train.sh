@@ -28,14 +28,14 @@ done
 [ -n "$CFG" ] || usage
 [ -f "$CFG" ] || { echo "error: $CFG: config file not found" >&2; exit 2; }
 
-# One rule for both launch scripts (handseg/launch.py): --accelerate-config, the YAML's accelerate_config:,
+# One rule for both launch scripts (handseg/runtime/launch_config.py): --accelerate-config, the YAML's accelerate_config:,
 # else the single-GPU config when a GPU is visible and the CPU config otherwise.
-ACC=$(python -m handseg.launch --cfg-path "$CFG" ${ACC:+--accelerate-config "$ACC"}) || exit 2
+ACC=$(python -m handseg.runtime.launch_config --cfg-path "$CFG" ${ACC:+--accelerate-config "$ACC"}) || exit 2
 
 # Validate the config once, here, so that a bad key is one clean line before any process starts.
 python -m trainer.train --cfg-path "$CFG" --check-config || exit $?
 
-# handseg.launcher is `accelerate launch` that passes SIGTERM/SIGINT on to the trainer (which saves its state and
+# handseg.runtime.launcher is `accelerate launch` that passes SIGTERM/SIGINT on to the trainer (which saves its state and
 # exits 130) and exits with the trainer's own code (2 after a one-line error), without a launcher traceback.
 echo "accelerate launch --config_file $ACC $* -m trainer.train --cfg-path $CFG $DRY"
-exec python -m handseg.launcher --quiet --config_file "$ACC" "$@" -m trainer.train --cfg-path "$CFG" $DRY
+exec python -m handseg.runtime.launcher --quiet --config_file "$ACC" "$@" -m trainer.train --cfg-path "$CFG" $DRY

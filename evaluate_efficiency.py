@@ -15,8 +15,8 @@ from evaluator.config import load_eval_config
 from evaluator.efficiency import efficiency_chart, format_table, run_efficiency
 from evaluator.engines import load_eval_checkpoint
 from evaluator.report_html import refresh_report
-from handseg.atomic import atomic_write_text
-from handseg.errors import cli_main
+from handseg.runtime.atomic import atomic_write_text
+from handseg.runtime.errors import cli_main
 
 
 @cli_main

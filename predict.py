@@ -17,8 +17,8 @@ import sys
 from evaluator.backends import BACKEND_CHOICES
 from evaluator.config import load_eval_config
 from evaluator.predict import MASK_FORMATS, load_predictor, predict_paths
-from handseg.areas import pixel_area_mm2
-from handseg.errors import cli_main
+from handseg.format.areas import pixel_area_mm2
+from handseg.runtime.errors import cli_main
 
 
 def parse_args(argv=None) -> argparse.Namespace:

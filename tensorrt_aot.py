@@ -16,8 +16,8 @@ from evaluator.backends import COMPILED
 from evaluator.build_engine import build_engine
 from evaluator.config import load_eval_config
 from evaluator.engines import load_eval_checkpoint
-from handseg.engine import DTYPES
-from handseg.errors import cli_main
+from handseg.inference.engine import DTYPES
+from handseg.runtime.errors import cli_main
 
 
 def parse_args(argv=None) -> argparse.Namespace:

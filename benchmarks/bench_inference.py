@@ -12,7 +12,7 @@ runs once, then both paths turn its outputs into masks, RLE strings and Dice cou
 
 - full map (before): the 29 probability maps at full size (upsampled, blended, sigmoid), thresholds, the usual
   per-mask numpy RLE encoder, counts on full-size masks;
-- streamed (now, :func:`handseg.inference.masks_from_outputs`): each class only inside its candidate box,
+- streamed (now, :func:`handseg.inference.pipeline.masks_from_outputs`): each class only inside its candidate box,
   thresholds in logit space, :meth:`ClassMasks.rle` and :meth:`ClassMasks.counts`.
 
 Printed: pixels, RLE strings and counts that differ; engine ms and ms after the engine per image for both paths
@@ -40,16 +40,16 @@ import torch
 from bench_rle import baseline_rle_encode, best_time
 from torch import nn
 
-from handseg.checkpoint import load_checkpoint
-from handseg.class_masks import ClassMasks
-from handseg.classes import CLASSES
-from handseg.engine import Engine, eager_engine
-from handseg.errors import cli_main
-from handseg.inference import dense_probs, inference_settings, masks_from_outputs, run_model, threshold_probs
-from handseg.model_io import InputSpec
-from handseg.models import ModelConfig, build_model, cascade_refiner, size_divisor
+from handseg.format.class_masks import ClassMasks
+from handseg.format.classes import CLASSES
+from handseg.format.rasterize import rasterize
+from handseg.inference.engine import Engine, eager_engine
+from handseg.inference.pipeline import dense_probs, inference_settings, masks_from_outputs, run_model, threshold_probs
+from handseg.model.checkpoint import load_checkpoint
+from handseg.model.factory import ModelConfig, build_model, cascade_refiner, size_divisor
+from handseg.model.io import InputSpec
 from handseg.phantom import render_hand
-from handseg.rasterize import rasterize
+from handseg.runtime.errors import cli_main
 
 MODES = ("resize", "tile", "cascade")
 MODEL_CODE = "transformers.models.segformer.modeling_segformer"  # imported once a SegFormer model is built

@@ -11,13 +11,13 @@ float32 normalised, labels), with no augmentation:
 
 Baseline (the usual notebook Dataset): per sample ``cv2.imread`` the PNG, ``json.load`` the annotation,
 ``cv2.fillPoly`` each class into a full-size (H, W, 29) mask, then ``cv2.resize`` image and mask (stage 1) or
-crop both (stage 2). Project: :class:`~handseg.cache.ImageCache` (built once; its build time is printed
+crop both (stage 2). Project: :class:`~trainer.cache.ImageCache` (built once; its build time is printed
 separately and excluded from the rates) read by :class:`~trainer.datasets.WholeImageDataset` /
 :class:`~trainer.datasets.CropDataset`. Each measurement draws ``--samples`` samples in batches of
 ``--batch-size``; the clock starts when the first batch arrives, so worker start-up is excluded for both.
 Labels: the headline rows, "handseg (packed labels)", time the project's default ``data.label_dtype: packed``
 ((B, h, w) int32, bit c = class c) against the baseline's usual (B, 29, h, w) float32. Packed labels defer the
-unpack to the training device, so the same run also times :func:`~handseg.rasterize.unpack_label_batch` of one
+unpack to the training device, so the same run also times :func:`~handseg.format.rasterize.unpack_label_batch` of one
 packed batch to float32 on the CPU and prints it separately (on a GPU it runs on the device). The rows
 "float32" and "uint8" give both loaders the same (B, 29, h, w) labels of that dtype.
 """
@@ -36,12 +36,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from handseg.cache import ImageCache
-from handseg.classes import CLASS_TO_INDEX, NUM_CLASSES
-from handseg.dataset_index import index_split
-from handseg.errors import cli_main
-from handseg.model_io import IMAGENET_MEAN, IMAGENET_STD
-from handseg.rasterize import unpack_label_batch
+from handseg.data.dataset_index import index_split
+from handseg.format.classes import CLASS_TO_INDEX, NUM_CLASSES
+from handseg.format.rasterize import unpack_label_batch
+from handseg.model.io import IMAGENET_MEAN, IMAGENET_STD
+from handseg.runtime.errors import cli_main
+from trainer.cache import ImageCache
 from trainer.datasets import CropDataset, WholeImageDataset
 
 MEAN = np.array(IMAGENET_MEAN, np.float32)

@@ -14,10 +14,10 @@ import time
 
 import numpy as np
 
-from handseg.classes import NUM_CLASSES
-from handseg.errors import cli_main
-from handseg.rasterize import rasterize
-from handseg.rle import rle_encode_boxes, rle_encode_many
+from handseg.format.classes import NUM_CLASSES
+from handseg.format.rasterize import rasterize
+from handseg.format.rle import rle_encode_boxes, rle_encode_many
+from handseg.runtime.errors import cli_main
 
 
 def baseline_rle_encode(mask: np.ndarray) -> str:
@@ -48,7 +48,7 @@ def synthetic_polygons(size: int, seed: int) -> list[np.ndarray]:
 def make_masks(size: int, seed: int) -> tuple[np.ndarray, str]:
     """(29, size, size) bool masks and where they came from."""
     try:
-        from handseg.classes import CLASSES
+        from handseg.format.classes import CLASSES
         from handseg.phantom import render_hand
 
         _, polygons = render_hand(seed, size, "R")

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from handseg.engine import eager_engine
-from handseg.errors import cli_main
-from handseg.inference import InferenceSettings, predict_probs
-from handseg.model_io import InputSpec, to_pixel_values
-from handseg.models import ModelConfig, build_model, count_parameters
-from handseg.tiling import pad_amounts
+from handseg.inference.engine import eager_engine
+from handseg.inference.pipeline import InferenceSettings, predict_probs
+from handseg.inference.tiling import pad_amounts
+from handseg.model.factory import ModelConfig, build_model, count_parameters
+from handseg.model.io import InputSpec, to_pixel_values
+from handseg.runtime.errors import cli_main
 
 
 def bench_image(size: int, seed: int) -> tuple[np.ndarray, str]:

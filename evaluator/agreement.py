@@ -8,14 +8,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from handseg.classes import CLASSES
-from handseg.dataset_index import index_split
-from handseg.errors import DataFormatError
-from handseg.image_io import read_image
-from handseg.inference import predict_probs, threshold_probs
-from handseg.metrics import dice_counts, dice_from_counts
-from handseg.model_io import to_pixel_values
+from handseg.data.dataset_index import index_split
+from handseg.data.image_io import read_image
+from handseg.format.classes import CLASSES
+from handseg.format.metrics import dice_counts, dice_from_counts
+from handseg.inference.pipeline import predict_probs, threshold_probs
+from handseg.model.io import to_pixel_values
 from handseg.phantom import render_hand
+from handseg.runtime.errors import DataFormatError
 
 
 def sample_image(data_root: str | Path | None, size: int = 256, seed: int = 0) -> tuple[np.ndarray, str]:

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from evaluator import compile_aoti, compile_trt
-from handseg.errors import HandSegError
+from handseg.runtime.errors import HandSegError
 
 
 class BackendUnavailableError(HandSegError):

@@ -16,10 +16,10 @@ from evaluator.config import EvalConfig
 from evaluator.engines import engine_path, eval_settings
 from evaluator.export import example_input, export_logits
 from evaluator.manifest import build_manifest, write_manifest
-from handseg.checkpoint import LoadedCheckpoint
-from handseg.engine import Engine, eager_engine
-from handseg.model_io import InputSpec
-from handseg.models import size_divisor
+from handseg.inference.engine import Engine, eager_engine
+from handseg.model.checkpoint import LoadedCheckpoint
+from handseg.model.factory import size_divisor
+from handseg.model.io import InputSpec
 
 
 def _compile(cfg: EvalConfig, ckpt: LoadedCheckpoint, spec: InputSpec, name: str, path: Path, batch: int,

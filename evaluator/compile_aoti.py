@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from handseg.atomic import atomic_path
+from handseg.runtime.atomic import atomic_path
 
 
 def aoti_missing(device: str) -> str | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from handseg.atomic import atomic_path
+from handseg.runtime.atomic import atomic_path
 
 
 def tensorrt_missing(device: str) -> str | None:

@@ -19,14 +19,14 @@ from typing import Any, Literal
 import yaml
 
 from evaluator.backends import BACKEND_CHOICES, BACKENDS
-from handseg.checkpoint import best_checkpoint
-from handseg.classes import CLASSES, NUM_CLASSES
-from handseg.config_schema import FieldError, load_config
-from handseg.engine import DTYPES
-from handseg.errors import ConfigError, DataFormatError
-from handseg.hand_norm import HandNorm
-from handseg.perturb import GEOMETRIC_KINDS, Perturbation, check_strength
-from handseg.postprocess import PostProcessing
+from evaluator.perturb import GEOMETRIC_KINDS, Perturbation, check_strength
+from handseg.format.classes import CLASSES, NUM_CLASSES
+from handseg.inference.engine import DTYPES
+from handseg.inference.hand_norm import HandNorm
+from handseg.inference.postprocess import PostProcessing
+from handseg.model.checkpoint import best_checkpoint
+from handseg.runtime.config_schema import FieldError, load_config
+from handseg.runtime.errors import ConfigError, DataFormatError
 
 EFFICIENCY_ENGINES = ("eager_fp32", "eager_autocast", *(n for n, b in BACKENDS.items() if b.compiled))
 
@@ -75,7 +75,7 @@ def default_strengths() -> dict[str, list[float]]:
 @dataclass
 class RobustnessConfig:
     """``robustness:`` in the eval YAML. ``strengths`` maps each kind to run (in that order) to its strengths
-    (units in :data:`handseg.perturb.UNITS`); a kind left out is not run. ``max_images``: only the first N
+    (units in :data:`evaluator.perturb.UNITS`); a kind left out is not run. ``max_images``: only the first N
     validation images (None: all). ``seed`` seeds the noise (image i uses ``seed + i``, the same noise pattern
     at every sigma). A drop of mean Dice up to the tolerance passes."""
 
@@ -136,7 +136,7 @@ class EvalConfig:
     device: str = "cpu"
     flip_tta: bool = False
     thresholds: float | list[float] | str = 0.5
-    hand_norm: bool = True  # hand normalisation (size, orientation) stored with tuned thresholds (handseg.hand_norm)
+    hand_norm: bool = True  # size and orientation normalisation stored with tuned thresholds (inference.hand_norm)
     engine_dir: Path = Path("trt_models")
     engine: Path | None = None  # explicit engine file; default: derived name under engine_dir
     output_dir: Path = Path("outputs/eval")

@@ -28,13 +28,13 @@ from evaluator.config import EvalConfig, resolve_postprocess, resolve_thresholds
 from evaluator.engines import eval_settings, load_engine
 from evaluator.manifest import StaleEngineError
 from evaluator.report import save_figure
-from handseg.checkpoint import LoadedCheckpoint
-from handseg.class_masks import ClassMasks
-from handseg.engine import Engine, eager_engine
-from handseg.image_io import read_image, write_png
-from handseg.inference import predict_masks
+from handseg.data.image_io import read_image, write_png
+from handseg.format.class_masks import ClassMasks
+from handseg.inference.engine import Engine, eager_engine
+from handseg.inference.phase_timer import PhaseTimer, phase
+from handseg.inference.pipeline import predict_masks
+from handseg.model.checkpoint import LoadedCheckpoint
 from handseg.phantom import render_hand
-from handseg.phase_timer import PhaseTimer, phase
 
 PHASES = ("decode", "preprocess", "engine", "blend", "threshold")
 CPU_MEMORY_METHOD = "peak RSS of the process, psutil sampling thread every 2 ms during the measurement"

@@ -2,7 +2,7 @@
 
 :func:`load_eval_checkpoint` resolves the config's checkpoint (the best of several candidates, printed) and
 loads it with the config's tile-size and overlap overrides; :func:`load_engine` returns the
-:class:`handseg.engine.Engine` the config asks for: the eager model, or a compiled engine whose manifest must
+:class:`handseg.inference.engine.Engine` the config asks for: the eager model, or a compiled engine whose manifest must
 match the checkpoint (a stale engine is refused). A cascade is two engines, its stage 2 and its stage 1 (the
 prior: batch 1, the prior's input side), each compiled and checked against its own weights.
 """
@@ -15,9 +15,9 @@ from pathlib import Path
 from evaluator.backends import BACKENDS, require, resolve_backend
 from evaluator.config import EvalConfig, resolve_checkpoint, resolve_hand_norm, resolve_input_spec
 from evaluator.manifest import StaleEngineError, check_manifest, read_manifest
-from handseg.checkpoint import LoadedCheckpoint, load_checkpoint
-from handseg.engine import Engine, eager_engine
-from handseg.inference import InferenceSettings, inference_settings
+from handseg.inference.engine import Engine, eager_engine
+from handseg.inference.pipeline import InferenceSettings, inference_settings
+from handseg.model.checkpoint import LoadedCheckpoint, load_checkpoint
 
 
 def load_eval_checkpoint(cfg: EvalConfig, device: str | None = None, file: str | Path = "<config>",

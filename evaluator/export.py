@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from handseg.engine import DTYPES
-from handseg.errors import ConfigError
-from handseg.models import LogitsModule
+from handseg.inference.engine import DTYPES
+from handseg.model.factory import LogitsModule
+from handseg.runtime.errors import ConfigError
 
 
 def check_tile_size(side: int, divisor: int, source: str = "config", key: str = "tile_size") -> None:

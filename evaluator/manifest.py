@@ -12,10 +12,10 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from handseg.atomic import atomic_write_text
-from handseg.checkpoint import checkpoint_sha256, versions
-from handseg.classes import CLASSES
-from handseg.errors import HandSegError
+from handseg.format.classes import CLASSES
+from handseg.model.checkpoint import checkpoint_sha256, versions
+from handseg.runtime.atomic import atomic_write_text
+from handseg.runtime.errors import HandSegError
 
 MANIFEST_VERSION = 1
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from handseg.class_masks import ClassMasks
-from handseg.classes import CLASSES
+from handseg.format.class_masks import ClassMasks
+from handseg.format.classes import CLASSES
 from handseg.phantom.preview import class_colours
 
 OVERLAY_MAX_SIDE = 768
@@ -192,7 +192,7 @@ def prediction_overlay(image: np.ndarray, pred: "np.ndarray | ClassMasks", max_s
     Args:
         image: (H, W) uint8 grayscale X-ray.
         pred: (29, H, W) bool or {0, 1} predicted masks (overlapping bones blend their colours), or the same
-            as :class:`~handseg.class_masks.ClassMasks` (only each class's box is resized: much faster).
+            as :class:`~handseg.format.class_masks.ClassMasks` (only each class's box is resized: much faster).
         max_side: the picture's longer side before the legend (never enlarged).
     Returns:
         (h, w + panel, 3) uint8 RGB.

@@ -6,8 +6,8 @@ For every PNG (8- or 16-bit, grayscale or RGB, any size) :func:`predict_image` w
 - ``<stem>.overlay.png``: the X-ray with each predicted bone tinted, outlined and keyed, and a legend of the 29
   classes;
 - ``<stem>.json``: the prediction as an annotation in the training format (one ``poly_seg`` polygon per found
-  class, the largest outline simplified while its mask keeps Dice >= 0.995; see :mod:`handseg.polygons`), so it
-  opens in the labelling tools and reads back through :func:`handseg.annotations.read_annotation`;
+  class, the largest outline simplified while its mask keeps Dice >= 0.995; see :mod:`handseg.format.polygons`), so it
+  opens in the labelling tools and reads back through :func:`handseg.format.annotations.read_annotation`;
 - ``<stem>.masks.npz`` with ``--masks npz``: ``masks`` (29, H, W) bool and ``classes`` (29,) names;
 
 and :func:`predict_paths` adds ``areas_mm2.csv`` (one row per image, one column per class) when a pixel spacing
@@ -28,14 +28,14 @@ from tqdm.auto import tqdm
 from evaluator.config import EvalConfig, resolve_postprocess, resolve_thresholds
 from evaluator.engines import eval_settings, load_engine, load_eval_checkpoint
 from evaluator.overlays import prediction_overlay
-from handseg.areas import class_areas_mm2, pixel_area_mm2
-from handseg.atomic import atomic_write_bytes
-from handseg.class_masks import ClassMasks
-from handseg.classes import CLASSES
-from handseg.errors import DataFormatError
-from handseg.image_io import read_image, write_png
-from handseg.inference import PostProcess, predict_masks
-from handseg.polygons import write_prediction_annotation
+from handseg.data.image_io import read_image, write_png
+from handseg.format.areas import class_areas_mm2, pixel_area_mm2
+from handseg.format.class_masks import ClassMasks
+from handseg.format.classes import CLASSES
+from handseg.format.polygons import write_prediction_annotation
+from handseg.inference.pipeline import PostProcess, predict_masks
+from handseg.runtime.atomic import atomic_write_bytes
+from handseg.runtime.errors import DataFormatError
 
 MASK_FORMATS = ("npz",)
 

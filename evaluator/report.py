@@ -20,12 +20,12 @@ from evaluator.overlays import (
     shrink,
     with_legend,
 )
-from handseg.atomic import atomic_write_bytes, atomic_write_text
-from handseg.classes import CLASSES
-from handseg.image_io import read_image, write_png
-from handseg.inference import PostProcess, predict_masks
-from handseg.metrics import format_dice_table
-from handseg.scoring import ground_truth
+from handseg.data.image_io import read_image, write_png
+from handseg.format.classes import CLASSES
+from handseg.format.metrics import format_dice_table
+from handseg.inference.pipeline import PostProcess, predict_masks
+from handseg.inference.scoring import ground_truth
+from handseg.runtime.atomic import atomic_write_bytes, atomic_write_text
 
 # Overlay colours (RGB): true positive, false positive, false negative.
 TP_RGB, FP_RGB, FN_RGB = (40, 200, 80), (240, 60, 40), (60, 120, 255)

@@ -4,7 +4,7 @@ Built from what the evaluator leaves in its output folder (only ``dice.json`` is
 
     dice.json, dice.png                 validation Dice (evaluator.report.write_validation_report)
     overlays/*.png                      worst-case overlays, ``<rank>_<image stem>_dice<mean>.png``
-    robustness/robustness.json, .png    optional (shape: handseg.result_files)
+    robustness/robustness.json, .png    optional (shape: handseg.format.result_files)
     efficiency/efficiency.json, .png    optional (evaluate_efficiency.py)
 
 Sections: run configuration, per-class Dice (table and chart), worst-case overlays with their legend,
@@ -30,12 +30,12 @@ import numpy as np
 from evaluator.efficiency import COLUMNS as EFFICIENCY_COLUMNS
 from evaluator.overlays import class_key
 from evaluator.report import FN_RGB, FP_RGB, TP_RGB
-from handseg.atomic import atomic_write_text
-from handseg.checkpoint import read_info
-from handseg.classes import CLASSES, describe_bone
-from handseg.errors import DataFormatError, HandSegError
-from handseg.hand_norm import describe_reference
-from handseg.result_files import Robustness, describe_strength, parse_efficiency, parse_robustness, read_json
+from handseg.format.classes import CLASSES, describe_bone
+from handseg.format.result_files import Robustness, describe_strength, parse_efficiency, parse_robustness, read_json
+from handseg.inference.hand_norm import describe_reference
+from handseg.model.checkpoint import read_info
+from handseg.runtime.atomic import atomic_write_text
+from handseg.runtime.errors import DataFormatError, HandSegError
 
 REPORT_FILE = "report.html"
 ROBUSTNESS_JSON, ROBUSTNESS_PNG = Path("robustness") / "robustness.json", Path("robustness") / "robustness.png"

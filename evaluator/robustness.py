@@ -1,7 +1,7 @@
 """Robustness report: the deployed engine's Dice on the validation fold under controlled perturbations.
 
 Every validation image is evaluated as it is and under each configured (kind, strength) of
-:mod:`handseg.perturb` (rotation, zoom, translation, gamma, contrast, noise, blur, JPEG); geometric kinds move
+:mod:`evaluator.perturb` (rotation, zoom, translation, gamma, contrast, noise, blur, JPEG); geometric kinds move
 the polygons with the image, so the ground truth is rasterised from the moved polygons. The result says, per
 kind and strength, the mean Dice (per image and class, mean over images, then over classes), its drop from the
 unperturbed mean Dice, and whether the drop is within the kind's tolerance (``tolerance_geometric`` for
@@ -26,20 +26,20 @@ from tqdm.auto import tqdm
 
 from evaluator.config import EvalConfig, RobustnessConfig, resolve_postprocess, resolve_thresholds
 from evaluator.engines import eval_settings, load_engine, load_eval_checkpoint
+from evaluator.perturb import IDENTITY, UNITS, Perturbation
 from evaluator.report import save_figure
 from evaluator.validation_mode import eval_data_config, validation_samples
-from handseg.annotations import polygons_in_order, read_annotation
-from handseg.atomic import atomic_write_text
-from handseg.class_masks import ClassMasks
-from handseg.classes import CLASSES, NUM_CLASSES
-from handseg.dataset_index import Sample
-from handseg.engine import Engine
-from handseg.errors import DataFormatError, HandSegError
-from handseg.hand_norm import describe_reference
-from handseg.image_io import read_image
-from handseg.inference import InferenceSettings, PostProcess, predict_masks
-from handseg.metrics import dice_from_counts
-from handseg.perturb import IDENTITY, UNITS, Perturbation
+from handseg.data.dataset_index import Sample
+from handseg.data.image_io import read_image
+from handseg.format.annotations import polygons_in_order, read_annotation
+from handseg.format.class_masks import ClassMasks
+from handseg.format.classes import CLASSES, NUM_CLASSES
+from handseg.format.metrics import dice_from_counts
+from handseg.inference.engine import Engine
+from handseg.inference.hand_norm import describe_reference
+from handseg.inference.pipeline import InferenceSettings, PostProcess, predict_masks
+from handseg.runtime.atomic import atomic_write_text
+from handseg.runtime.errors import DataFormatError, HandSegError
 
 # (image (H, W) uint8, 29 polygons in CLASSES order, each (N, 2) x, y) -> (29, 3) int64 Dice counts
 # [intersection, predicted, target] of the prediction for the image against the polygons rasterised at its size.
@@ -115,8 +115,9 @@ def summarize_robustness(counts: np.ndarray, perturbations: Sequence[Perturbatio
 
 def engine_predict_counts(engine: Engine, settings: InferenceSettings, device: str,
                           thresholds: float | Sequence[float], postprocess: PostProcess | None = None) -> PredictCounts:
-    """:data:`PredictCounts` of an engine through the one inference path (:func:`handseg.inference.predict_masks`
-    with the evaluation's thresholds and post-processing) against the polygons rasterised per class box."""
+    """:data:`PredictCounts` of an engine through the one inference path
+    (:func:`handseg.inference.pipeline.predict_masks` with the evaluation's thresholds and post-processing) against
+    the polygons rasterised per class box."""
 
     def predict_counts(image: np.ndarray, polygons: Sequence[np.ndarray]) -> np.ndarray:
         pred = predict_masks(engine, image, settings, thresholds, device, postprocess)

@@ -19,8 +19,8 @@ from evaluator.config import EvalConfig, load_eval_config, resolve_postprocess, 
 from evaluator.engines import eval_settings, load_engine, load_eval_checkpoint
 from evaluator.submission_mode import run_submission
 from evaluator.validation_mode import run_validation
-from handseg.errors import cli_main
-from handseg.run_lock import locked_folder
+from handseg.runtime.errors import cli_main
+from handseg.runtime.run_lock import locked_folder
 
 
 def parse_args(argv=None) -> argparse.Namespace:

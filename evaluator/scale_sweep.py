@@ -4,7 +4,7 @@ sizes).
 
 A model trained on whole images at 384 px sees a bone about 5x smaller than a 2048 px native tile shows it; the
 sweep says how much Dice that costs, which is what a two-stage recipe has to bridge. Every row goes through the
-one scoring path (:func:`handseg.scoring.score_images`) with the eager model.
+one scoring path (:func:`handseg.inference.scoring.score_images`) with the eager model.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import time
 from dataclasses import replace
 from typing import Sequence
 
-from handseg.checkpoint import LoadedCheckpoint
-from handseg.engine import eager_engine
-from handseg.inference import InferenceSettings
-from handseg.model_io import InputSpec
-from handseg.models import size_divisor
-from handseg.scoring import score_images
+from handseg.inference.engine import eager_engine
+from handseg.inference.pipeline import InferenceSettings
+from handseg.inference.scoring import score_images
+from handseg.model.checkpoint import LoadedCheckpoint
+from handseg.model.factory import size_divisor
+from handseg.model.io import InputSpec
 
 SMALL_CLASSES = ("finger-16", "Trapezoid", "Pisiform")
 

@@ -11,12 +11,12 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from evaluator.config import EvalConfig
-from handseg.dataset_index import index_split
-from handseg.errors import DataFormatError, HandSegError
-from handseg.image_io import read_image
-from handseg.inference import PostProcess, predict_masks
-from handseg.scoring import gather_rows, shard
-from handseg.submission import write_submission
+from handseg.data.dataset_index import index_split
+from handseg.data.image_io import read_image
+from handseg.format.submission import write_submission
+from handseg.inference.pipeline import PostProcess, predict_masks
+from handseg.inference.scoring import gather_rows, shard
+from handseg.runtime.errors import DataFormatError, HandSegError
 
 
 class SubmissionIncompleteError(HandSegError):

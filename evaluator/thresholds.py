@@ -4,9 +4,9 @@ For each validation image the (averaged) probabilities of every class are binned
 per-bin counts of all pixels and of ground-truth pixels give, for every candidate threshold k/bins, the exact
 intersection and predicted area, hence the exact per-image Dice. Memory stays at one image's probabilities plus
 (images x 29 x bins) counts, whatever the resolution. A second pass chooses the post-processing per class
-(:mod:`handseg.postprocess`: largest component, hole filling) on the masks at the tuned thresholds, kept only
+(:mod:`handseg.inference.postprocess`: largest component, hole filling) on the masks at the tuned thresholds, kept only
 where it raises validation Dice. The file also stores the reference of the hand normalisation
-(:mod:`handseg.hand_norm`) from the first member's whole-image pass (a cascade's stage 1) over the validation
+(:mod:`handseg.inference.hand_norm`) from the first member's whole-image pass (a cascade's stage 1) over the validation
 images: the mean fraction of the image predicted as hand, the hands' mean axis and their spread about it.
 ``scripts/tune_thresholds.py`` is the command.
 """
@@ -23,16 +23,16 @@ from tqdm.auto import tqdm
 
 from evaluator.config import EvalConfig
 from evaluator.engines import eval_settings, load_engine, load_eval_checkpoint
-from handseg.checkpoint import LoadedCheckpoint
-from handseg.class_masks import ClassMasks
-from handseg.classes import CLASSES
-from handseg.engine import Engine
-from handseg.hand_norm import HandNorm, angle_difference, hand_angle, hand_fraction
-from handseg.image_io import read_image
-from handseg.inference import InferenceSettings, predict_probs, threshold_probs, whole_image_logits
-from handseg.metrics import DICE_EPS
-from handseg.postprocess import OPTIONS, choose, option_counts
-from handseg.scoring import ground_truth, ground_truth_masks
+from handseg.data.image_io import read_image
+from handseg.format.class_masks import ClassMasks
+from handseg.format.classes import CLASSES
+from handseg.format.metrics import DICE_EPS
+from handseg.inference.engine import Engine
+from handseg.inference.hand_norm import HandNorm, angle_difference, hand_angle, hand_fraction
+from handseg.inference.pipeline import InferenceSettings, predict_probs, threshold_probs, whole_image_logits
+from handseg.inference.postprocess import OPTIONS, choose, option_counts
+from handseg.inference.scoring import ground_truth, ground_truth_masks
+from handseg.model.checkpoint import LoadedCheckpoint
 
 
 def histograms(probs: torch.Tensor, gt: torch.Tensor, bins: int) -> np.ndarray:
@@ -110,8 +110,8 @@ def collect(samples, members, device: str, bins: int, progress: bool = True) -> 
 
 
 def choose_postprocess(samples, members, device: str, thresholds, progress: bool = True):
-    """The per-class post-processing (:func:`handseg.postprocess.choose`) on the masks at ``thresholds``, with the
-    (4, 29) mean Dice of every option."""
+    """The per-class post-processing (:func:`handseg.inference.postprocess.choose`) on the masks at ``thresholds``,
+    with the (4, 29) mean Dice of every option."""
     counts = []
     for sample in tqdm(samples, desc="choose post-processing", disable=not progress):
         probs, image = voted_probs(sample, members, device)

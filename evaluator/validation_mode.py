@@ -1,8 +1,8 @@
 """Validation mode: competition Dice on the training run's validation fold, sharded across processes.
 
 The fold is rebuilt exactly as training built it: the run's typed ``data:`` section, parsed from the
-checkpoint's record, through :func:`handseg.dataset_index.load_split` (the config's ``data_root``, ``fold``,
-``n_folds`` and ``seed`` override it where set). Through :func:`handseg.scoring.score_sharded` (the function
+checkpoint's record, through :func:`handseg.data.dataset_index.load_split` (the config's ``data_root``, ``fold``,
+``n_folds`` and ``seed`` override it where set). Through :func:`handseg.inference.scoring.score_sharded` (the function
 training's validation calls) each process scores ``samples[rank::world]`` and the per-image counts are
 gathered in the original order.
 """
@@ -17,12 +17,12 @@ import numpy as np
 from evaluator.config import EvalConfig
 from evaluator.report import write_overlays, write_validation_report
 from evaluator.report_html import write_report
-from handseg.checkpoint import LoadedCheckpoint, recorded_data_config
-from handseg.data_config import DataConfig
-from handseg.dataset_index import load_split
-from handseg.engine import Engine
-from handseg.inference import InferenceSettings, PostProcess
-from handseg.scoring import score_sharded
+from handseg.data.data_config import DataConfig
+from handseg.data.dataset_index import load_split
+from handseg.inference.engine import Engine
+from handseg.inference.pipeline import InferenceSettings, PostProcess
+from handseg.inference.scoring import score_sharded
+from handseg.model.checkpoint import LoadedCheckpoint, recorded_data_config
 
 
 def eval_data_config(cfg: EvalConfig, ckpt: LoadedCheckpoint) -> DataConfig:

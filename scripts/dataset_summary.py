@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from handseg.dataset_index import (
+from handseg.data.dataset_index import (
     assign_folds,
     fold_summary,
     index_split,
@@ -20,7 +20,7 @@ from handseg.dataset_index import (
     save_folds,
     validate_samples,
 )
-from handseg.errors import ConfigError, DataFormatError, cli_main
+from handseg.runtime.errors import ConfigError, DataFormatError, cli_main
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -19,12 +19,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from handseg.annotations import read_annotation
-from handseg.atomic import atomic_write_text
-from handseg.classes import CLASSES
-from handseg.dataset_index import index_split, read_meta
-from handseg.errors import DataFormatError, cli_main
-from handseg.image_io import read_image_size
+from handseg.data.dataset_index import index_split, read_meta
+from handseg.data.image_io import read_image_size
+from handseg.format.annotations import read_annotation
+from handseg.format.classes import CLASSES
+from handseg.runtime.atomic import atomic_write_text
+from handseg.runtime.errors import DataFormatError, cli_main
 
 N_SMALLEST = 3
 

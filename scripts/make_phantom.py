@@ -14,8 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from handseg.errors import DataFormatError, cli_main
-from handseg.phantom.dataset import dataset_params, generate_dataset, is_complete, read_params, remove_outputs
+from handseg.data.phantom_record import read_params
+from handseg.phantom.dataset import dataset_params, generate_dataset, is_complete, remove_outputs
+from handseg.runtime.errors import DataFormatError, cli_main
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from handseg.checkpoint import README_FILE, read_info
-from handseg.errors import DataFormatError, HandSegError, cli_main
-from handseg.model_card import write_model_card
-from handseg.result_files import parse_efficiency, parse_robustness, read_json
+from handseg.format.result_files import parse_efficiency, parse_robustness, read_json
+from handseg.model.card import write_model_card
+from handseg.model.checkpoint import README_FILE, read_info
+from handseg.runtime.errors import DataFormatError, HandSegError, cli_main
 
 IGNORE_PATTERNS = [".*", "**/.*"]
 

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from handseg.classes import CLASSES
-from handseg.dataset_index import assign_folds, index_split, split_fold
-from handseg.errors import cli_main
-from handseg.image_io import read_image
-from handseg.metrics import dice_counts, dice_from_counts
-from handseg.scoring import ground_truth
+from handseg.data.dataset_index import assign_folds, index_split, split_fold
+from handseg.data.image_io import read_image
+from handseg.format.classes import CLASSES
+from handseg.format.metrics import dice_counts, dice_from_counts
+from handseg.inference.scoring import ground_truth
+from handseg.runtime.errors import cli_main
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -17,7 +17,7 @@ from typing import Sequence
 from evaluator.config import load_eval_config
 from evaluator.report_html import refresh_report
 from evaluator.robustness import evaluate_robustness, format_robustness_table
-from handseg.errors import cli_main
+from handseg.runtime.errors import cli_main
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -16,10 +16,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from evaluator.scale_sweep import format_sweep_table, run_scale_sweep, sweep_specs
-from handseg.atomic import atomic_write_text
-from handseg.checkpoint import load_checkpoint, recorded_data_config
-from handseg.dataset_index import load_split
-from handseg.errors import cli_main
+from handseg.data.dataset_index import load_split
+from handseg.model.checkpoint import load_checkpoint, recorded_data_config
+from handseg.runtime.atomic import atomic_write_text
+from handseg.runtime.errors import cli_main
 
 
 def parse_args(argv=None) -> argparse.Namespace:

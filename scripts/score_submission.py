@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from handseg.annotations import polygons_in_order, read_annotation
-from handseg.atomic import atomic_write_text
-from handseg.classes import CLASSES
-from handseg.errors import DataFormatError, cli_main
-from handseg.metrics import dice_counts, dice_from_counts, format_dice_table, summarize_dice
-from handseg.rasterize import rasterize
-from handseg.rle import rle_decode
-from handseg.submission import read_submission
+from handseg.format.annotations import polygons_in_order, read_annotation
+from handseg.format.classes import CLASSES
+from handseg.format.metrics import dice_counts, dice_from_counts, format_dice_table, summarize_dice
+from handseg.format.rasterize import rasterize
+from handseg.format.rle import rle_decode
+from handseg.format.submission import read_submission
+from handseg.runtime.atomic import atomic_write_text
+from handseg.runtime.errors import DataFormatError, cli_main
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -17,9 +17,9 @@ from evaluator.backends import BACKEND_CHOICES
 from evaluator.config import load_eval_config
 from evaluator.thresholds import tune, voters
 from evaluator.validation_mode import validation_samples
-from handseg.atomic import atomic_write_text
-from handseg.errors import ConfigError, cli_main
-from handseg.hand_norm import describe_reference
+from handseg.inference.hand_norm import describe_reference
+from handseg.runtime.atomic import atomic_write_text
+from handseg.runtime.errors import ConfigError, cli_main
 
 
 def parse_args(argv=None) -> argparse.Namespace:

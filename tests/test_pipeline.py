@@ -12,7 +12,7 @@ import pytest
 
 from evaluator.config import load_eval_config
 from evaluator.run_eval import run
-from handseg.classes import CLASSES
+from handseg.format.classes import CLASSES
 from tests.trainer.helpers import run_train, tiny_config, write_yaml
 
 pytestmark = pytest.mark.slow

@@ -3,12 +3,12 @@
 Layout of ``<output_dir>``::
 
     best/   last/     Hugging Face folders (config.json, model.safetensors) + handseg.json (the run's record, with
-                      the weights' sha256) + README.md (the model card, handseg.model_card)
+                      the weights' sha256) + README.md (the model card, handseg.model.card)
     state/            the resumable state (below), for ``resume: true``
     validation/       per-epoch per-image Dice (JSON) written by the main process
     logs/             TensorBoard
     config.yaml       the resolved config
-    .lock .lock.owner the run's lock (handseg.run_lock) and who holds it
+    .lock .lock.owner the run's lock (handseg.runtime.run_lock) and who holds it
 
 The state folder holds no pickle, so resuming from it cannot run code (:mod:`trainer.tree_io`)::
 
@@ -23,7 +23,7 @@ The state folder holds no pickle, so resuming from it cannot run code (:mod:`tra
     rng_<rank>.safetensors/.json  each process's torch (CPU, CUDA), numpy and Python generator states
 
 Model folders and the state folder are written beside their target under a unique staging name and swapped in
-(:mod:`handseg.atomic`), so a crash, a kill or a full disk mid-save leaves the previous version usable.
+(:mod:`handseg.runtime.atomic`), so a crash, a kill or a full disk mid-save leaves the previous version usable.
 """
 
 from __future__ import annotations
@@ -39,14 +39,14 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from torch import nn
 
-from handseg.atomic import atomic_write_text, recover_folder, remove_stale_staging, staging_dir, swap_in
-from handseg.checkpoint import save_checkpoint
-from handseg.classes import CLASSES
-from handseg.disk import DiskFullError, disk_full_guard, folder_bytes
-from handseg.errors import DataFormatError, HandSegError
-from handseg.file_digest import file_record, file_sha256
-from handseg.model_card import card_for_folder
-from handseg.scoring import ScoreResult
+from handseg.format.classes import CLASSES
+from handseg.inference.scoring import ScoreResult
+from handseg.model.card import card_for_folder
+from handseg.model.checkpoint import save_checkpoint
+from handseg.runtime.atomic import atomic_write_text, recover_folder, remove_stale_staging, staging_dir, swap_in
+from handseg.runtime.disk import DiskFullError, disk_full_guard, folder_bytes
+from handseg.runtime.errors import DataFormatError, HandSegError
+from handseg.runtime.file_digest import file_record, file_sha256
 from trainer import rng
 from trainer.tree_io import load_tree, save_tree, tree_nbytes
 
@@ -102,7 +102,7 @@ class RunRecord:
     validation: dict
 
     def info(self, progress: TrainProgress, dice: dict | None, mean_dice: float | None) -> dict[str, Any]:
-        """The ``handseg.json`` payload of a model folder (see :mod:`handseg.checkpoint`)."""
+        """The ``handseg.json`` payload of a model folder (see :mod:`handseg.model.checkpoint`)."""
         return {"model": self.model, "classes": list(CLASSES), "input": self.input, "stage": self.stage,
                 "epoch": progress.epoch, "step": progress.step, "dice": dice, "mean_dice": mean_dice,
                 "config": self.config, "data_fingerprint": self.data_fingerprint, "validation": self.validation}

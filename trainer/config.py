@@ -1,6 +1,6 @@
 """The training YAML: one typed schema for both stages, checked before any work starts.
 
-Two explicit steps, both raising :class:`~handseg.errors.ConfigError` naming the file and the dotted key:
+Two explicit steps, both raising :class:`~handseg.runtime.errors.ConfigError` naming the file and the dotted key:
 ``load_train_config(path)`` reads and checks values (unknown or misspelt key, wrong type, bad value) without
 touching anything else (also that the stage's input side, ``data.image_size`` or ``data.crop_size``, is a multiple
 of the model's size divisor, as deployment needs); :func:`check_paths` then checks what the config points at on
@@ -15,17 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from handseg.checkpoint import read_info
-from handseg.config_schema import FieldError, load_config
-from handseg.data_config import DataConfig
-from handseg.dataset_index import PHANTOM_HINT
-from handseg.errors import ConfigError, DataFormatError
-from handseg.image_io import read_image_size
-from handseg.model_io import InputSpec
-from handseg.models import ModelConfig, size_divisor
+from handseg.data.data_config import DataConfig
+from handseg.data.dataset_index import PHANTOM_HINT
+from handseg.data.image_io import read_image_size
+from handseg.model.checkpoint import read_info
+from handseg.model.factory import ModelConfig, size_divisor
+from handseg.model.io import InputSpec
+from handseg.runtime.config_schema import FieldError, load_config
+from handseg.runtime.errors import ConfigError, DataFormatError
 from trainer.ema import EMAConfig
 from trainer.losses import LossConfig
 from trainer.optim import OptimConfig, ScheduleConfig
+from trainer.transforms import build_transforms
 
 
 @dataclass
@@ -119,6 +120,10 @@ class TrainConfig:
             raise FieldError("ckpt", "stage 2 starts from stage 1's best checkpoint; set ckpt: runs/<stage-1 run>/best")
         if self.cascade and self.stage != 2:
             raise FieldError("cascade", "a cascade is a stage-2 recipe (stage 2 sees stage 1's probabilities)")
+        try:  # checked here, not by DataConfig: reading a checkpoint's data section must not need albumentations
+            build_transforms(self.data.augmentations)
+        except ConfigError as exc:  # keyed augmentations[i].<arg>; the loader adds the file
+            raise FieldError(f"data.{exc.key}", exc.problem) from None
         side_key = "image_size" if self.stage == 1 else "crop_size"  # the stage's model input side
         side, divisor = getattr(self.data, side_key), size_divisor(self.model)
         if side % divisor:

@@ -2,10 +2,10 @@
 
 Stage 1 (:class:`WholeImageDataset`) shows the model whole images resized to ``image_size``; stage 2
 (:class:`CropDataset`) shows ``crop_size`` crops at native resolution, most of them centred on a bone.
-Both read an :class:`~handseg.cache.ImageCache` (decoded once, memory-mapped), augment the image and its
-bit-packed masks together (:mod:`handseg.transforms`) and return::
+Both read an :class:`~trainer.cache.ImageCache` (decoded once, memory-mapped), augment the image and its
+bit-packed masks together (:mod:`trainer.transforms`) and return::
 
-    {"pixel_values": (3, h, w) float32,   # handseg.model_io.to_pixel_values: the same as inference
+    {"pixel_values": (3, h, w) float32,   # handseg.model.io.to_pixel_values: the same as inference
      "labels":       (h, w) int32}        # bit c = class c (CLASSES order, multi-label), see trainer.labels;
                                          # (29, h, w) float32/uint8 with data.label_dtype: float32/uint8
 
@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from handseg.cache import ImageCache
-from handseg.classes import NUM_CLASSES
-from handseg.data_config import LabelFormat
-from handseg.model_io import IMAGENET_MEAN, IMAGENET_STD, to_pixel_values
-from handseg.transforms import apply_transforms
+from handseg.data.data_config import LabelFormat
+from handseg.format.classes import NUM_CLASSES
+from handseg.model.io import IMAGENET_MEAN, IMAGENET_STD, to_pixel_values
+from trainer.cache import ImageCache
 from trainer.labels import label_format, to_labels
+from trainer.transforms import apply_transforms
 
 
 def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from handseg.config_schema import FieldError
+from handseg.runtime.config_schema import FieldError
 
 
 @dataclass

@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from handseg.classes import NUM_CLASSES
-from handseg.data_config import LABEL_FORMATS
-from handseg.rasterize import unpack_bits, unpack_label_batch
+from handseg.data.data_config import LABEL_FORMATS
+from handseg.format.classes import NUM_CLASSES
+from handseg.format.rasterize import unpack_bits, unpack_label_batch
 
 
 def label_format(value: str | torch.dtype) -> str:
@@ -46,7 +46,7 @@ def to_labels(packed: np.ndarray, fmt: str | torch.dtype = "packed") -> torch.Te
 def labels_to_float(labels: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tensor:
     """A label batch in any format -> (B, num_classes, h, w) float32 {0, 1}, on the batch's own device.
 
-    ``labels``: (B, h, w) int32 packed (unpacked with :func:`~handseg.rasterize.unpack_label_batch`, a few
+    ``labels``: (B, h, w) int32 packed (unpacked with :func:`~handseg.format.rasterize.unpack_label_batch`, a few
     shifts on the device) or (B, num_classes, h, w) float32/uint8 (converted with ``.float()``).
     """
     if labels.ndim == 3 and labels.dtype == torch.int32:

@@ -21,12 +21,12 @@ import torch
 from accelerate.data_loader import skip_first_batches
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from handseg.cache import ImageCache
-from handseg.data_config import DataConfig
-from handseg.dataset_index import Sample
-from handseg.model_io import IMAGENET_MEAN, IMAGENET_STD
-from handseg.transforms import build_transforms
+from handseg.data.data_config import DataConfig
+from handseg.data.dataset_index import Sample
+from handseg.model.io import IMAGENET_MEAN, IMAGENET_STD
+from trainer.cache import ImageCache
 from trainer.datasets import CascadeCropDataset, CropDataset, WholeImageDataset
+from trainer.transforms import build_transforms
 
 
 class EpochRandomSampler(RandomSampler):

@@ -9,7 +9,7 @@ launcher gone), is agreed on by all processes before anyone acts on it, so no pr
 collective. Each epoch iterates :func:`trainer.loader.epoch_loader`: the data of (seed, epoch), and in a resumed
 epoch only the batches not yet trained.
 
-:func:`validate`: the evaluator's own scoring code (:func:`handseg.scoring.score_sharded`) on this process's
+:func:`validate`: the evaluator's own scoring code (:func:`handseg.inference.scoring.score_sharded`) on this process's
 shard of the validation fold, gathered; every image is counted exactly once (checked).
 """
 
@@ -29,13 +29,13 @@ from accelerate.utils import broadcast_object_list
 from torch import nn
 from tqdm.auto import tqdm
 
-from handseg.engine import eager_engine
-from handseg.errors import HandSegError
-from handseg.inference import InferenceSettings
-from handseg.launcher import LAUNCHER_ENV
-from handseg.model_io import logits_over_windows
-from handseg.models import forward_logits, forward_train
-from handseg.scoring import ScoreResult, score_sharded
+from handseg.inference.engine import eager_engine
+from handseg.inference.pipeline import InferenceSettings
+from handseg.inference.scoring import ScoreResult, score_sharded
+from handseg.model.factory import forward_logits, forward_train
+from handseg.model.io import logits_over_windows
+from handseg.runtime.errors import HandSegError
+from handseg.runtime.launcher import LAUNCHER_ENV
 from trainer.checkpointing import TrainProgress
 from trainer.ema import EMA
 from trainer.labels import labels_to_float
@@ -122,7 +122,7 @@ class EpochPlan:
 @dataclass
 class StopFlag:
     """Set by SIGINT/SIGTERM while installed (``with StopFlag() as stop:``), or when the launcher that started this
-    process (:mod:`handseg.launcher`, whose PID is in ``HANDSEG_LAUNCHER_PID``) is gone; the loop saves a
+    process (:mod:`handseg.runtime.launcher`, whose PID is in ``HANDSEG_LAUNCHER_PID``) is gone; the loop saves a
     resumable state at the next step boundary and exits. Signals within ``repeat_window`` seconds of the first
     count once (a terminal, a launcher and a scheduler may each deliver one); a later one gives up on the graceful
     path. A process started otherwise (``python -m trainer.train``, also under ``nohup``) does not watch its

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from handseg.config_schema import FieldError
-from handseg.model_io import upsample_logits
+from handseg.model.io import upsample_logits
+from handseg.runtime.config_schema import FieldError
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from handseg.config_schema import FieldError
+from handseg.runtime.config_schema import FieldError
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from handseg.errors import HandSegError
+from handseg.runtime.errors import HandSegError
 
 
 def capture(cuda: bool) -> dict[str, Any]:

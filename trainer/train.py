@@ -22,16 +22,16 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, gather_object, set_seed
 
-from handseg.cache import data_fingerprint
-from handseg.checkpoint import LoadedCheckpoint, load_checkpoint
-from handseg.config_schema import to_dict
-from handseg.dataset_index import DataSplit, load_split
-from handseg.errors import ConfigError, HandSegError, cli_main
-from handseg.inference import InferenceSettings
-from handseg.metrics import format_dice_table
-from handseg.models import ModelConfig, build_model, cascade_refiner, count_parameters
-from handseg.run_lock import locked_folder
+from handseg.data.dataset_index import DataSplit, load_split
+from handseg.format.metrics import format_dice_table
+from handseg.inference.pipeline import InferenceSettings
+from handseg.model.checkpoint import LoadedCheckpoint, load_checkpoint
+from handseg.model.factory import ModelConfig, build_model, cascade_refiner, count_parameters
+from handseg.runtime.config_schema import to_dict
+from handseg.runtime.errors import ConfigError, HandSegError, cli_main
+from handseg.runtime.run_lock import locked_folder
 from trainer import checkpointing
+from trainer.cache import data_fingerprint
 from trainer.config import TrainConfig, check_paths, input_spec, load_train_config
 from trainer.ema import EMA
 from trainer.loader import build_dataset, build_train_loader
@@ -84,7 +84,7 @@ class Network:
 
 def build_network(cfg: TrainConfig) -> Network:
     """Random init (or ``model.pretrained``); stage 2: the weights of ``ckpt`` (stage 1's best); a cascade's stage 2:
-    a refiner built from stage 1 (:func:`handseg.models.cascade_refiner`), with stage 1 kept as its prior."""
+    a refiner built from stage 1 (:func:`handseg.model.factory.cascade_refiner`), with stage 1 kept as its prior."""
     if cfg.ckpt is None:
         return Network(build_model(cfg.model), cfg.model)
     stage1 = load_checkpoint(cfg.ckpt, arch=cfg.model.arch)
@@ -240,9 +240,9 @@ def train(cfg: TrainConfig, args: argparse.Namespace, accelerator: Accelerator, 
     record = build_record(cfg, network, split, validation)
     if accelerator.is_main_process and not args.dryrun:
         checkpointing.write_config(cfg.run_dir, record.config)
-    announce(cfg, accelerator, model, split, validation, plan, args.dryrun)
-
     with StopFlag() as stop, tracking(accelerator, cfg, trackers, record.config):
+        # Announced once SIGINT/SIGTERM are handled: a signal after this line saves a resumable state.
+        announce(cfg, accelerator, model, split, validation, plan, args.dryrun)
         for epoch in range(state.progress.epoch, plan.epochs):
             if not train_one_epoch(accelerator, state, loader, epoch=epoch, plan=plan, loss_fn=loss_fn,
                                    clip_grad_norm=cfg.clip_grad_norm, log_every=cfg.logging.log_every, stop=stop):

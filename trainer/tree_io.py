@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from handseg.errors import DataFormatError
+from handseg.runtime.errors import DataFormatError
 
 _MARKERS = ("__tensor__", "__tuple__", "__items__")
 

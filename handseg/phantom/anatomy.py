@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from handseg.classes import RAYS, ray_bones
+from handseg.format.classes import RAYS, ray_bones
 from handseg.phantom.shapes import blob_outline, chaikin, direction, long_bone_outline, place
 
 # Per ray, from the wrist to the tip: (profile kind, length mm, widest width mm).

@@ -26,15 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from handseg.annotations import ImageAnnotation, write_annotation
-from handseg.atomic import atomic_write_text
-from handseg.classes import CLASSES
-from handseg.image_io import write_png
+from handseg.data.image_io import write_png
+from handseg.data.phantom_record import GENERATOR, GENERATOR_VERSION, read_params
+from handseg.format.annotations import ImageAnnotation, write_annotation
+from handseg.format.classes import CLASSES
 from handseg.phantom.anatomy import sample_person
 from handseg.phantom.render import render
+from handseg.runtime.atomic import atomic_write_text
 
-GENERATOR = "handseg.phantom"  # phantom.json's "generator": how a phantom data set is recognised
-GENERATOR_VERSION = 1
 SIDES = ("R", "L")
 OUTPUTS = ("train", "test", "test_labels", "meta_data.csv", "sample_submission.csv", "preview.png", "preview_test.png",
            "phantom.json")
@@ -58,13 +57,6 @@ def dataset_params(train_ids: int, test_ids: int, size: int, seed: int) -> dict:
     return {"generator": GENERATOR, "version": GENERATOR_VERSION, "train_ids": int(train_ids),
             "test_ids": int(test_ids), "size": int(size), "seed": int(seed), "bent_fraction": dict(BENT_FRACTION)}
 
-
-def read_params(out: Path) -> dict | None:
-    """``phantom.json`` of a folder, or None where there is none (or it is unreadable)."""
-    try:
-        return json.loads((Path(out) / "phantom.json").read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def is_complete(out: Path, params: dict) -> bool:

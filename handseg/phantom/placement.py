@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from handseg.geometry import clip_polygon
+from handseg.format.geometry import clip_polygon
 from handseg.phantom.shapes import rotation
 
 SOFT_MARGIN_MM = 9.0  # room kept around the bones for soft tissue when framing the hand

@@ -9,9 +9,9 @@ from typing import Mapping, Sequence
 import cv2
 import numpy as np
 
-from handseg.annotations import read_annotation
-from handseg.classes import CLASSES
-from handseg.image_io import read_image, write_png
+from handseg.data.image_io import read_image, write_png
+from handseg.format.annotations import read_annotation
+from handseg.format.classes import CLASSES
 
 
 def class_colours() -> list[tuple[int, int, int]]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from handseg.classes import CARPALS, CLASSES
+from handseg.format.classes import CARPALS, CLASSES
 from handseg.phantom.anatomy import STRONG_BEND_DEG, Person, build_skeleton, sample_person, sample_pose
 from handseg.phantom.extras import metal_layer
 from handseg.phantom.placement import Frame, sample_frame, to_annotation_polygon

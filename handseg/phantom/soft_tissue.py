@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from handseg.classes import CARPALS, RAYS, ray_bones
+from handseg.format.classes import CARPALS, RAYS, ray_bones
 from handseg.phantom.anatomy import Skeleton
 from handseg.phantom.placement import Frame
 

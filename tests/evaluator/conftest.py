@@ -32,9 +32,9 @@ def make_checkpoint(folder: Path, seed: int = 0, mode: str = "tile") -> Path:
     """A `test`-preset SegFormer checkpoint saved like training does (stage-2 input spec: 64 px tiles)."""
     import torch
 
-    from handseg.checkpoint import save_checkpoint
-    from handseg.model_io import InputSpec
-    from handseg.models import ModelConfig, build_model
+    from handseg.model.checkpoint import save_checkpoint
+    from handseg.model.factory import ModelConfig, build_model
+    from handseg.model.io import InputSpec
 
     torch.manual_seed(seed)
     cfg = ModelConfig(arch="segformer", preset="test")
@@ -105,9 +105,9 @@ def make_cascade(folder: Path, seed: int = 0) -> Path:
     images) in ``prior/``; the refiner's output nudged off zero so that both parts matter."""
     import torch
 
-    from handseg.checkpoint import load_checkpoint, save_checkpoint
-    from handseg.model_io import InputSpec
-    from handseg.models import cascade_refiner
+    from handseg.model.checkpoint import load_checkpoint, save_checkpoint
+    from handseg.model.factory import cascade_refiner
+    from handseg.model.io import InputSpec
 
     stage1 = load_checkpoint(make_checkpoint(folder.parent / f"{folder.name}_stage1", seed=seed, mode="resize"))
     refiner, cfg = cascade_refiner(stage1.model, stage1.model_cfg)

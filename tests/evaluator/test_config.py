@@ -8,8 +8,8 @@ import yaml
 from evaluator.config import load_eval_config, resolve_checkpoint, resolve_thresholds
 from evaluator.engines import load_eval_checkpoint
 from evaluator.validation_mode import eval_data_config
-from handseg.classes import CLASSES, NUM_CLASSES
-from handseg.errors import ConfigError
+from handseg.format.classes import CLASSES, NUM_CLASSES
+from handseg.runtime.errors import ConfigError
 
 
 def _write(path, data):
@@ -85,7 +85,7 @@ def test_shipped_configs_parse(repo_root, tiny_ckpt):
         data = yaml.safe_load((repo_root / rel).read_text())
         data["checkpoint"] = str(tiny_ckpt)  # the shipped ones point at trained runs
         from evaluator.config import EvalConfig
-        from handseg.config_schema import from_dict
+        from handseg.runtime.config_schema import from_dict
 
         cfg = from_dict(EvalConfig, data, file=rel)
         assert cfg.backend in ("auto", "aot_inductor")
@@ -140,7 +140,7 @@ def test_checkpoint_list_with_a_missing_folder_names_it(tmp_path):
 
 def test_hand_norm_comes_from_the_thresholds_file_and_can_be_switched_off(tmp_path, tiny_ckpt):
     from evaluator.config import resolve_hand_norm
-    from handseg.hand_norm import HandNorm
+    from handseg.inference.hand_norm import HandNorm
 
     tfile = tmp_path / "thresholds.yaml"
     tfile.write_text(yaml.safe_dump({"thresholds": 0.5, "hand_norm": {"reference_fraction": 0.12}}))

@@ -13,8 +13,8 @@ import torch
 from evaluator.config import load_eval_config
 from evaluator.engines import engine_path, eval_settings, load_engine, load_eval_checkpoint
 from evaluator.manifest import StaleEngineError, check_manifest, read_manifest
-from handseg.engine import eager_engine
-from handseg.errors import ConfigError
+from handseg.inference.engine import eager_engine
+from handseg.runtime.errors import ConfigError
 
 from .conftest import TILE, make_checkpoint, synthetic_xray
 
@@ -99,8 +99,8 @@ def test_tile_not_divisible_is_a_config_error(eval_yaml):
 
 
 def test_manifest_records_provenance(aoti_engine, tiny_ckpt):
-    from handseg.checkpoint import checkpoint_sha256
-    from handseg.classes import CLASSES
+    from handseg.format.classes import CLASSES
+    from handseg.model.checkpoint import checkpoint_sha256
 
     path, _ = aoti_engine
     manifest = json.loads(path.with_suffix(".json").read_text())
@@ -117,7 +117,7 @@ def test_cascade_compiles_both_parts_and_refuses_a_stale_prior(tmp_path):
     import shutil
 
     from evaluator.build_engine import build_engine
-    from handseg.checkpoint import PRIOR_DIR
+    from handseg.model.checkpoint import PRIOR_DIR
 
     from .conftest import make_cascade, make_checkpoint, write_eval_yaml
 
@@ -145,7 +145,7 @@ def test_compiled_engine_runs_without_the_model_code(aoti_engine, eval_yaml, rep
 import sys
 from evaluator.config import load_eval_config
 from evaluator.engines import eval_settings, load_engine, load_eval_checkpoint
-from handseg.inference import predict_masks
+from handseg.inference.pipeline import predict_masks
 from tests.evaluator.conftest import synthetic_xray
 
 cfg = load_eval_config({str(eval_yaml)!r})

@@ -17,11 +17,11 @@ from evaluator.overlays import (
     prediction_overlay,
 )
 from evaluator.report import FN_RGB, FP_RGB, TP_RGB, comparison_overlay, overlay_rgb
-from handseg.annotations import polygons_in_order, read_annotation
-from handseg.classes import CLASSES
-from handseg.dataset_index import index_split
-from handseg.image_io import read_image
-from handseg.rasterize import rasterize
+from handseg.data.dataset_index import index_split
+from handseg.data.image_io import read_image
+from handseg.format.annotations import polygons_in_order, read_annotation
+from handseg.format.classes import CLASSES
+from handseg.format.rasterize import rasterize
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_overlay_from_class_masks_matches_the_dense_overlay(phantom_case):
     """ClassMasks (each class in its box) give the dense overlay exactly at full size, and within half a display
     pixel of placement when shrunk (IoU of the drawn masks >= 0.9)."""
     from evaluator.overlays import box_coverage
-    from handseg.class_masks import ClassMasks
+    from handseg.format.class_masks import ClassMasks
 
     image, _target, pred = phantom_case
     boxed = ClassMasks.from_dense(pred)

@@ -13,13 +13,13 @@ from scipy import ndimage
 import predict as predict_cli
 from evaluator.config import load_eval_config
 from evaluator.predict import Predictor, input_images, load_predictor, predict_paths
-from handseg.annotations import polygons_in_order, read_annotation
-from handseg.classes import CLASSES
-from handseg.dataset_index import index_split
-from handseg.errors import DataFormatError
-from handseg.image_io import read_image
-from handseg.postprocess import PostProcessing
-from handseg.rasterize import rasterize
+from handseg.data.dataset_index import index_split
+from handseg.data.image_io import read_image
+from handseg.format.annotations import polygons_in_order, read_annotation
+from handseg.format.classes import CLASSES
+from handseg.format.rasterize import rasterize
+from handseg.inference.postprocess import PostProcessing
+from handseg.runtime.errors import DataFormatError
 from tests.evaluator.conftest import write_eval_yaml
 
 ALL = (True,) * len(CLASSES)

@@ -17,8 +17,8 @@ from evaluator.config import load_eval_config
 from evaluator.efficiency import efficiency_chart
 from evaluator.report_html import REPORT_FILE, build_report, png_size, write_report
 from evaluator.run_eval import run
-from handseg.classes import CLASSES
-from handseg.errors import DataFormatError
+from handseg.format.classes import CLASSES
+from handseg.runtime.errors import DataFormatError
 
 from .conftest import write_eval_yaml
 

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from evaluator.config import RobustnessConfig, load_eval_config
+from evaluator.perturb import KINDS, Perturbation
 from evaluator.robustness import (
     evaluate_robustness,
     format_robustness_table,
     run_robustness,
     summarize_robustness,
 )
-from handseg.classes import CLASSES
-from handseg.errors import ConfigError
-from handseg.perturb import KINDS, Perturbation
+from handseg.format.classes import CLASSES
+from handseg.runtime.errors import ConfigError
 
 from .conftest import write_eval_yaml
 
@@ -87,8 +87,8 @@ def test_summary_drop_and_pass():
 
 
 def test_run_robustness_applies_each_perturbation_to_each_image(phantom_root):
-    from handseg.dataset_index import index_split
-    from handseg.rasterize import rasterize
+    from handseg.data.dataset_index import index_split
+    from handseg.format.rasterize import rasterize
 
     samples = index_split(phantom_root, "train")
     seen = []
@@ -129,7 +129,7 @@ def test_robustness_with_the_tiny_checkpoint(tmp_path, tiny_ckpt, engine_dir, ph
     assert "| none |" in md and "| zoom | 1.2 |" in md
     assert result["perturbations"] == data["perturbations"]
     # The file is what model cards and report pages read.
-    from handseg.result_files import parse_robustness
+    from handseg.format.result_files import parse_robustness
 
     parsed = parse_robustness(data, paths["json"])
     assert parsed.clean_mean_dice == base["mean_dice"] and parsed.n_images == 2

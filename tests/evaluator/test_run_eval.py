@@ -10,8 +10,8 @@ import pytest
 
 from evaluator.config import load_eval_config
 from evaluator.run_eval import run
-from handseg.classes import CLASSES
-from handseg.errors import DataFormatError
+from handseg.format.classes import CLASSES
+from handseg.runtime.errors import DataFormatError
 
 from .conftest import write_eval_yaml
 
@@ -38,8 +38,8 @@ def eager_cfg(tmp_path, tiny_ckpt, engine_dir, phantom_root):
 def test_validation_equals_score_images(eager_cfg):
     from evaluator.engines import eval_settings, load_eval_checkpoint
     from evaluator.validation_mode import validation_samples
-    from handseg.engine import eager_engine
-    from handseg.scoring import score_images
+    from handseg.inference.engine import eager_engine
+    from handseg.inference.scoring import score_images
 
     cfg = eager_cfg()
     out = run("validation", cfg)
@@ -76,9 +76,9 @@ def test_overlay_colours():
 def _predicted_masks(cfg, sample):
     from evaluator.config import resolve_thresholds
     from evaluator.engines import eval_settings, load_eval_checkpoint
-    from handseg.engine import eager_engine
-    from handseg.image_io import read_image
-    from handseg.inference import predict_probs, threshold_probs
+    from handseg.data.image_io import read_image
+    from handseg.inference.engine import eager_engine
+    from handseg.inference.pipeline import predict_probs, threshold_probs
 
     ckpt = load_eval_checkpoint(cfg)
     engine = eager_engine(ckpt.model)
@@ -236,7 +236,7 @@ def test_second_evaluation_on_one_output_dir_is_refused(eager_cfg, tmp_path, rep
 
     eager_cfg()
     out = tmp_path / "shared"
-    hold = ("import sys, time; from handseg.run_lock import RunLock; lock = RunLock(sys.argv[1], 'evaluation')"
+    hold = ("import sys, time; from handseg.runtime.run_lock import RunLock; lock = RunLock(sys.argv[1], 'evaluation')"
             ".acquire(); print('held', flush=True); time.sleep(120)")
     holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], cwd=repo_root, stdout=subprocess.PIPE, text=True)
     try:

@@ -41,11 +41,11 @@ def test_tuning_stores_the_hand_reference_of_the_first_pass(phantom_root):
     import cv2
     import torch.nn.functional as F
 
-    from handseg.dataset_index import index_split
-    from handseg.engine import Engine
-    from handseg.image_io import read_image
-    from handseg.inference import InferenceSettings
-    from handseg.model_io import InputSpec
+    from handseg.data.dataset_index import index_split
+    from handseg.data.image_io import read_image
+    from handseg.inference.engine import Engine
+    from handseg.inference.pipeline import InferenceSettings
+    from handseg.model.io import InputSpec
 
     samples = index_split(phantom_root, "train")[:3]
     settings = InferenceSettings(InputSpec(mode="resize", image_size=64, tile_size=64))
@@ -68,9 +68,9 @@ def test_the_reference_angle_is_the_hands_mean_axis_and_the_spread_their_largest
 
     import cv2
 
-    from handseg.engine import Engine
-    from handseg.inference import InferenceSettings
-    from handseg.model_io import InputSpec
+    from handseg.inference.engine import Engine
+    from handseg.inference.pipeline import InferenceSettings
+    from handseg.model.io import InputSpec
     from tests.handseg.synthetic import pointing_hand, two_level_logits
 
     samples = []

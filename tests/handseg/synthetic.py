@@ -10,10 +10,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from handseg.annotations import ImageAnnotation, write_annotation
-from handseg.classes import CLASSES, NUM_CLASSES
-from handseg.hand_norm import CARPAL_CLASSES, FINGER_CLASSES, warp_image
-from handseg.image_io import write_png
+from handseg.data.image_io import write_png
+from handseg.format.annotations import ImageAnnotation, write_annotation
+from handseg.format.classes import CLASSES, NUM_CLASSES
+from handseg.inference.hand_norm import CARPAL_CLASSES, FINGER_CLASSES, warp_image
 
 
 def blob(cx: float, cy: float, rx: float, ry: float, n: int = 24, phase: float = 0.0) -> np.ndarray:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from handseg.annotations import polygons_in_order, read_annotation
-from handseg.image_io import read_image
-from handseg.rasterize import rasterize
-from handseg.rle import rle_encode_many
-from handseg.submission import write_submission
+from handseg.data.image_io import read_image
+from handseg.format.annotations import polygons_in_order, read_annotation
+from handseg.format.rasterize import rasterize
+from handseg.format.rle import rle_encode_many
+from handseg.format.submission import write_submission
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -17,9 +17,9 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 
-from handseg.checkpoint import read_info, save_checkpoint
-from handseg.model_io import InputSpec
-from handseg.models import ModelConfig, build_model
+from handseg.model.checkpoint import read_info, save_checkpoint
+from handseg.model.factory import ModelConfig, build_model
+from handseg.model.io import InputSpec
 from tests.scripts.test_dataset_summary import assert_one_line_error
 
 REPO = Path(__file__).resolve().parents[2]

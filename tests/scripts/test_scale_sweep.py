@@ -10,11 +10,11 @@ from dataclasses import replace
 
 import pytest
 
-from handseg.checkpoint import load_checkpoint, recorded_data_config
-from handseg.dataset_index import load_split
-from handseg.engine import eager_engine
-from handseg.inference import InferenceSettings
-from handseg.scoring import score_images
+from handseg.data.dataset_index import load_split
+from handseg.inference.engine import eager_engine
+from handseg.inference.pipeline import InferenceSettings
+from handseg.inference.scoring import score_images
+from handseg.model.checkpoint import load_checkpoint, recorded_data_config
 from tests.evaluator.conftest import make_checkpoint
 
 

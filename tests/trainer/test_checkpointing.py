@@ -7,10 +7,10 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 
-from handseg.classes import CLASSES
-from handseg.config_schema import to_dict
-from handseg.model_io import InputSpec
-from handseg.models import build_model
+from handseg.format.classes import CLASSES
+from handseg.model.factory import build_model
+from handseg.model.io import InputSpec
+from handseg.runtime.config_schema import to_dict
 from tests.trainer.helpers import tiny_config, write_yaml
 from trainer.checkpointing import RunRecord, TrainProgress, load_state, save_models, save_state
 from trainer.config import load_train_config
@@ -113,7 +113,7 @@ class _Payload:
 def test_state_is_never_unpickled(accelerator, tiny_segformer_cfg, tmp_path):
     import pickle
 
-    from handseg.errors import DataFormatError
+    from handseg.runtime.errors import DataFormatError
 
     state = _train_state(accelerator, tiny_segformer_cfg, seed=0)
     folder = save_state(accelerator, tmp_path / "run", state)
@@ -133,7 +133,7 @@ def test_full_disk_during_a_save_names_the_last_good_state(accelerator, tiny_seg
     import errno
 
     import trainer.tree_io
-    from handseg.disk import DiskFullError
+    from handseg.runtime.disk import DiskFullError
 
     state = _train_state(accelerator, tiny_segformer_cfg, seed=0)
     _steps(accelerator, state, 3)

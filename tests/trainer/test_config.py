@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from handseg.errors import ConfigError
-from handseg.launch import CPU_CONFIG, accelerate_config
+from handseg.runtime.errors import ConfigError
+from handseg.runtime.launch_config import CPU_CONFIG, accelerate_config
 from tests.trainer.helpers import REPO_ROOT, run_train, tiny_config, write_yaml
 from trainer.config import check_paths, checkpoint_problem, input_spec, load_train_config
 
@@ -66,6 +66,8 @@ def test_shipped_stage1_configs_are_valid(name, tmp_path, data_root):
         ({"schedule": {"warmup_steps": 3, "warmup_ratio": 0.1}}, "schedule.warmup_steps"),
         ({"ema": {"enabled": True, "decay": 1.5}}, "ema.decay"),
         ({"resume": "yes"}, "resume"),
+        ({"data": {"augmentations": [{"name": "Flipp"}]}}, "data.augmentations[0].name"),
+        ({"data": {"augmentations": [{"name": "Affine", "rotate": "lots"}]}}, "data.augmentations[0].rotate"),
     ],
 )
 def test_bad_keys_and_types_name_file_and_key(tmp_path, data_root, overrides, key):
@@ -108,7 +110,7 @@ def test_missing_required_key(tmp_path, data_root):
 
 def _fake_checkpoint(folder: Path, arch="segformer", preset="test", classes=None) -> Path:
     """A checkpoint folder's files as far as the schema reads them (handseg.json, config.json)."""
-    from handseg.classes import CLASSES, ID2LABEL
+    from handseg.format.classes import CLASSES, ID2LABEL
 
     folder.mkdir(parents=True)
     (folder / "model.safetensors").write_bytes(b"")
@@ -136,7 +138,7 @@ def test_stage2_requires_a_matching_checkpoint(tmp_path, data_root):
     assert err.value.key == "ckpt" and "segformer/test" in err.value.problem
 
     other = _fake_checkpoint(tmp_path / "other" / "best", classes=["a", "b"])
-    from handseg.models import ModelConfig
+    from handseg.model.factory import ModelConfig
 
     assert "classes" in checkpoint_problem(other, ModelConfig(arch="segformer", preset="test"))
 

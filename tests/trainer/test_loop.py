@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from accelerate import Accelerator
 
-from handseg.data_config import DataConfig
-from handseg.dataset_index import load_split
-from handseg.models import ModelConfig, build_model
+from handseg.data.data_config import DataConfig
+from handseg.data.dataset_index import load_split
+from handseg.model.factory import ModelConfig, build_model
 from trainer.checkpointing import TrainProgress
 from trainer.loader import build_dataset, build_train_loader
 from trainer.loop import EpochPlan, StopFlag, TrainModule, TrainState, train_one_epoch

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from handseg.config_schema import from_dict
-from handseg.errors import ConfigError
-from handseg.model_io import upsample_logits
-from handseg.rasterize import pack_bits
+from handseg.format.rasterize import pack_bits
+from handseg.model.io import upsample_logits
+from handseg.runtime.config_schema import from_dict
+from handseg.runtime.errors import ConfigError
 from trainer.labels import labels_to_float
 from trainer.losses import LossConfig, LossTerm, SegLoss, bce_loss, focal_loss, soft_dice_loss
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from handseg.dataset_index import index_split, load_split
+from handseg.data.dataset_index import index_split, load_split
 from tests.trainer.helpers import REPO_ROOT, run_train, tiny_config, write_yaml
 from trainer.config import load_train_config
 

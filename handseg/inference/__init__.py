@@ -1,0 +1,13 @@
+"""The one inference path every caller shares (training's validation, the evaluator, tuning, robustness,
+``predict.py``, the benchmarks): an engine (``engine``), the whole image resized or native tiles (``pipeline``,
+``tiling``), blending and thresholds inside each class's box (``box_blend``, ``bilinear``), post-processing
+(``postprocess``), hand normalisation (``hand_norm``), per-phase timing (``phase_timer``) and Dice of an engine on
+annotated images (``scoring``).
+
+May import: ``handseg.runtime``, ``handseg.format``, ``handseg.data``, ``handseg.model``.
+"""
+
+from handseg.inference.engine import Engine, eager_engine
+from handseg.inference.pipeline import InferenceSettings, inference_settings, predict_masks, predict_probs
+
+__all__ = ["Engine", "InferenceSettings", "eager_engine", "inference_settings", "predict_masks", "predict_probs"]

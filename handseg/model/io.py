@@ -1,0 +1,187 @@
+"""How an image becomes model input, and logits become full-size output: the one definition of both.
+
+Training (loader items, the loss), validation, the evaluator, the compiled engines and the benchmarks all call
+these functions, so a model always sees images the way it was trained to see them:
+
+* :class:`InputSpec` says how a checkpoint looks at an image (``resize``: the whole image at ``image_size``;
+  ``tile``: native-resolution tiles of ``tile_size``) and with which normalisation; every checkpoint and engine
+  manifest records it.
+* :func:`to_pixel_values`: a grayscale uint8 image -> the normalised 3-channel float32 the network takes.
+* :func:`upsample_logits`: logits at the network's output resolution -> any larger size, bilinearly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal, NamedTuple, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from handseg.format.classes import NUM_CLASSES
+from handseg.runtime.config_schema import FieldError
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class InputSpec:
+    """How a model was trained to see images: ``resize`` (stage 1: whole image resized to ``image_size``)
+    or ``tile`` (stage 2: native-resolution tiles of ``tile_size`` with ``overlap``); ``mean``/``std`` apply
+    to the grayscale image scaled to [0, 1] and replicated to three channels. ``prior``: a cascade's stage 2 also
+    sees its stage 1's probabilities (29 more input channels) and adds its output to stage 1's logits; this is
+    how that stage 1 sees the image."""
+
+    mode: Literal["resize", "tile"]
+    image_size: int
+    tile_size: int
+    overlap: float = 0.25
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    prior: "InputSpec | None" = None
+
+    def __post_init__(self) -> None:
+        self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
+        self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
+
+    def check(self) -> None:
+        if self.prior is not None:
+            if self.prior.prior is not None or self.prior.mode != "resize":
+                raise FieldError("prior", "a cascade's prior is a stage-1 model (whole image resized)")
+            self.prior.check()
+        if self.mode not in ("resize", "tile"):
+            raise FieldError("mode", f"must be 'resize' or 'tile', got {self.mode!r}")
+        if self.image_size <= 0:
+            raise FieldError("image_size", f"must be positive, got {self.image_size}")
+        if self.tile_size <= 0:
+            raise FieldError("tile_size", f"must be positive, got {self.tile_size}")
+        if not 0.0 <= self.overlap < 1.0:
+            raise FieldError("overlap", f"must be in [0, 1), got {self.overlap}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise FieldError("mean", "mean and std need three values each")
+        if any(s <= 0 for s in self.std):
+            raise FieldError("std", f"must be positive, got {list(self.std)}")
+
+    @property
+    def model_size(self) -> int:
+        """Side of the square network input: ``image_size`` in resize mode, ``tile_size`` in tile mode."""
+        return self.image_size if self.mode == "resize" else self.tile_size
+
+    @property
+    def channels(self) -> int:
+        """Input channels of the network: 3, plus one per class for a cascade's stage 2."""
+        return 3 if self.prior is None else 3 + NUM_CLASSES
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "InputSpec":
+        """InputSpec from its JSON form (as stored in checkpoints and engine manifests), checked."""
+        data = dict(data)
+        if isinstance(data.get("prior"), dict):
+            data["prior"] = cls.from_dict(data["prior"])
+        spec = cls(**data)
+        spec.check()
+        return spec
+
+    def to_dict(self) -> dict:
+        """JSON form (tuples as lists, the prior nested)."""
+        return _json_form(asdict(self))
+
+
+def _json_form(value):
+    if isinstance(value, dict):
+        return {k: _json_form(v) for k, v in value.items()}
+    return list(value) if isinstance(value, tuple) else value
+
+
+def to_pixel_values(image: np.ndarray, mean: Sequence[float], std: Sequence[float],
+                    device: str | torch.device = "cpu") -> torch.Tensor:
+    """Grayscale uint8 (h, w) -> normalised float32 (3, h, w) on ``device``: /255, replicated to three
+    channels, ``(x - mean[c]) / std[c]``. The uint8 image moves to ``device`` first (4x less to copy)."""
+    if image.ndim != 2 or image.dtype != np.uint8:
+        raise ValueError(f"expected a (H, W) uint8 image, got {image.shape} {image.dtype}")
+    image = np.ascontiguousarray(image)
+    if not image.flags.writeable:  # a read-only memory-mapped view: torch wants writable memory
+        image = image.copy()
+    x = torch.from_numpy(image).to(device).float().div_(255.0)
+    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(3, 1, 1)
+    return (x.unsqueeze(0) - m) / s
+
+
+def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Logits (B, C, h, w) -> float32 (B, C, H, W) by bilinear resizing (``align_corners=False``); how
+    SegFormer's 1/4-resolution logits meet full-resolution masks in the loss and at inference. A no-op
+    (apart from the float32 cast) when the sizes already match."""
+    logits = logits.float()
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+class _Taps(NamedTuple):
+    """Per output position (B, n): the two source indices (int64) and their float32 weights."""
+
+    i0: torch.Tensor
+    i1: torch.Tensor
+    w0: torch.Tensor
+    w1: torch.Tensor
+
+
+def _taps(start: torch.Tensor, n: int, step: float, size: torch.Tensor, in_size: int) -> _Taps:
+    """Bilinear taps (``align_corners=False``, clamped at the borders) of ``n`` cells of ``step`` native pixels
+    from ``start`` (B,) on an axis of ``size`` (B,) native pixels, read from a grid of ``in_size`` cells: cell j's
+    centre ``start + (j + 0.5) * step`` is at ``centre * in_size / size - 0.5`` on the grid."""
+    centre = (torch.arange(n, dtype=torch.float32, device=start.device) + 0.5) * step
+    src = ((start[:, None] + centre[None]) * (in_size / size[:, None]) - 0.5).clamp_(min=0.0)
+    i0 = src.to(torch.int64).clamp_(max=in_size - 1)
+    i1 = (i0 + 1).clamp_(max=in_size - 1)
+    w1 = (src - i0.to(torch.float32)).clamp_(0.0, 1.0)
+    return _Taps(i0, i1, 1.0 - w1, w1)
+
+
+def _sample_one(grid: torch.Tensor, ty: _Taps, tx: _Taps, k: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Separable bilinear sampling of ``grid`` (C, h, w) at taps ``k`` of ``ty`` and ``tx``: (C, n_y, n_x) float32.
+    Columns first, on the few source rows needed, then each run of output rows between the same two source rows
+    at once; every step is a float32 ``*`` or ``+`` of its own (no fused multiply-add), so a pixel's value
+    depends on its coordinates only, never on the window it is computed in."""
+    grid = grid.float()
+    iy0, iy1, wy0, wy1 = ty.i0[k], ty.i1[k], ty.w0[k], ty.w1[k]
+    rows = torch.unique(torch.cat([iy0, iy1]))  # sorted: the few source rows the window reads
+    src = grid.index_select(1, rows)  # (C, R, w)
+    across = src.index_select(2, tx.i0[k]) * tx.w0[k] + src.index_select(2, tx.i1[k]) * tx.w1[k]  # (C, R, n_x)
+    p0, p1 = torch.searchsorted(rows, iy0).tolist(), torch.searchsorted(rows, iy1).tolist()
+    if out is None:
+        out = grid.new_empty((grid.shape[0], len(p0), across.shape[2]))
+    bounds = [0] + [j for j in range(1, len(p0)) if (p0[j], p1[j]) != (p0[j - 1], p1[j - 1])] + [len(p0)]
+    for s, e in zip(bounds[:-1], bounds[1:]):  # output rows [s, e) read source rows p0[s] and p1[s]
+        part = out[:, s:e]
+        torch.mul(across[:, p0[s], None, :], wy0[s:e, None], out=part)
+        part.add_(across[:, p1[s], None, :] * wy1[s:e, None])
+    return out
+
+
+def logits_over_windows(logits: torch.Tensor, windows: torch.Tensor, crop: int, out: int) -> torch.Tensor:
+    """Whole-image logits (B, C, h, w) upsampled to each image's native size, then sampled over a crop: an
+    ``out`` x ``out`` grid of cells covering the ``crop`` x ``crop`` window whose top-left corner and image size
+    are ``windows`` (B, 4) = (y0, x0, H, W). Returns (B, C, out, out) float32: :func:`upsample_logits` to (H, W)
+    followed by a crop, up to float rounding (and, for ``out < crop``, a sample at each cell's centre). How a
+    cascade's stage 2 sees its stage 1, in training and (through :func:`logits_in_window`) at inference."""
+    windows = windows.to(device=logits.device, dtype=torch.float32)
+    y0, x0, h, w = windows.unbind(dim=1)
+    step = crop / out
+    ty, tx = _taps(y0, out, step, h, logits.shape[-2]), _taps(x0, out, step, w, logits.shape[-1])
+    return torch.stack([_sample_one(logits[k if len(logits) > 1 else 0], ty, tx, k) for k in range(len(windows))])
+
+
+def logits_in_window(logits: torch.Tensor, image_hw: tuple[int, int], y0: int, y1: int, x0: int,
+                     x1: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Rows ``[y0, y1)`` and columns ``[x0, x1)`` of whole-image logits (C, h, w) upsampled to ``image_hw``:
+    (C, y1 - y0, x1 - x0) float32. Every pixel gets the value :func:`logits_over_windows` gives it at native
+    resolution (``out = crop``), whatever the window, so a cascade's stage 2 sees at inference exactly what it
+    saw in training, and a window of a window equals the window of the whole. ``out``: where to write it."""
+    size = logits.new_tensor(image_hw, dtype=torch.float32)
+    ty = _taps(logits.new_tensor([y0], dtype=torch.float32), y1 - y0, 1.0, size[:1], logits.shape[-2])
+    tx = _taps(logits.new_tensor([x0], dtype=torch.float32), x1 - x0, 1.0, size[1:], logits.shape[-1])
+    return _sample_one(logits, ty, tx, 0, out)
