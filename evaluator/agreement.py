@@ -13,7 +13,7 @@ from handseg.data.image_io import read_image
 from handseg.format.classes import CLASSES
 from handseg.format.metrics import dice_counts, dice_from_counts
 from handseg.inference.pipeline import predict_probs, threshold_probs
-from handseg.model.io import to_pixel_values
+from handseg.model.io import model_input
 from handseg.phantom import render_hand
 from handseg.runtime.errors import DataFormatError
 
@@ -34,7 +34,7 @@ def sample_image(data_root: str | Path | None, size: int = 256, seed: int = 0) -
 def tile_batch(image: np.ndarray, spec, batch: int, side: int) -> torch.Tensor:
     """A (batch, channels, side, side) float32 batch of real tiles from ``image`` (resized when it is smaller);
     a cascade's stage 2 gets its 29 prior channels at probability 0.5 (any input measures the network itself)."""
-    x = to_pixel_values(image, spec.mean, spec.std)[None]  # (1, 3, H, W)
+    x = model_input(image, spec)[None]  # (1, 3, H, W), standardised as the checkpoint's input spec says
     h, w = x.shape[-2:]
     if h < side or w < side or spec.mode == "resize":
         tiles = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False).repeat(batch, 1, 1, 1)

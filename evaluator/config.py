@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from evaluator.backends import BACKEND_CHOICES, BACKENDS
-from evaluator.perturb import GEOMETRIC_KINDS, Perturbation, check_strength
+from evaluator.robustness_config import RobustnessConfig
 from handseg.format.classes import CLASSES, NUM_CLASSES
 from handseg.inference.engine import DTYPES
 from handseg.inference.hand_norm import HandNorm
@@ -55,62 +55,6 @@ class EfficiencyConfig:
         bad = [b for b in self.backends if b not in EFFICIENCY_ENGINES]
         if bad:
             raise FieldError("backends", f"unknown {bad[0]!r} (allowed: {', '.join(EFFICIENCY_ENGINES)})")
-
-
-def default_strengths() -> dict[str, list[float]]:
-    """Strengths per kind that cover the targets: rotation +-30 degrees, zoom 0.75-1.25, gamma 0.6-1.7, noise,
-    blur and JPEG quality down to 30."""
-    return {
-        "rotation": [-30.0, -15.0, 15.0, 30.0],
-        "zoom": [0.75, 0.9, 1.1, 1.25],
-        "translation": [0.05, 0.1],
-        "gamma": [0.6, 0.8, 1.25, 1.7],
-        "contrast": [0.7, 1.3],
-        "noise": [5.0, 10.0, 20.0],
-        "blur": [1.0, 2.0, 3.0],
-        "jpeg": [70.0, 50.0, 30.0],
-    }
-
-
-@dataclass
-class RobustnessConfig:
-    """``robustness:`` in the eval YAML. ``strengths`` maps each kind to run (in that order) to its strengths
-    (units in :data:`evaluator.perturb.UNITS`); a kind left out is not run. ``max_images``: only the first N
-    validation images (None: all). ``seed`` seeds the noise (image i uses ``seed + i``, the same noise pattern
-    at every sigma). A drop of mean Dice up to the tolerance passes."""
-
-    strengths: dict[str, list[float]] = field(default_factory=default_strengths)
-    max_images: int | None = None
-    seed: int = 0
-    tolerance_geometric: float = 0.03
-    tolerance_photometric: float = 0.02
-
-    def check(self) -> None:
-        if not self.strengths:
-            raise FieldError("strengths", "name at least one perturbation kind")
-        for kind, values in self.strengths.items():
-            if not values:
-                raise FieldError(f"strengths.{kind}", "give at least one strength")
-            for v in values:
-                try:
-                    check_strength(kind, v)
-                except ValueError as exc:
-                    raise FieldError(f"strengths.{kind}", str(exc).partition(": ")[2] or str(exc)) from None
-            if len(set(values)) != len(values):
-                raise FieldError(f"strengths.{kind}", "a strength is listed twice")
-        if self.max_images is not None and self.max_images < 1:
-            raise FieldError("max_images", "must be >= 1 (or null for the whole validation fold)")
-        for name in ("tolerance_geometric", "tolerance_photometric"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise FieldError(name, "must be in [0, 1]")
-
-    def perturbations(self) -> list[Perturbation]:
-        """Every configured (kind, strength), kinds in config order, strengths as listed."""
-        return [Perturbation(kind, float(s)) for kind, values in self.strengths.items() for s in values]
-
-    def tolerance(self, kind: str) -> float:
-        """The largest drop of mean Dice that passes for ``kind``."""
-        return self.tolerance_geometric if kind in GEOMETRIC_KINDS else self.tolerance_photometric
 
 
 @dataclass

@@ -29,6 +29,14 @@ def manifest_path(engine_path: str | Path) -> Path:
     return Path(engine_path).with_suffix(".json")
 
 
+def _scale(spec: dict) -> str:
+    """How grey levels reach the unit scale, in words: ``/ 255``, or the per-image intensity map of the spec."""
+    method = (spec.get("intensity") or {}).get("method", "none")
+    if method == "none":
+        return "uint8 / 255, gray -> 3 channels"
+    return f"per-image intensity map ({method}, fitted to the whole image; input.intensity), gray -> 3 channels"
+
+
 def build_manifest(
     *,
     engine_path: str | Path,
@@ -60,7 +68,7 @@ def build_manifest(
         "prior": prior,
         "output_shape": [int(s) for s in output_shape],
         "input": spec,
-        "normalisation": {"mean": spec.get("mean"), "std": spec.get("std"), "scale": "uint8 / 255, gray -> 3 channels",
+        "normalisation": {"mean": spec.get("mean"), "std": spec.get("std"), "scale": _scale(spec),
                           "prior_channels": "sigmoid of the stage-1 logits over the tile" if channels > 3 else None},
         "classes": list(CLASSES),
         "model": asdict(model_cfg) if is_dataclass(model_cfg) else model_cfg,

@@ -17,6 +17,7 @@ Photometric kinds change grey levels only and leave the polygons as they are:
 * ``gamma``: ``255 * (I / 255) ** gamma`` (< 1 brightens, > 1 darkens);
 * ``contrast``: ``mean + factor * (I - mean)`` about the image's own mean grey level, so the overall
   brightness stays and only the spread changes (< 1 flatter, > 1 harsher);
+* ``brightness``: ``I + shift``, ``shift`` in grey levels (0-255 scale; > 0 brighter);
 * ``noise``: additive Gaussian noise, ``sigma`` in grey levels (0-255 scale), from a seeded generator;
 * ``blur``: Gaussian blur, ``sigma`` in pixels;
 * ``jpeg``: a JPEG round trip at ``quality`` 1-100.
@@ -37,7 +38,7 @@ import numpy as np
 from handseg.format.geometry import clip_polygon
 
 GEOMETRIC_KINDS = ("rotation", "zoom", "translation")
-PHOTOMETRIC_KINDS = ("gamma", "contrast", "noise", "blur", "jpeg")
+PHOTOMETRIC_KINDS = ("gamma", "contrast", "brightness", "noise", "blur", "jpeg")
 KINDS = GEOMETRIC_KINDS + PHOTOMETRIC_KINDS
 
 # What a strength means, per kind (for tables and chart axes).
@@ -47,13 +48,15 @@ UNITS = {
     "translation": "fraction of the side",
     "gamma": "exponent, < 1 brightens",
     "contrast": "factor about the mean",
+    "brightness": "shift, grey levels (0-255 scale)",
     "noise": "sigma, grey levels (0-255 scale)",
     "blur": "sigma, pixels",
     "jpeg": "quality, 1-100",
 }
 
 # The strength that leaves image and labels unchanged, where there is one (a JPEG round trip always changes pixels).
-IDENTITY = {"rotation": 0.0, "zoom": 1.0, "translation": 0.0, "gamma": 1.0, "contrast": 1.0, "noise": 0.0, "blur": 0.0}
+IDENTITY = {"rotation": 0.0, "zoom": 1.0, "translation": 0.0, "gamma": 1.0, "contrast": 1.0, "brightness": 0.0,
+            "noise": 0.0, "blur": 0.0}
 
 
 def _centre(hw: Sequence[int]) -> tuple[float, float]:
@@ -125,6 +128,12 @@ def adjust_contrast(image: np.ndarray, factor: float) -> np.ndarray:
     return np.clip(np.rint(mean + float(factor) * (image.astype(np.float64) - mean)), 0, 255).astype(np.uint8)
 
 
+def adjust_brightness(image: np.ndarray, shift: float) -> np.ndarray:
+    """(H, W) uint8 ``image + shift`` grey levels, rounded (a lookup table) and clipped; 0 is the identity."""
+    lut = np.clip(np.rint(np.arange(256) + float(shift)), 0, 255).astype(np.uint8)
+    return lut[image]
+
+
 def add_noise(image: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
     """(H, W) uint8 image plus Gaussian noise of standard deviation ``sigma`` grey levels, rounded and clipped;
     the same ``seed`` gives the same noise."""
@@ -151,6 +160,7 @@ def jpeg(image: np.ndarray, quality: float) -> np.ndarray:
 PHOTOMETRIC: dict[str, Callable[..., np.ndarray]] = {
     "gamma": adjust_gamma,
     "contrast": adjust_contrast,
+    "brightness": adjust_brightness,
     "noise": add_noise,  # the only one that takes a seed
     "blur": blur,
     "jpeg": jpeg,
@@ -172,6 +182,7 @@ _VALID: dict[str, tuple[Callable[[float], bool], str]] = {
     "translation": (lambda s: -1.0 < s < 1.0, "in (-1, 1)"),
     "gamma": (_positive, "> 0"),
     "contrast": (_non_negative, ">= 0"),
+    "brightness": (lambda s: -255.0 <= s <= 255.0, "in [-255, 255]"),
     "noise": (_non_negative, ">= 0"),
     "blur": (_non_negative, ">= 0"),
     "jpeg": (lambda s: 1 <= s <= 100 and s == int(s), "an integer 1-100"),

@@ -1,15 +1,18 @@
 """Robustness report: the deployed engine's Dice on the validation fold under controlled perturbations.
 
-Every validation image is evaluated as it is and under each configured (kind, strength) of
-:mod:`evaluator.perturb` (rotation, zoom, translation, gamma, contrast, noise, blur, JPEG); geometric kinds move
-the polygons with the image, so the ground truth is rasterised from the moved polygons. The result says, per
-kind and strength, the mean Dice (per image and class, mean over images, then over classes), its drop from the
-unperturbed mean Dice, and whether the drop is within the kind's tolerance (``tolerance_geometric`` for
-rotation, zoom and translation, ``tolerance_photometric`` for the rest).
+Every validation image is evaluated as it is, under each configured (kind, strength) of :mod:`evaluator.perturb`
+(rotation, zoom, translation, gamma, contrast, brightness, noise, blur, JPEG), and under the combined rows of
+:mod:`evaluator.combined` (every photometric kind at once, alone or with rotation, zoom and translation, drawn
+at random per image within ranges); geometric kinds move the polygons with the image, so the ground truth is
+rasterised from the moved polygons. The result says, per kind and strength, the mean Dice (per image and class,
+mean over images, then over classes), its drop from the unperturbed mean Dice, and whether the drop is within the
+kind's tolerance (``tolerance_geometric`` for rotation, zoom and translation, ``tolerance_photometric`` for the
+rest); per combined row also the worst image's drop and the Dice of the three smallest bones.
 
 How an image becomes Dice counts is injected (:data:`PredictCounts`), so the evaluation does not depend on how
 inference is done; :func:`engine_predict_counts` builds it from an engine and :func:`evaluate_robustness` runs
-the whole report for an eval config. Outputs: ``robustness.json``, ``robustness.md`` and ``robustness.png``.
+the whole report for an eval config. Outputs: ``robustness.json``, ``robustness.md`` and ``robustness.png``
+(:mod:`evaluator.robustness_chart`).
 """
 
 from __future__ import annotations
@@ -19,15 +22,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Rectangle
 from tqdm.auto import tqdm
 
+from evaluator.combined import CombinedRow, draw_rows
 from evaluator.config import EvalConfig, RobustnessConfig, resolve_postprocess, resolve_thresholds
 from evaluator.engines import eval_settings, load_engine, load_eval_checkpoint
-from evaluator.perturb import IDENTITY, UNITS, Perturbation
-from evaluator.report import save_figure
+from evaluator.perturb import UNITS, Perturbation
+from evaluator.robustness_chart import robustness_chart
+from evaluator.scale_sweep import SMALL_CLASSES
 from evaluator.validation_mode import eval_data_config, validation_samples
 from handseg.data.dataset_index import Sample
 from handseg.data.image_io import read_image
@@ -57,16 +59,19 @@ def load_sample(sample: Sample) -> tuple[np.ndarray, list[np.ndarray]]:
 
 def run_robustness(predict_counts: PredictCounts, samples: Sequence[Sample], cfg: RobustnessConfig,
                    progress: bool = True) -> dict:
-    """Evaluate ``samples`` (the first ``cfg.max_images``) unperturbed and under every configured perturbation.
+    """Evaluate ``samples`` (the first ``cfg.max_images``) unperturbed, under every configured perturbation and
+    under every combined row (image i of a row under that row's i-th combination).
 
-    Each image is read once; a progress bar counts images x (1 + perturbations). Returns the JSON-ready result of
-    :func:`summarize_robustness`.
+    Each image is read once; a progress bar counts images x (1 + perturbations + combined rows). Returns the
+    JSON-ready result of :func:`summarize_robustness`.
     """
     samples = list(samples)[: cfg.max_images] if cfg.max_images else list(samples)
     if not samples:
         raise HandSegError("robustness: no images to evaluate")
     perturbations = cfg.perturbations()
-    counts = np.zeros((1 + len(perturbations), len(samples), NUM_CLASSES, 3), dtype=np.int64)
+    rows = draw_rows(cfg.combined.ranges, cfg.combined.rows, len(samples), cfg.combined.seed)
+    n_single = 1 + len(perturbations)
+    counts = np.zeros((n_single + len(rows), len(samples), NUM_CLASSES, 3), dtype=np.int64)
     with tqdm(total=counts.shape[0] * counts.shape[1], desc="robustness", unit="run", disable=not progress) as bar:
         for i, sample in enumerate(samples):
             image, polygons = load_sample(sample)
@@ -75,7 +80,10 @@ def run_robustness(predict_counts: PredictCounts, samples: Sequence[Sample], cfg
             for j, perturbation in enumerate(perturbations, start=1):
                 counts[j, i] = predict_counts(*perturbation.apply(image, polygons, seed=cfg.seed + i))
                 bar.update()
-    return summarize_robustness(counts, perturbations, [s.rel for s in samples], cfg)
+            for r, row in enumerate(rows, start=n_single):
+                counts[r, i] = predict_counts(*row.combinations[i].apply(image, polygons, seed=row.seeds[i]))
+                bar.update()
+    return summarize_robustness(counts, perturbations, [s.rel for s in samples], cfg, rows)
 
 
 def _dice_summary(counts: np.ndarray) -> tuple[float, dict[str, float]]:
@@ -85,32 +93,64 @@ def _dice_summary(counts: np.ndarray) -> tuple[float, dict[str, float]]:
 
 
 def summarize_robustness(counts: np.ndarray, perturbations: Sequence[Perturbation], names: Sequence[str],
-                         cfg: RobustnessConfig) -> dict:
-    """The JSON-ready result from counts (1 + P, N, 29, 3): row 0 unperturbed, row j the j-th perturbation.
+                         cfg: RobustnessConfig, rows: Sequence[CombinedRow] = ()) -> dict:
+    """The JSON-ready result from counts (1 + P + R, N, 29, 3): row 0 unperturbed, row j the j-th perturbation,
+    then the R combined ``rows``.
 
     Returns ``{"n_images", "images", "seed", "tolerances": {"geometric", "photometric"},
     "unperturbed": {"mean_dice", "per_class"}, "perturbations": [{"kind", "strength", "unit", "geometric",
-    "mean_dice", "drop", "tolerance", "passed", "per_class"}, ...], "passed"}``; ``drop`` is unperturbed minus
-    perturbed mean Dice (positive: worse), ``passed`` is ``drop <= tolerance``.
+    "mean_dice", "drop", "tolerance", "passed", "per_class"}, ...], "combined": {...} (see
+    :func:`summarize_combined`), "passed"}``; ``drop`` is unperturbed minus perturbed mean Dice (positive: worse),
+    ``passed`` is ``drop <= tolerance`` for every row, single and combined.
     """
     base_mean, base_per_class = _dice_summary(counts[0])
-    rows = []
+    singles = []
     for j, p in enumerate(perturbations, start=1):
         mean, per_class = _dice_summary(counts[j])
         tolerance = cfg.tolerance(p.kind)
         drop = base_mean - mean
-        rows.append({"kind": p.kind, "strength": p.strength, "unit": UNITS[p.kind], "geometric": p.geometric,
+        singles.append({"kind": p.kind, "strength": p.strength, "unit": UNITS[p.kind], "geometric": p.geometric,
                      "mean_dice": mean, "drop": drop, "tolerance": tolerance, "passed": bool(drop <= tolerance),
                      "per_class": per_class})
+    combined = summarize_combined(counts[0], counts[1 + len(perturbations):], rows, names, cfg)
     return {
         "n_images": len(names),
         "images": list(names),
         "seed": cfg.seed,
         "tolerances": {"geometric": cfg.tolerance_geometric, "photometric": cfg.tolerance_photometric},
         "unperturbed": {"mean_dice": base_mean, "per_class": base_per_class},
-        "perturbations": rows,
-        "passed": all(r["passed"] for r in rows),
+        "perturbations": singles,
+        "combined": combined,
+        "passed": all(r["passed"] for r in singles + combined["rows"]),
     }
+
+
+def summarize_combined(base: np.ndarray, counts: np.ndarray, rows: Sequence[CombinedRow], names: Sequence[str],
+                       cfg: RobustnessConfig) -> dict:
+    """The combined rows from the unperturbed counts ``base`` (N, 29, 3) and theirs (R, N, 29, 3): ``{"seed",
+    "ranges", "tolerances": {family: tolerance}, "rows": [{"family", "draw", "mean_dice", "drop", "worst_drop",
+    "worst_image", "small_classes": {class: Dice}, "small_drops": {class: drop}, "tolerance", "passed",
+    "per_class", "images": [{"image", "strengths", "drop"}, ...]}, ...]}``; an image's drop is its own mean Dice
+    over the classes, unperturbed minus perturbed."""
+    base_mean, base_per_class = _dice_summary(base)
+    base_images = dice_from_counts(base).mean(axis=1)
+    out = []
+    for row, row_counts in zip(rows, counts):
+        mean, per_class = _dice_summary(row_counts)
+        drops = base_images - dice_from_counts(row_counts).mean(axis=1)
+        worst = int(np.argmax(drops))
+        tolerance = cfg.combined.tolerance(row.family)
+        out.append({
+            "family": row.family, "draw": row.draw, "mean_dice": mean, "drop": base_mean - mean,
+            "worst_drop": float(drops[worst]), "worst_image": names[worst],
+            "small_classes": {c: per_class[c] for c in SMALL_CLASSES},
+            "small_drops": {c: base_per_class[c] - per_class[c] for c in SMALL_CLASSES},
+            "tolerance": tolerance, "passed": bool(base_mean - mean <= tolerance), "per_class": per_class,
+            "images": [{"image": name, "strengths": combo.as_dict, "drop": float(d)}
+                       for name, combo, d in zip(names, row.combinations, drops)],
+        })
+    return {"seed": cfg.combined.seed, "ranges": cfg.combined.ranges,
+            "tolerances": {family: cfg.combined.tolerance(family) for family in cfg.combined.rows}, "rows": out}
 
 
 def engine_predict_counts(engine: Engine, settings: InferenceSettings, device: str,
@@ -166,60 +206,35 @@ def format_robustness_table(result: dict) -> str:
     lines += ["", (f"{result['n_images']} image(s); mean Dice per image and class, mean over images, then over "
                    f"classes; drop = unperturbed minus perturbed. {n_pass} of {len(result['perturbations'])} "
                    "perturbations within tolerance.")]
+    if result.get("combined", {}).get("rows"):
+        lines += ["", format_combined_table(result)]
     return "\n".join(lines)
 
 
-TITLES = {"noise": "Gaussian noise", "blur": "Gaussian blur", "jpeg": "JPEG compression"}  # panel titles
-
-
-def robustness_chart(result: dict, path: Path) -> Path:
-    """PNG with one panel per kind: mean Dice against strength (a dot within tolerance, a red X outside), the
-    unperturbed Dice as a dashed line (and as the curve's point at the identity strength) and the allowed drop
-    shaded below it. JPEG quality runs right to left, so every panel gets harsher to the right."""
-    rows = result["perturbations"]
-    kinds = list(dict.fromkeys(r["kind"] for r in rows))  # config order
-    base = result["unperturbed"]["mean_dice"]
-    cols = min(4, len(kinds))
-    nrows = -(-len(kinds) // cols)
-    fig = Figure(figsize=(3.5 * cols, 2.9 * nrows + 0.9), dpi=100)
-    axes = fig.subplots(nrows, cols, sharey=True, squeeze=False)
-    values = [r["mean_dice"] for r in rows] + [base - max(r["tolerance"] for r in rows), base]
-    margin = 0.1 * (max(values) - min(values)) + 0.005
-    axes[0, 0].set_ylim(max(0.0, min(values) - margin), min(1.0, max(values) + margin))
-    for ax, kind in zip(axes.flat, kinds):
-        mine = [r for r in rows if r["kind"] == kind]
-        points = [(r["strength"], r["mean_dice"]) for r in mine]
-        if kind in IDENTITY:
-            points.append((IDENTITY[kind], base))
-            ax.plot(IDENTITY[kind], base, "o", color="k", ms=3.5, zorder=3)
-        xs, ys = zip(*sorted(points))
-        tol = mine[0]["tolerance"]
-        ax.axhspan(base - tol, base, color="#4c72b0", alpha=0.15, lw=0)
-        ax.axhline(base, color="k", ls="--", lw=1)
-        ax.plot(xs, ys, color="#4c72b0", lw=1.2, zorder=2)
-        for r in mine:
-            ax.plot(r["strength"], r["mean_dice"], "o" if r["passed"] else "X", ms=6 if r["passed"] else 8,
-                    zorder=3, color="#2ca02c" if r["passed"] else "#d62728")
-        ax.set_title(f"{TITLES.get(kind, kind)} (tolerance {tol:g})", fontsize=10)
-        ax.set_xlabel(UNITS[kind], fontsize=9)
-        if kind == "jpeg":  # no identity strength: show the quality scale from 100 down, stronger to the right
-            ax.set_xlim(100, max(0.0, min(xs) - 10))
-        ax.tick_params(labelsize=8)
-        ax.grid(alpha=0.3, lw=0.5)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("mean Dice", fontsize=9)
-    for ax in list(axes.flat)[len(kinds):]:
-        ax.axis("off")
-    legend = [Line2D([], [], color="k", ls="--", lw=1, marker="o", ms=3.5, label=f"unperturbed ({base:.4f})"),
-              Rectangle((0, 0), 1, 1, color="#4c72b0", alpha=0.15, lw=0, label="allowed drop (tolerance)"),
-              Line2D([], [], color="#2ca02c", marker="o", ls="", label="within tolerance"),
-              Line2D([], [], color="#d62728", marker="X", ls="", ms=8, label="outside tolerance")]
-    fig.legend(handles=legend, loc="lower center", ncol=4, fontsize=9, frameon=False)
-    n_pass = sum(r["passed"] for r in rows)
-    fig.suptitle(f"Mean Dice under perturbation: {result['n_images']} validation image(s), "
-                 f"{n_pass} of {len(rows)} within tolerance", fontsize=11)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
-    return save_figure(fig, path, layout=False)
+def format_combined_table(result: dict) -> str:
+    """Markdown table of the combined rows (mean Dice, drop, the worst image's drop, the three smallest bones'
+    Dice with their drops, pass), then the combination that hurt each row's worst image."""
+    combined = result["combined"]
+    lines = ["| combined | row | mean Dice | drop | worst image's drop | "
+             + " | ".join(SMALL_CLASSES) + " | tolerance | within |",
+             "| --- | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in SMALL_CLASSES) + " | ---: | :---: |"]
+    worst = []
+    for r in combined["rows"]:
+        small = " | ".join(f"{r['small_classes'][c]:.3f} ({r['small_drops'][c]:+.3f})" for c in SMALL_CLASSES)
+        within = "yes" if r["passed"] else "**no**"
+        lines.append(f"| {r['family']} | {r['draw'] + 1} | {r['mean_dice']:.4f} | {r['drop']:+.4f} | "
+                     f"{r['worst_drop']:+.4f} | {small} | {r['tolerance']:.3f} | {within} |")
+        strengths = next(im["strengths"] for im in r["images"] if im["image"] == r["worst_image"])
+        worst.append(f"- {r['family']} {r['draw'] + 1}: `{r['worst_image']}` under "
+                     + ", ".join(f"{k} {_strength_text(k, round(v, 3))}" for k, v in strengths.items()))
+    n_pass = sum(r["passed"] for r in combined["rows"])
+    ranges = ", ".join(f"{k} {_strength_text(k, lo)} to {_strength_text(k, hi)}" for k, (lo, hi) in
+                       combined["ranges"].items())
+    lines += ["", (f"Each row draws one combination per image (seed {combined['seed']}) within: {ranges}; the "
+                   "photometric rows combine every photometric kind, the others add rotation, zoom and translation. "
+                   f"Small bones: Dice (drop). {n_pass} of {len(combined['rows'])} combined rows within tolerance."),
+              "", "The worst image of each row and its combination:", "", *worst]
+    return "\n".join(lines)
 
 
 def write_robustness_report(out: Path, result: dict) -> dict[str, Path]:

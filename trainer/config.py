@@ -20,6 +20,7 @@ from handseg.data.dataset_index import PHANTOM_HINT
 from handseg.data.image_io import read_image_size
 from handseg.model.checkpoint import read_info
 from handseg.model.factory import ModelConfig, size_divisor
+from handseg.model.intensity import Intensity
 from handseg.model.io import InputSpec
 from handseg.runtime.config_schema import FieldError, load_config
 from handseg.runtime.errors import ConfigError, DataFormatError
@@ -71,7 +72,8 @@ class ValConfig:
 @dataclass
 class TrainConfig:
     """One training stage. Stage 1: whole images resized to ``data.image_size``; stage 2: ``data.crop_size``
-    crops at native resolution, initialised from ``ckpt`` (stage 1's ``best/``)."""
+    crops at native resolution, initialised from ``ckpt`` (stage 1's ``best/``). ``intensity``: the per-image
+    intensity standardisation of the model's input (recorded in its input spec; :mod:`handseg.model.intensity`)."""
 
     run_name: str
     data: DataConfig
@@ -79,6 +81,7 @@ class TrainConfig:
     output_dir: Path | None = None
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
+    intensity: Intensity = field(default_factory=Intensity)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -200,6 +203,7 @@ def input_spec(cfg: TrainConfig, prior: InputSpec | None = None) -> InputSpec:
     """
     if cfg.stage == 1:
         size = cfg.data.image_size
-        return InputSpec(mode="resize", image_size=size, tile_size=size, overlap=cfg.val.overlap)
+        return InputSpec(mode="resize", image_size=size, tile_size=size, overlap=cfg.val.overlap,
+                         intensity=cfg.intensity)
     return InputSpec(mode="tile", image_size=cfg.data.crop_size, tile_size=cfg.data.crop_size, overlap=cfg.val.overlap,
-                     prior=prior if cfg.cascade else None)
+                     prior=prior if cfg.cascade else None, intensity=cfg.intensity)

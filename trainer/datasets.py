@@ -5,13 +5,17 @@ Stage 1 (:class:`WholeImageDataset`) shows the model whole images resized to ``i
 Both read an :class:`~trainer.cache.ImageCache` (decoded once, memory-mapped), augment the image and its
 bit-packed masks together (:mod:`trainer.transforms`) and return::
 
-    {"pixel_values": (3, h, w) float32,   # handseg.model.io.to_pixel_values: the same as inference
+    {"pixel_values": (3, h, w) float32,   # handseg.model.io: the input spec's standardisation, as at inference
      "labels":       (h, w) int32}        # bit c = class c (CLASSES order, multi-label), see trainer.labels;
                                          # (29, h, w) float32/uint8 with data.label_dtype: float32/uint8
 
 Determinism: every random choice for item ``i`` (crop position, augmentation) comes from a generator seeded
 with ``(seed, epoch, i)``, so a sample does not depend on which loader worker or process draws it; call
 ``set_epoch`` every epoch (:func:`trainer.loader.set_epoch` does it for a loader).
+
+A per-image intensity standardisation (``spec.intensity``) is fitted to the whole image the model's pass would see
+at inference: stage 1's augmented image; for crops, the whole augmented native image they are cut from (so a crop
+dataset with one augments the whole image first, as a cascade's does, and then crops).
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from torch.utils.data import Dataset
 
 from handseg.data.data_config import LabelFormat
 from handseg.format.classes import NUM_CLASSES
-from handseg.model.io import IMAGENET_MEAN, IMAGENET_STD, to_pixel_values
+from handseg.model.intensity import intensity_map
+from handseg.model.io import InputSpec, model_input, to_pixel_values
 from trainer.cache import ImageCache
 from trainer.labels import label_format, to_labels
 from trainer.transforms import apply_transforms
@@ -38,7 +43,8 @@ def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 
 
 class _CachedDataset(Dataset):
-    """Shared parts: cache, indices into it, augmentation, normalisation, epoch."""
+    """Shared parts: cache, indices into it, augmentation, normalisation (``spec``: the input spec whose mean, std
+    and intensity standardisation apply; None: ImageNet mean/std on ``/ 255``), epoch."""
 
     def __init__(
         self,
@@ -46,8 +52,7 @@ class _CachedDataset(Dataset):
         indices: Sequence[int] | None,
         transform: A.Compose | None,
         seed: int,
-        mean: Sequence[float],
-        std: Sequence[float],
+        spec: InputSpec | None,
         label_dtype: LabelFormat | torch.dtype,
     ):
         if not cache.has_masks:
@@ -56,7 +61,7 @@ class _CachedDataset(Dataset):
         self.indices = list(range(len(cache))) if indices is None else [int(i) for i in indices]
         self.transform = transform
         self.seed = int(seed)
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.spec = spec if spec is not None else InputSpec(mode="resize", image_size=1, tile_size=1)  # defaults
         self.label_dtype = label_format(label_dtype)
         self.epoch = 0
 
@@ -67,7 +72,7 @@ class _CachedDataset(Dataset):
         seed = int(rng.integers(0, 2**31 - 1))
         image, packed = apply_transforms(self.transform, image, packed, seed=seed)
         return {
-            "pixel_values": to_pixel_values(image, self.mean, self.std),
+            "pixel_values": model_input(image, self.spec),
             "labels": to_labels(packed, self.label_dtype),
         }
 
@@ -85,11 +90,10 @@ class WholeImageDataset(_CachedDataset):
         indices: Sequence[int] | None = None,
         transform: A.Compose | None = None,
         seed: int = 0,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        spec: InputSpec | None = None,
         label_dtype: LabelFormat | torch.dtype = "packed",
     ):
-        super().__init__(cache, indices, transform, seed, mean, std, label_dtype)
+        super().__init__(cache, indices, transform, seed, spec, label_dtype)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -116,6 +120,8 @@ class CropDataset(_CachedDataset):
     1/29 of these crops each), then a pixel uniformly among that class's pixels; the crop is shifted inside
     the image if it would cross the border (the pixel stays inside). Otherwise the crop is placed uniformly.
     An image smaller than the crop is zero-padded at the bottom/right. Needs a native-resolution cache.
+    With a per-image intensity standardisation the whole image is augmented first and the crop placed on the
+    augmented masks (:meth:`whole_then_crop`), so that the standardisation is fitted to the whole image.
 
     Returns dict(pixel_values (3, C, C) float32, labels (C, C) int32 packed, or (29, C, C) float32/uint8) with
     C = ``crop_size``.
@@ -130,13 +136,12 @@ class CropDataset(_CachedDataset):
         bone_fraction: float = 0.9,
         transform: A.Compose | None = None,
         seed: int = 0,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        spec: InputSpec | None = None,
         label_dtype: LabelFormat | torch.dtype = "packed",
     ):
         if cache.resolution is not None:
             raise ValueError(f"{cache.path}: stage 2 crops need a native-resolution cache")
-        super().__init__(cache, indices, transform, seed, mean, std, label_dtype)
+        super().__init__(cache, indices, transform, seed, spec, label_dtype)
         self.crop_size = int(crop_size)
         self.crops_per_image = int(crops_per_image)
         self.bone_fraction = float(bone_fraction)
@@ -160,29 +165,17 @@ class CropDataset(_CachedDataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         rng = item_rng(self.seed, self.epoch, i)
+        if self.spec.intensity.per_image:
+            return self.whole_then_crop(i, rng)[0]
         win = self.crop_window(i, rng)
         image, packed = cut(self.cache.image(win.index), self.cache.mask(win.index), win.y0, win.x0, self.crop_size)
         return self._finish(image, packed, rng)
 
-
-class CascadeCropDataset(CropDataset):
-    """Stage 2 of a cascade: the whole native image is augmented first, so that stage 1 (the prior) sees exactly
-    the image the crop is cut from; the crop is then placed on the augmented masks (as :class:`CropDataset`
-    places it). Besides ``pixel_values`` and ``labels`` of the crop, returns ``prior_pixel_values`` (3, S, S)
-    float32, the augmented image resized to the prior's side S as inference resizes it, and ``window`` (4,)
-    float32 = (y0, x0, H, W), where the crop lies in the H x W image.
-    """
-
-    def __init__(self, cache: ImageCache, crop_size: int, prior_size: int, indices: Sequence[int] | None = None,
-                 crops_per_image: int = 1, bone_fraction: float = 0.9, transform: A.Compose | None = None,
-                 seed: int = 0, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 label_dtype: LabelFormat | torch.dtype = "packed"):
-        super().__init__(cache, crop_size, indices, crops_per_image, bone_fraction, transform, seed, mean, std,
-                         label_dtype)
-        self.prior_size = int(prior_size)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        rng = item_rng(self.seed, self.epoch, i)
+    def whole_then_crop(self, i: int, rng: np.random.Generator) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+        """Item ``i`` cut from its whole image augmented first: the crop placed on the augmented masks (as
+        :meth:`crop_window` places it on the cached ones), its pixel values standardised by the map fitted to the
+        whole augmented image. Returns the item, with ``window`` (4,) float32 = (y0, x0, H, W), where the crop lies
+        in the H x W image, and the whole augmented (H, W) uint8 image."""
         k = self.indices[i // self.crops_per_image]
         image, packed = apply_transforms(self.transform, self.cache.image(k), self.cache.mask(k),
                                          seed=int(rng.integers(0, 2**31 - 1)))
@@ -190,12 +183,36 @@ class CascadeCropDataset(CropDataset):
         present = np.array([c for c in range(NUM_CLASSES) if bits >> c & 1], dtype=np.int64)
         y0, x0, _ = place_crop(image.shape, self.crop_size, present, lambda c: bone_pixel(packed, c, rng), rng,
                                self.bone_fraction)
-        crop, labels = cut(image, packed, y0, x0, self.crop_size)
-        small = cv2.resize(image, (self.prior_size, self.prior_size), interpolation=cv2.INTER_AREA)
-        return {"pixel_values": to_pixel_values(crop, self.mean, self.std),
+        fitted = intensity_map(image, self.spec.intensity)
+        crop, labels = cut(fitted.image, packed, y0, x0, self.crop_size)
+        item = {"pixel_values": to_pixel_values(crop, self.spec.mean, self.spec.std, lut=fitted.lut),
                 "labels": to_labels(labels, self.label_dtype),
-                "prior_pixel_values": to_pixel_values(small, self.mean, self.std),
                 "window": torch.tensor([y0, x0, *image.shape], dtype=torch.float32)}
+        return item, image
+
+
+class CascadeCropDataset(CropDataset):
+    """Stage 2 of a cascade: the whole native image is augmented first, so that stage 1 (the prior) sees exactly
+    the image the crop is cut from; the crop is then placed on the augmented masks (:meth:`whole_then_crop`).
+    Besides ``pixel_values``, ``labels`` and ``window`` of the crop, returns ``prior_pixel_values`` (3, S, S)
+    float32, the augmented image resized to the prior's side S as inference resizes it, normalised as the prior's
+    input spec (``spec.prior``) says.
+    """
+
+    def __init__(self, cache: ImageCache, crop_size: int, indices: Sequence[int] | None = None,
+                 crops_per_image: int = 1, bone_fraction: float = 0.9, transform: A.Compose | None = None,
+                 seed: int = 0, spec: InputSpec | None = None, label_dtype: LabelFormat | torch.dtype = "packed"):
+        if spec is None or spec.prior is None:
+            raise ValueError("a cascade's crops need the input spec of stage 2 with its prior's (spec.prior)")
+        super().__init__(cache, crop_size, indices, crops_per_image, bone_fraction, transform, seed, spec,
+                         label_dtype)
+        self.prior_size = spec.prior.image_size
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        item, image = self.whole_then_crop(i, item_rng(self.seed, self.epoch, i))
+        small = cv2.resize(image, (self.prior_size, self.prior_size), interpolation=cv2.INTER_AREA)
+        item["prior_pixel_values"] = model_input(small, self.spec.prior)
+        return item
 
 
 def bone_pixel(packed: np.ndarray, cls: int, rng: np.random.Generator) -> tuple[int, int]:

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from handseg.data.data_config import DataConfig
 from handseg.data.dataset_index import Sample
-from handseg.model.io import IMAGENET_MEAN, IMAGENET_STD
+from handseg.model.io import InputSpec
 from trainer.cache import ImageCache
 from trainer.datasets import CascadeCropDataset, CropDataset, WholeImageDataset
 from trainer.transforms import build_transforms
@@ -90,17 +90,16 @@ def build_dataset(
     *,
     cache_samples: Sequence[Sample] | None = None,
     seed: int | None = None,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
+    spec: InputSpec | None = None,
     augment: bool = True,
     progress: bool = True,
-    prior_size: int | None = None,
 ) -> WholeImageDataset | CropDataset:
     """The stage's dataset over ``samples``, building (or opening) its cache.
 
     ``cache_samples`` (default ``samples``): what the cache holds, e.g. the whole split, so that every fold
-    shares one cache. Stage 1 caches at ``image_size``; stage 2 at native resolution; ``prior_size``: the stage 2 of
-    a cascade, whose items also carry the augmented image at its stage 1's input side. In a multi-process run
+    shares one cache. Stage 1 caches at ``image_size``; stage 2 at native resolution. ``spec``: the model's input
+    spec (normalisation; None: ImageNet mean/std on ``/ 255``); a stage-2 spec with a ``prior`` is a cascade,
+    whose items also carry the augmented image at its stage 1's input side. In a multi-process run
     every process may call this: the first builds the cache under a file lock and the others open it; pass
     ``progress=accelerator.is_main_process``.
     """
@@ -111,15 +110,11 @@ def build_dataset(
     transform = build_transforms(cfg.augmentations) if augment else None
     seed = cfg.seed if seed is None else seed
     if stage == 1:
-        return WholeImageDataset(cache, indices, transform, seed, mean, std, cfg.label_dtype)
-    if stage == 2 and prior_size is not None:
-        return CascadeCropDataset(cache, cfg.crop_size, prior_size, indices, cfg.crops_per_image, cfg.bone_fraction,
-                                  transform, seed, mean, std, cfg.label_dtype)
+        return WholeImageDataset(cache, indices, transform, seed, spec, cfg.label_dtype)
     if stage == 2:
-        return CropDataset(
-            cache, cfg.crop_size, indices, cfg.crops_per_image, cfg.bone_fraction, transform, seed, mean, std,
-            cfg.label_dtype,
-        )
+        kind = CascadeCropDataset if spec is not None and spec.prior is not None else CropDataset
+        return kind(cache, cfg.crop_size, indices, cfg.crops_per_image, cfg.bone_fraction, transform, seed, spec,
+                    cfg.label_dtype)
     raise ValueError(f"stage must be 1 or 2, got {stage!r}")
 
 

@@ -220,9 +220,8 @@ def train(cfg: TrainConfig, args: argparse.Namespace, accelerator: Accelerator, 
     # Data: the training fold as a loader (the main process builds the cache first), the validation fold as samples.
     split = load_split(cfg.data, args.cfg_path)
     with accelerator.main_process_first():
-        dataset = build_dataset(cfg.data, split.train, cfg.stage, cache_samples=split.samples, mean=spec.mean,
-                                std=spec.std, progress=accelerator.is_main_process,
-                                prior_size=spec.prior.image_size if spec.prior else None)
+        dataset = build_dataset(cfg.data, split.train, cfg.stage, cache_samples=split.samples, spec=spec,
+                                progress=accelerator.is_main_process)
     loader = build_train_loader(cfg.data, dataset)
     validation = build_validation(cfg, spec, split, args.dryrun, accelerator.num_processes)
 

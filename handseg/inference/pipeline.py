@@ -48,7 +48,8 @@ from handseg.inference.hand_norm import (
 )
 from handseg.inference.phase_timer import PhaseTimer, phase
 from handseg.inference.tiling import constant_importance, gaussian_importance, pad_amounts, tile_windows
-from handseg.model.io import InputSpec, to_pixel_values, upsample_logits
+from handseg.model.intensity import intensity_map
+from handseg.model.io import InputSpec, model_input, to_pixel_values, upsample_logits
 from handseg.runtime.config_schema import FieldError
 
 _ACC_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -164,7 +165,7 @@ def _run_resized(engine: Engine, image: np.ndarray, settings: InferenceSettings,
         with phase(timer, "preprocess"):
             small = image if image.shape == (side, side) else cv2.resize(image, (side, side),
                                                                           interpolation=cv2.INTER_AREA)
-            x = to_pixel_values(small, settings.input.mean, settings.input.std, device)[None]
+            x = model_input(small, settings.input, device)[None]
             if settings.flip_tta:
                 x = torch.cat([x, x.flip(-1)])
         with phase(timer, "engine"):
@@ -186,8 +187,11 @@ def _run_tiled(engine: Engine, image: np.ndarray, settings: InferenceSettings, d
         prior = _run_resized(engine.prior, image, prior_settings, device, timer, first_pass).logits[0]  # (C, h', w')
     with phase(timer, "preprocess"):
         (top, bottom), (left, right) = pad_amounts(h, tile), pad_amounts(w, tile)
-        padded = np.pad(image, ((top, bottom), (left, right))) if top + bottom + left + right else image
-        x = to_pixel_values(padded, settings.input.mean, settings.input.std, device)[None]
+        fitted = intensity_map(image, settings.input.intensity)  # the whole image's map, before padding and tiling
+        padded = fitted.image
+        if top + bottom + left + right:
+            padded = np.pad(padded, ((top, bottom), (left, right)))
+        x = to_pixel_values(padded, settings.input.mean, settings.input.std, device, fitted.lut)[None]
         windows = tile_windows(*padded.shape, tile, settings.input.overlap)
         prior_probs = None if prior is None else torch.sigmoid(prior)  # upsampled as probabilities, as in training
         # One input buffer for every batch: a fresh one per batch costs its page faults each time.

@@ -132,12 +132,24 @@ def _model_section(info: dict, n_parameters: int | None) -> str:
         ["architecture", f"{arch} (`{_hf_class(arch, '?')}`), preset `{model.get('preset')}`"],
         ["parameters", f"{n_parameters / 1e6:.2f} M" if n_parameters else _NOT_RECORDED],
         ["initialisation", str(model.get("pretrained") or _get(info, "config", "ckpt") or "random")],
-        ["input", (f"{feed}; grayscale scaled to [0, 1], replicated to 3 channels, normalised with mean "
+        ["input", (f"{feed}; grayscale {_intensity_text(spec)}, replicated to 3 channels, normalised with mean "
                    f"{spec.get('mean')} and std {spec.get('std')}")],
         ["output", ("29 logit maps, one per bone (sigmoid, multi-label: overlapping bones stay overlapping), "
                     "upsampled to the original size and thresholded")],
     ]
     return "## Model\n\n" + _fields(rows) + "\n"
+
+
+def _intensity_text(spec: dict) -> str:
+    """How the input spec standardises grey levels, in words (``none`` or absent: scaled to [0, 1])."""
+    intensity = spec.get("intensity") or {}
+    method = intensity.get("method", "none")
+    if method == "none":
+        return "scaled to [0, 1]"
+    keys = {"percentile": ("low", "high"), "zscore": ("low", "high"), "clahe": ("clip_limit", "grid")}.get(method, ())
+    params = "".join(f", {k} {intensity.get(k)}" for k in keys)
+    return (f"standardised per image (`{method}`{params}; `handseg.model.intensity.intensity_map` fits it to the "
+            "whole image)")
 
 
 def _data_section(info: dict, phantom: bool | None) -> str:
@@ -265,7 +277,9 @@ def _usage_section(info: dict) -> str:
         f"from transformers import {cls}\n\n"
         f"model = {cls}.from_pretrained(\"path/to/this/folder\").eval()\n"
         "gray = cv2.imread(\"hand.png\", cv2.IMREAD_GRAYSCALE)\n"
-        + feed +
+        + feed
+        + ("# this model standardises grey levels per image first: handseg.model.io.model_input does both\n"
+           if (spec.get("intensity") or {}).get("method", "none") != "none" else "") +
         f"mean, std = np.array({spec.get('mean')}), np.array({spec.get('std')})\n"
         "x = (np.stack([x] * 3) - mean[:, None, None]) / std[:, None, None]\n"
         "with torch.no_grad():\n"

@@ -4,22 +4,25 @@ Training (loader items, the loss), validation, the evaluator, the compiled engin
 these functions, so a model always sees images the way it was trained to see them:
 
 * :class:`InputSpec` says how a checkpoint looks at an image (``resize``: the whole image at ``image_size``;
-  ``tile``: native-resolution tiles of ``tile_size``) and with which normalisation; every checkpoint and engine
-  manifest records it.
-* :func:`to_pixel_values`: a grayscale uint8 image -> the normalised 3-channel float32 the network takes.
+  ``tile``: native-resolution tiles of ``tile_size``) and with which normalisation (a per-image intensity
+  standardisation, :mod:`handseg.model.intensity`, then mean/std); every checkpoint and engine manifest records it.
+* :func:`model_input`: a whole grayscale uint8 image -> the normalised 3-channel float32 the network takes;
+  :func:`to_pixel_values` does the same for a crop or tile, with the lookup table fitted to its whole image.
 * :func:`upsample_logits`: logits at the network's output resolution -> any larger size, bilinearly.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Literal, NamedTuple, Sequence
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from handseg.format.classes import NUM_CLASSES
+from handseg.model.intensity import Intensity, intensity_map
 from handseg.runtime.config_schema import FieldError
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -30,7 +33,8 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 class InputSpec:
     """How a model was trained to see images: ``resize`` (stage 1: whole image resized to ``image_size``)
     or ``tile`` (stage 2: native-resolution tiles of ``tile_size`` with ``overlap``); ``mean``/``std`` apply
-    to the grayscale image scaled to [0, 1] and replicated to three channels. ``prior``: a cascade's stage 2 also
+    to the grayscale image standardised to the unit scale by ``intensity`` (``none``: ``/ 255``, what checkpoints
+    without the field were trained with) and replicated to three channels. ``prior``: a cascade's stage 2 also
     sees its stage 1's probabilities (29 more input channels) and adds its output to stage 1's logits; this is
     how that stage 1 sees the image."""
 
@@ -41,6 +45,7 @@ class InputSpec:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     prior: "InputSpec | None" = None
+    intensity: Intensity = field(default_factory=Intensity)
 
     def __post_init__(self) -> None:
         self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
@@ -63,6 +68,10 @@ class InputSpec:
             raise FieldError("mean", "mean and std need three values each")
         if any(s <= 0 for s in self.std):
             raise FieldError("std", f"must be positive, got {list(self.std)}")
+        try:
+            self.intensity.check()
+        except FieldError as exc:
+            raise FieldError(f"intensity.{exc.key}", exc.problem) from None
 
     @property
     def model_size(self) -> int:
@@ -80,6 +89,11 @@ class InputSpec:
         data = dict(data)
         if isinstance(data.get("prior"), dict):
             data["prior"] = cls.from_dict(data["prior"])
+        if "intensity" in data:  # absent from checkpoints saved before the standardisation: none, as they were
+            try:
+                data["intensity"] = Intensity.from_dict(data["intensity"])
+            except FieldError as exc:
+                raise FieldError(f"intensity.{exc.key}", exc.problem) from None
         spec = cls(**data)
         spec.check()
         return spec
@@ -96,18 +110,36 @@ def _json_form(value):
 
 
 def to_pixel_values(image: np.ndarray, mean: Sequence[float], std: Sequence[float],
-                    device: str | torch.device = "cpu") -> torch.Tensor:
-    """Grayscale uint8 (h, w) -> normalised float32 (3, h, w) on ``device``: /255, replicated to three
-    channels, ``(x - mean[c]) / std[c]``. The uint8 image moves to ``device`` first (4x less to copy)."""
+                    device: str | torch.device = "cpu", lut: np.ndarray | None = None) -> torch.Tensor:
+    """Grayscale uint8 (h, w) -> normalised float32 (3, h, w) on ``device``: each grey level to the unit scale
+    (``lut`` (256,) float32, from :func:`handseg.model.intensity.intensity_map` of the whole image this one is cut
+    from; None: ``/ 255``), replicated to three channels, ``(x - mean[c]) / std[c]``. The uint8 image moves to
+    ``device`` first (4x less to copy)."""
     if image.ndim != 2 or image.dtype != np.uint8:
         raise ValueError(f"expected a (H, W) uint8 image, got {image.shape} {image.dtype}")
     image = np.ascontiguousarray(image)
     if not image.flags.writeable:  # a read-only memory-mapped view: torch wants writable memory
         image = image.copy()
+    device = torch.device(device)
+    m = torch.tensor(mean, dtype=torch.float32, device=device).view(3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=device).view(3, 1, 1)
+    if lut is not None:  # the per-channel table of every grey level, then one lookup per pixel
+        table = (torch.as_tensor(lut, dtype=torch.float32, device=device).view(1, 1, 256) - m) / s  # (3, 1, 256)
+        if device.type == "cpu":
+            out = np.empty((3, *image.shape), dtype=np.float32)
+            for c in range(3):
+                cv2.LUT(image, table[c, 0].numpy(), dst=out[c])
+            return torch.from_numpy(out)
+        return table[:, 0, torch.from_numpy(image).to(device).long()]
     x = torch.from_numpy(image).to(device).float().div_(255.0)
-    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(3, 1, 1)
     return (x.unsqueeze(0) - m) / s
+
+
+def model_input(image: np.ndarray, spec: InputSpec, device: str | torch.device = "cpu") -> torch.Tensor:
+    """A whole grayscale uint8 image (h, w) -> the normalised float32 (3, h, w) a model with input ``spec`` takes:
+    the intensity standardisation fitted to this image, then mean/std (:func:`to_pixel_values`)."""
+    fitted = intensity_map(image, spec.intensity)
+    return to_pixel_values(fitted.image, spec.mean, spec.std, device, fitted.lut)
 
 
 def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -13,6 +13,7 @@ from evaluator.perturb import (
     PHOTOMETRIC_KINDS,
     Perturbation,
     add_noise,
+    adjust_brightness,
     adjust_contrast,
     adjust_gamma,
     blur,
@@ -126,7 +127,8 @@ def test_polygons_are_clipped_to_the_frame_and_lost_ones_become_empty():
 
 
 @pytest.mark.parametrize("kind, strength", [("gamma", 0.6), ("gamma", 1.7), ("contrast", 0.7), ("contrast", 1.3),
-                                            ("noise", 10.0), ("blur", 2.0), ("jpeg", 30.0)])
+                                            ("brightness", -20.0), ("brightness", 25.0), ("noise", 10.0),
+                                            ("blur", 2.0), ("jpeg", 30.0)])
 def test_photometric_kinds_keep_labels_shape_and_dtype(kind, strength):
     image, polygons = _hand(1, 128)
     out, same = Perturbation(kind, strength).apply(image, polygons, seed=3)
@@ -144,6 +146,8 @@ def test_photometric_directions():
     assert (adjust_gamma(mid, 0.6) >= mid).all() and (adjust_gamma(mid, 1.7) <= mid).all()
     assert adjust_contrast(image, 1.3).std() > image.std() > adjust_contrast(image, 0.7).std()
     assert abs(float(adjust_contrast(image, 0.7).mean()) - float(image.mean())) < 1.0
+    assert np.array_equal(adjust_brightness(mid, 20).astype(int), np.minimum(mid.astype(int) + 20, 255))
+    assert adjust_brightness(np.array([3, 250], np.uint8), -10).tolist() == [0, 240]
     noisy = add_noise(image, 10.0, seed=1)
     assert np.array_equal(noisy, add_noise(image, 10.0, seed=1))
     assert not np.array_equal(noisy, add_noise(image, 10.0, seed=2))
@@ -166,10 +170,10 @@ def test_geometric_images_move_like_their_labels():
 
 
 def test_kinds_and_bad_strengths():
-    assert set(KINDS) == set(GEOMETRIC_KINDS) | set(PHOTOMETRIC_KINDS) and len(KINDS) == 8
+    assert set(KINDS) == set(GEOMETRIC_KINDS) | set(PHOTOMETRIC_KINDS) and len(KINDS) == 9
     assert Perturbation("rotation", 10).geometric and not Perturbation("blur", 1).geometric
     for kind, strength in [("zoom", 0.0), ("gamma", -1.0), ("jpeg", 30.5), ("jpeg", 0), ("translation", 1.0),
-                           ("noise", -1.0), ("shear", 1.0)]:
+                           ("noise", -1.0), ("brightness", 300.0), ("shear", 1.0)]:
         with pytest.raises(ValueError, match=kind):
             Perturbation(kind, strength)
     with pytest.raises(ValueError, match="uint8"):

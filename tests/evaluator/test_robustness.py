@@ -15,6 +15,7 @@ from evaluator.robustness import (
     run_robustness,
     summarize_robustness,
 )
+from evaluator.robustness_config import CombinedConfig
 from handseg.format.classes import CLASSES
 from handseg.runtime.errors import ConfigError
 
@@ -99,9 +100,11 @@ def test_run_robustness_applies_each_perturbation_to_each_image(phantom_root):
         n = masks.reshape(29, -1).sum(axis=1)
         return np.stack([n, n, n], axis=1).astype(np.int64)
 
-    cfg = RobustnessConfig(strengths={"noise": [10.0], "translation": [0.9]}, max_images=2, seed=4)
+    cfg = RobustnessConfig(strengths={"noise": [10.0], "translation": [0.9]}, max_images=2, seed=4,
+                           combined=CombinedConfig(draws=0, geometric_draws=0))
     result = run_robustness(oracle, samples, cfg, progress=False)
     assert len(seen) == 2 * 3 and result["images"] == [s.rel for s in samples[:2]]
+    assert result["combined"]["rows"] == []
     assert result["unperturbed"]["mean_dice"] == 1.0 and result["passed"]
     first_noise, second_noise = seen[1][0].astype(int) - seen[0][0], seen[4][0].astype(int) - seen[3][0]
     assert not np.array_equal(first_noise, second_noise)  # seed + image index: a new pattern per image
@@ -110,7 +113,8 @@ def test_run_robustness_applies_each_perturbation_to_each_image(phantom_root):
 
 def test_robustness_with_the_tiny_checkpoint(tmp_path, tiny_ckpt, engine_dir, phantom_root):
     path = write_eval_yaml(tmp_path / "eval.yaml", tiny_ckpt, engine_dir, tmp_path / "out", data_root=phantom_root,
-                           backend="eager", robustness={"strengths": SMALL, "max_images": 2})
+                           backend="eager", robustness={"strengths": SMALL, "max_images": 2,
+                                                        "combined": {"draws": 1, "geometric_draws": 1}})
     result, paths = evaluate_robustness(load_eval_config(path), progress=False)
     assert set(paths) == {"json", "markdown", "chart"}
     assert all(p.parent == tmp_path / "out" / "robustness" and p.stat().st_size > 0 for p in paths.values())
@@ -127,6 +131,10 @@ def test_robustness_with_the_tiny_checkpoint(tmp_path, tiny_ckpt, engine_dir, ph
             assert r["per_class"] == base["per_class"]
     md = paths["markdown"].read_text()
     assert "| none |" in md and "| zoom | 1.2 |" in md
+    assert "| photometric | 1 |" in md and "| photometric+geometric | 1 |" in md
+    combined = data["combined"]["rows"]
+    assert [r["family"] for r in combined] == ["photometric", "photometric+geometric"]
+    assert all(set(r["small_classes"]) == {"finger-16", "Trapezoid", "Pisiform"} for r in combined)
     assert result["perturbations"] == data["perturbations"]
     # The file is what model cards and report pages read.
     from handseg.format.result_files import parse_robustness

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -13,12 +14,14 @@ import torch
 from handseg.data.data_config import DataConfig
 from handseg.data.dataset_index import load_split
 from handseg.format.rasterize import unpack_bits
-from handseg.model.io import IMAGENET_MEAN, IMAGENET_STD
+from handseg.model.intensity import Intensity
+from handseg.model.io import IMAGENET_MEAN, IMAGENET_STD, InputSpec, model_input
 from handseg.runtime.config_schema import load_config
 from handseg.runtime.errors import ConfigError
-from trainer.datasets import CropDataset, WholeImageDataset
+from trainer.datasets import CascadeCropDataset, CropDataset, WholeImageDataset, item_rng
 from trainer.labels import labels_to_float
 from trainer.loader import build_dataset, build_train_loader, set_epoch
+from trainer.transforms import apply_transforms
 
 
 @dataclass
@@ -175,3 +178,38 @@ def test_packed_label_batches_unpack_to_the_float_label_batches(split, phantom_r
             assert torch.equal(x1, x2)
             assert torch.equal(labels_to_float(y1), y2) and torch.equal(labels_to_float(y2), y2)
         assert any(y.sum() > 0 for _, y in want)
+
+
+def test_crops_are_standardised_by_their_whole_image_as_inference_tiles_are(split, phantom_root, tmp_path):
+    """A per-image standardisation is fitted to the whole augmented native image, then the crop is cut: the crop's
+    pixel values are the window of the whole image's model input (what tiled inference feeds), never the crop
+    standardised by its own statistics. A cascade's prior sees the image resized, by its own spec."""
+    cfg = data_cfg(phantom_root, tmp_path, crop_size=48, crops_per_image=4)
+    prior = InputSpec(mode="resize", image_size=32, tile_size=32, intensity=Intensity(method="equalize"))
+    plain = InputSpec(mode="tile", image_size=48, tile_size=48, intensity=Intensity(method="percentile", low=2.0))
+    cascade = replace(plain, prior=prior)
+    for spec in (plain, cascade):
+        ds = build_dataset(cfg, split.train, 2, spec=spec, augment=False, progress=False)
+        assert isinstance(ds, CascadeCropDataset) == (spec.prior is not None)
+        for i in (0, 5, 11):
+            item = ds[i]
+            y0, x0 = (int(v) for v in item["window"][:2])
+            whole = np.array(ds.cache.image(ds.indices[i // 4]))
+            crop = whole[y0:y0 + 48, x0:x0 + 48]
+            torch.testing.assert_close(item["pixel_values"], model_input(whole, spec)[:, y0:y0 + 48, x0:x0 + 48])
+            assert not torch.allclose(item["pixel_values"], model_input(crop, spec), atol=1e-3)
+            if spec.prior is not None:
+                small = cv2.resize(whole, (32, 32), interpolation=cv2.INTER_AREA)
+                torch.testing.assert_close(item["prior_pixel_values"], model_input(small, prior))
+
+
+def test_whole_images_are_standardised_by_their_augmented_selves(split, phantom_root, tmp_path):
+    aug = [{"name": "RandomGamma", "gamma_limit": [60, 160], "p": 1.0}]
+    cfg = data_cfg(phantom_root, tmp_path, augmentations=aug)
+    spec = InputSpec(mode="resize", image_size=64, tile_size=64, intensity=Intensity(method="percentile"))
+    ds = build_dataset(cfg, split.train, 1, cache_samples=split.samples, spec=spec, progress=False)
+    k = ds.indices[2]
+    seed = int(item_rng(ds.seed, ds.epoch, 2).integers(0, 2**31 - 1))
+    augmented, _ = apply_transforms(ds.transform, ds.cache.image(k), ds.cache.mask(k), seed=seed)
+    assert not np.array_equal(augmented, np.array(ds.cache.image(k)))
+    assert torch.equal(ds[2]["pixel_values"], model_input(augmented, spec))

@@ -12,7 +12,7 @@ from monai.inferers import sliding_window_inference
 from handseg.format.classes import NUM_CLASSES
 from handseg.inference.engine import Engine
 from handseg.inference.pipeline import InferenceSettings, predict_probs, threshold_probs
-from handseg.inference.tiling import pad_amounts
+from handseg.inference.tiling import pad_amounts, tile_windows
 from handseg.model.factory import LogitsModule, build_model
 from handseg.model.io import InputSpec, to_pixel_values
 
@@ -284,3 +284,34 @@ def test_cascade_masks_in_boxes_equal_the_thresholded_full_map(cascade, flip_tta
         masks = predict_masks(engine, image, settings, 0.5)
         expected = threshold_probs(probs, 0.5)
         assert torch.equal(masks.to_dense(), expected) and 0 < int(expected.sum()) < expected.numel()
+
+
+def test_a_standardised_cascade_sees_at_inference_what_training_feeds_it():
+    """With per-image standardisation, every stage-2 tile is the window of the whole image's model input (the map
+    fitted once to the whole image, as the training crops are), and the prior sees the resized image standardised
+    by its own spec."""
+    from handseg.model.intensity import Intensity
+    from handseg.model.io import model_input
+
+    spec1 = InputSpec(mode="resize", image_size=64, tile_size=64, intensity=Intensity(method="equalize"))
+    spec2 = InputSpec(mode="tile", image_size=TILE, tile_size=TILE, overlap=0.25, prior=spec1,
+                      intensity=Intensity(method="zscore"))
+    seen, prior_seen = [], []
+
+    def record(store):
+        def fn(x):
+            store.append(x.clone())
+            return torch.zeros((x.shape[0], NUM_CLASSES, x.shape[-2] // 4, x.shape[-1] // 4))
+        return fn
+
+    image = _image(256, 200)
+    predict_probs(Engine(fn=record(seen), prior=Engine(fn=record(prior_seen))), image,
+                  InferenceSettings(input=spec2, batch_size=2))
+    small = cv2.resize(image, (64, 64), interpolation=cv2.INTER_AREA)
+    torch.testing.assert_close(prior_seen[0][0], model_input(small, spec1))
+    whole = model_input(image, spec2)
+    tiles = torch.cat(seen)[:, :3]
+    windows = tile_windows(256, 200, TILE, 0.25)
+    assert len(tiles) == len(windows)
+    for tile, (y, x0) in zip(tiles, windows):
+        torch.testing.assert_close(tile, whole[:, y:y + TILE, x0:x0 + TILE])
