@@ -5,11 +5,13 @@ Training-time validation, the evaluator, threshold tuning, prediction and the be
 program). How the image is fed is decided by the :class:`~handseg.model.io.InputSpec` the checkpoint was
 trained with:
 
-* ``resize`` (stage 1): the whole image is resized (``cv2.INTER_AREA``) to ``image_size`` squared, the logits
-  are upsampled bilinearly to H x W, then the sigmoid is applied.
-* ``tile`` (stage 2): native-resolution tiles of ``tile_size`` with ``overlap`` (a side shorter than a tile is
-  padded with black), run in batches; each tile's logits are upsampled to the tile size, passed through the
-  sigmoid and blended with Gaussian (or constant) weights. Window placement and weights match MONAI's
+* ``resize`` (stage 1): the whole image is resized (``cv2.INTER_AREA``) to ``image_size`` squared and
+  standardised (:func:`handseg.model.io.model_input`), the logits are upsampled bilinearly to H x W, then the
+  sigmoid is applied.
+* ``tile`` (stage 2): the input spec's intensity standardisation is fitted to the whole image, which is then cut
+  into native-resolution tiles of ``tile_size`` with ``overlap`` (a side shorter than a tile is padded with
+  black), as training cuts its crops; run in batches; each tile's logits are upsampled to the tile size, passed
+  through the sigmoid and blended with Gaussian (or constant) weights. Window placement and weights match MONAI's
   ``sliding_window_inference`` (``mode="gaussian"``), which the tests check to 1e-4.
 
 Two results from the same logits: :func:`predict_masks` thresholds inside each class's candidate box only
