@@ -146,7 +146,8 @@ def _intensity_text(spec: dict) -> str:
     method = intensity.get("method", "none")
     if method == "none":
         return "scaled to [0, 1]"
-    keys = {"percentile": ("low", "high"), "zscore": ("low", "high"), "clahe": ("clip_limit", "grid")}.get(method, ())
+    keys = {"percentile": ("low", "high", "region"), "zscore": ("low", "high", "region"), "equalize": ("region",),
+            "clahe": ("clip_limit", "grid")}.get(method, ())
     params = "".join(f", {k} {intensity.get(k)}" for k in keys)
     return (f"standardised per image (`{method}`{params}; `handseg.model.intensity.intensity_map` fits it to the "
             "whole image)")

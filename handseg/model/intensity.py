@@ -18,7 +18,10 @@ non-CT image by its own statistics). :class:`Intensity` names the method:
 Statistics come from the **whole** image the model's pass sees (stage 1: the image resized to its side; stage 2:
 the whole native image, before tiling or cropping), area-downsampled to at most :data:`STATS_SIDE` pixels (cheap
 on a 2048x2048 image, and pixel noise averages out), over the pixels above 0: pure black is what rotation, zoom
-out and padding fill in, and leaving it out keeps the map of a rotated image that of the upright one.
+out and padding fill in, and leaving it out keeps the map of a rotated image that of the upright one. With
+``region: foreground`` only the hand counts: the grey levels above the histogram's Otsu threshold (soft tissue and
+bone are brighter than the open field), so that the open field, most of an X-ray's pixels, neither takes most of
+an equalised range nor sets the spread.
 :func:`intensity_map` fits the map to a whole image once; every crop or tile of that image is then converted
 with its lookup table (:func:`handseg.model.io.to_pixel_values`), in training and at inference alike.
 """
@@ -42,18 +45,21 @@ GREY_STD = 0.226  # where an ImageNet-normalised grey image has them
 @dataclass(frozen=True)
 class Intensity:
     """How grey levels are standardised per image before the input spec's mean/std (module docstring).
-    ``low``/``high``: percentiles (0-100) for ``percentile`` and ``zscore``; ``clip_limit`` and ``grid`` for
-    ``clahe``."""
+    ``low``/``high``: percentiles (0-100) for ``percentile`` and ``zscore``; ``region``: the statistics' pixels
+    (``image``: all above 0, ``foreground``: the hand); ``clip_limit`` and ``grid`` for ``clahe``."""
 
     method: Literal["none", "percentile", "zscore", "equalize", "clahe"] = "none"
     low: float = 0.5
     high: float = 99.5
+    region: Literal["image", "foreground"] = "image"
     clip_limit: float = 2.0
     grid: int = 8
 
     def check(self) -> None:
         if self.method not in METHODS:
             raise FieldError("method", f"must be one of {list(METHODS)}, got {self.method!r}")
+        if self.region not in ("image", "foreground"):
+            raise FieldError("region", f"must be 'image' or 'foreground', got {self.region!r}")
         if not 0.0 <= self.low < self.high <= 100.0:
             raise FieldError("low", f"need 0 <= low < high <= 100, got low {self.low}, high {self.high}")
         if not self.clip_limit > 0:
@@ -92,6 +98,24 @@ def stats_histogram(image: np.ndarray) -> np.ndarray:
     hist = cv2.calcHist([np.ascontiguousarray(image)], [0], None, [256], [0, 256]).ravel().astype(np.float64)
     hist[0] = 0.0
     return hist
+
+
+def foreground(hist: np.ndarray) -> np.ndarray:
+    """The histogram's part above its Otsu threshold (the level that best splits it into two classes by
+    between-class variance): the hand. An image with one grey level keeps it."""
+    levels = np.arange(256, dtype=np.float64)
+    w0 = np.cumsum(hist)
+    m0 = np.cumsum(hist * levels)
+    total, mean = w0[-1], m0[-1]
+    w1 = total - w0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mean * w0 - total * m0) ** 2 / (w0 * w1)
+    between[~np.isfinite(between)] = -1.0
+    if between.max() <= 0:
+        return hist
+    out = hist.copy()
+    out[: int(np.argmax(between)) + 1] = 0.0
+    return out
 
 
 def _percentiles(hist: np.ndarray, low: float, high: float) -> tuple[float, float]:
@@ -133,4 +157,5 @@ def intensity_map(image: np.ndarray, intensity: Intensity) -> IntensityMap:
     if intensity.method == "clahe":
         clahe = cv2.createCLAHE(clipLimit=float(intensity.clip_limit), tileGridSize=(intensity.grid, intensity.grid))
         return IntensityMap(clahe.apply(np.ascontiguousarray(image)), None)
-    return IntensityMap(image, fit_lut(stats_histogram(image), intensity))
+    hist = stats_histogram(image)
+    return IntensityMap(image, fit_lut(foreground(hist) if intensity.region == "foreground" else hist, intensity))

@@ -3,12 +3,13 @@ it (old checkpoints without it read as before)."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from evaluator.perturb import adjust_brightness, adjust_contrast, adjust_gamma, warp_image, zoom_matrix
-from handseg.model.intensity import METHODS, Intensity, intensity_map, stats_histogram
+from handseg.model.intensity import METHODS, Intensity, foreground, intensity_map, stats_histogram
 from handseg.model.io import IMAGENET_MEAN, IMAGENET_STD, InputSpec, model_input, to_pixel_values
 from handseg.phantom import render_hand
 from handseg.runtime.config_schema import FieldError
@@ -69,6 +70,22 @@ def test_black_fill_is_left_out_of_the_statistics(hand):
     assert stats_histogram(smaller)[0] == 0
 
 
+def test_foreground_statistics_come_from_the_bright_part_alone(hand):
+    """Otsu's split of the histogram (OpenCV's threshold on the same pixels): the open field and the darker soft
+    tissue fall below it, so the foreground z-score sets the bright part to mean 0 and spread 1."""
+    hist = stats_histogram(hand)
+    fg = foreground(hist)
+    otsu, _ = cv2.threshold(hand, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    assert np.flatnonzero(fg)[0] == int(otsu) + 1 and fg[int(otsu) + 1:].sum() == hist[int(otsu) + 1:].sum()
+    x = model_input(hand, _spec("zscore", low=0.0, high=100.0, region="foreground"))[1]
+    bright = torch.from_numpy(hand > otsu)
+    assert abs(float(x[bright].mean())) < 0.05 and abs(float(x[bright].std()) - 1.0) < 0.05
+    assert float(x[~bright].mean()) < -1.0  # darker than the hand's mean by over one of its spreads
+    changed = adjust_brightness(adjust_contrast(hand, 0.8), -10)
+    spec = _spec("equalize", region="foreground")
+    assert _gap(hand, changed, spec) < 0.25 * _gap(hand, changed, _spec("none"))
+
+
 def test_clahe_changes_the_image_and_keeps_its_shape(hand):
     fitted = intensity_map(hand, Intensity(method="clahe", clip_limit=3.0, grid=4))
     assert fitted.lut is None and fitted.image.shape == hand.shape and fitted.image.dtype == np.uint8
@@ -81,10 +98,11 @@ def test_statistics_come_from_a_small_copy_of_a_large_image():
     assert hist.sum() <= 512 * 512 and hist.sum() > 0.5 * 512 * 512
 
 
+@pytest.mark.parametrize("region", ["image", "foreground"])
 @pytest.mark.parametrize("method", METHODS)
-def test_every_method_gives_finite_inputs_also_for_a_flat_or_black_image(method):
+def test_every_method_gives_finite_inputs_also_for_a_flat_or_black_image(method, region):
     for image in (np.zeros((32, 32), np.uint8), np.full((32, 32), 77, np.uint8)):
-        x = model_input(image, _spec(method))
+        x = model_input(image, _spec(method, region=region))
         assert x.shape == (3, 32, 32) and torch.isfinite(x).all()
 
 
