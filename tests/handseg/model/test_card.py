@@ -147,3 +147,12 @@ def test_failing_card_leaves_the_previous_checkpoint(saved):
     with pytest.raises(RuntimeError, match="card failed"):
         save_checkpoint(model, folder, read_info(folder), readme=broken)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_card_says_how_grey_levels_are_standardised(tmp_path, phantom_root):
+    info = record(phantom_root, tmp_path)
+    assert "grayscale scaled to [0, 1]" in render_model_card(info)
+    info["input"]["intensity"] = {"method": "zscore", "low": 0.0, "high": 100.0, "region": "foreground"}
+    card = render_model_card(info)
+    assert "standardised per image (`zscore`, low 0.0, high 100.0, region foreground" in card
+    assert "handseg.model.io.model_input does both" in card
