@@ -54,6 +54,9 @@ from handseg.runtime.config_schema import FieldError
 _ACC_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 DENSE_CHUNK = 2  # classes blended together at full size when their boxes are large (bounds memory)
 PostProcess = Callable[[ClassMasks], ClassMasks]
+# (class, box (y0, x0, y1, x1), probabilities (y1 - y0, x1 - x0) float32) -> None: sees each class's probabilities
+# before they are thresholded (quality control counts the pixels near the threshold there)
+Probe = Callable[[int, tuple[int, int, int, int], torch.Tensor], None]
 
 
 @dataclass
@@ -135,7 +138,7 @@ def whole_image_logits(engine: Engine, image: np.ndarray, settings: InferenceSet
         return _run_resized(engine, image, replace(settings, flip_tta=False), device, timer).logits[0]
 
 
-def _normalised_outputs(engine: Engine, image: np.ndarray, settings: InferenceSettings, device: str | torch.device,
+def normalised_outputs(engine: Engine, image: np.ndarray, settings: InferenceSettings, device: str | torch.device,
                         timer: PhaseTimer | None) -> tuple[ModelOutputs, np.ndarray | None]:
     """The model's outputs over ``image`` and None or, when ``settings.hand_norm`` finds the hand far from the
     reference size or angle, over the image normalised by the returned (2, 3) affine matrix."""
@@ -257,19 +260,20 @@ def predict_probs(engine: Engine, image: np.ndarray, settings: InferenceSettings
                   device: str | torch.device = "cpu") -> torch.Tensor:
     """Sigmoid probabilities (29, H, W) float32 on ``device`` for a grayscale uint8 image (H, W), at the image's
     original size. Builds the full map: prefer :func:`predict_masks` where masks, RLE or counts are wanted."""
-    out, matrix = _normalised_outputs(engine, image, settings, device, None)
+    out, matrix = normalised_outputs(engine, image, settings, device, None)
     with torch.inference_mode():
         probs = dense_probs(out, settings.batch_size)
     return probs if matrix is None else unwarp_probs(probs, matrix)
 
 
 def masks_from_outputs(out: ModelOutputs, thresholds: float | Sequence[float],
-                       postprocess: PostProcess | None = None, timer: PhaseTimer | None = None) -> ClassMasks:
+                       postprocess: PostProcess | None = None, timer: PhaseTimer | None = None,
+                       probe: Probe | None = None) -> ClassMasks:
     """Per-class masks ``probability > threshold`` computed inside each class's candidate box only (equal to
     thresholding :func:`dense_probs`), then ``postprocess`` (e.g.
     :class:`handseg.inference.postprocess.PostProcessing`). Classes whose box covers more than a quarter of the
     image (a model that predicts everywhere) are blended at full size, :data:`DENSE_CHUNK` at a time: the same
-    pixels, at the full path's speed."""
+    pixels, at the full path's speed. ``probe`` (:data:`Probe`) sees every box's probabilities first."""
     n_classes = out.logits.shape[1]
     h, w = out.image_hw
     t = float32_thresholds(thresholds, n_classes)
@@ -282,6 +286,8 @@ def masks_from_outputs(out: ModelOutputs, thresholds: float | Sequence[float],
             if box is not None and c not in large:
                 with phase(timer, "blend"):
                     boxes[c], probs = blend_box(out, c, box)
+                if probe is not None:
+                    probe(c, boxes[c], probs)
                 with phase(timer, "threshold"):
                     masks[c] = probs > t[c]
         for start in range(0, len(large), DENSE_CHUNK):
@@ -291,6 +297,8 @@ def masks_from_outputs(out: ModelOutputs, thresholds: float | Sequence[float],
             with phase(timer, "threshold"):
                 for k, c in enumerate(chunk):
                     y0, x0, y1, x1 = boxes[c]
+                    if probe is not None:
+                        probe(c, boxes[c], probs[k, y0:y1, x0:x1])
                     masks[c] = probs[k, y0:y1, x0:x1] > t[c]
             del probs
     with phase(timer, "threshold"):
@@ -305,7 +313,7 @@ def predict_masks(engine: Engine, image: np.ndarray, settings: InferenceSettings
     :class:`~handseg.format.class_masks.ClassMasks` on ``device``: ``probability > threshold`` (one threshold or one per
     class), then ``postprocess``. Never builds a full-size float map (but for classes predicted nearly
     everywhere, :data:`DENSE_CHUNK` at a time)."""
-    out, matrix = _normalised_outputs(engine, image, settings, device, timer)
+    out, matrix = normalised_outputs(engine, image, settings, device, timer)
     if matrix is None:
         return masks_from_outputs(out, thresholds, postprocess, timer)
     masks = masks_from_outputs(out, thresholds, None, timer)

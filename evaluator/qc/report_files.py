@@ -1,0 +1,120 @@
+"""The QC report's files: the table the README shows (``qc_report.md``), the JSON with every image
+(``qc_report.json``) and the chart (``qc_report.png``: predicted against true Dice with the flag threshold, and
+the failure cases' flag rates)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from evaluator.qc.evaluation import HIGH, LOW, QCRecord, result_json
+from evaluator.report import save_figure
+from handseg.phantom.failures import CASES
+from handseg.runtime.atomic import atomic_write_text
+
+TARGETS = {"spearman": 0.7, "flagged_low": 0.9, "flagged_high": 0.1, "worst_named": 0.7, "case": 0.9, "cost": 0.05}
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.0f}%"
+
+
+def _met(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("yes" if ok else "**no**")
+
+
+def _check(value: float | None, target: float, above: bool = True) -> bool | None:
+    if value is None or math.isnan(value):
+        return None
+    return value >= target if above else value <= target
+
+
+def format_qc_table(summary: dict) -> str:
+    """Markdown: one row per target of the issue, with the images it was measured on and whether it is met."""
+    s, t = summary, TARGETS
+    rows = [("Spearman, predicted vs true Dice", "test + perturbed", s["n_labelled"], ">= 0.70",
+             f"{s['spearman']:.2f}", _check(s["spearman"], t["spearman"])),
+            ("flagged, true Dice < 0.90", "test + perturbed", s["n_low"], ">= 90%", _pct(s["flagged_low"]),
+             _check(s["flagged_low"], t["flagged_low"])),
+            ("flagged, true Dice >= 0.93", "test + perturbed", s["n_high"], "<= 10%", _pct(s["flagged_high"]),
+             _check(s["flagged_high"], t["flagged_high"], above=False)),
+            ("reason names the worst bone", "flagged of test + perturbed", s["n_flagged"], ">= 70%",
+             _pct(s["worst_named"]), _check(s["worst_named"], t["worst_named"]))]
+    for case, c in s["cases"].items():
+        rows.append((f"failure case: {CASES.get(case, case)}", case, c["images"], ">= 90%",
+                     f"{_pct(c['flag_rate'])} ({_pct(c['names_case_bones'])} naming its bones)",
+                     _check(min(c["flag_rate"], c["names_case_bones"]), t["case"])))
+    cost = s.get("cost")
+    if cost:
+        rows.append(("QC cost per image (inference)", "test", cost["images"], "<= 5%",
+                     f"+{100 * cost['added']:.1f}% ({cost['ms_without']:.0f} -> {cost['ms_with']:.0f} ms)",
+                     _check(cost["added"], t["cost"], above=False)))
+    lines = ["| measure | images from | images | target | measured | met |",
+             "| --- | --- | ---: | ---: | ---: | :---: |"]
+    lines += [f"| {a} | {b} | {n} | {target} | {value} | {_met(ok)} |" for a, b, n, target, value, ok in rows]
+    worst_all = s.get("worst_named_all")
+    lines += ["", f"Reasons name the worst bone in {_pct(worst_all)} of all flagged images, failure cases included. "
+                  f"Mean true Dice: test {s['sets']['test']['mean_true_dice']:.4f}, perturbed "
+                  f"{s['sets']['perturbed']['mean_true_dice']:.4f}."]
+    return "\n".join(lines)
+
+
+def qc_chart(records: Sequence[QCRecord], summary: dict, flag_below: float | None, path: Path) -> Path:
+    """Predicted against true Dice (flagged images filled, the others hollow), the flag threshold and the 0.90 and
+    0.93 lines; beside it, each failure case's flag rate."""
+    fig = Figure(figsize=(12.5, 5.2), dpi=100)
+    ax, bars = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.5, 1]})
+    colours = {"test": "#4c72b0", "perturbed": "#dd8452"}
+    palette = ["#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd"]
+    for k, name in enumerate(dict.fromkeys(r.set for r in records)):
+        mine = [r for r in records if r.set == name and r.predicted_dice is not None]
+        colour = colours.get(name, palette[k % len(palette)])
+        for flagged in (True, False):
+            pts = [(r.true_dice, r.predicted_dice) for r in mine if r.flag == flagged]
+            if pts:
+                x, y = zip(*pts)
+                ax.scatter(x, y, s=26, marker="o", facecolors=colour if flagged else "none", edgecolors=colour,
+                           linewidths=1.0, zorder=3)
+    if flag_below is not None:
+        ax.axhline(flag_below, color="k", ls="--", lw=1)
+    for v in (LOW, HIGH):
+        ax.axvline(v, color="#888888", ls=":", lw=1)
+    ax.plot([0, 1], [0, 1], color="#bbbbbb", lw=0.8, zorder=1)
+    ax.set_xlabel("true Dice (mean over 29 bones)")
+    ax.set_ylabel("predicted Dice")
+    ax.set_title(f"Spearman {summary['spearman']:.2f} on the test split and its perturbed copies", fontsize=10)
+    ax.grid(alpha=0.3, lw=0.5)
+    handles = [Line2D([], [], marker="o", ls="", color=colours.get(n, palette[k % len(palette)]), label=n)
+               for k, n in enumerate(dict.fromkeys(r.set for r in records))]
+    handles += [Line2D([], [], marker="o", ls="", markerfacecolor="none", color="k", label="not flagged"),
+                Line2D([], [], color="k", ls="--", label=f"flag below {flag_below}" if flag_below else "flag")]
+    ax.legend(handles=handles, fontsize=8, loc="lower right", ncol=2)
+    cases = summary["cases"]
+    names = list(cases)
+    if names:
+        y = np.arange(len(names))
+        bars.barh(y, [cases[n]["flag_rate"] for n in names], color="#c44e52", alpha=0.8, label="flagged")
+        bars.barh(y, [cases[n]["names_case_bones"] for n in names], height=0.35, color="#4c72b0",
+                  label="reason names its bones")
+        bars.set_yticks(y, [CASES.get(n, n) for n in names], fontsize=8)
+        bars.axvline(TARGETS["case"], color="k", ls="--", lw=1)
+        bars.set_xlim(0, 1.05)
+        bars.invert_yaxis()
+        bars.legend(fontsize=8, loc="lower right")
+    bars.set_title("Failure cases: share of images", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path, layout=False)
+
+
+def write_qc_report(out: Path, records: Sequence[QCRecord], summary: dict, settings: dict) -> dict[str, Path]:
+    """Write qc_report.json, qc_report.md and qc_report.png under ``out``; returns their paths."""
+    header = (f"# Quality control\n\ncheckpoint `{settings.get('checkpoint')}`, QC model "
+              f"`{settings.get('qc_model')}` (flag below {settings.get('flag_below')})\n\n")
+    return {"json": atomic_write_text(out / "qc_report.json", result_json(records, summary, settings)),
+            "markdown": atomic_write_text(out / "qc_report.md", header + format_qc_table(summary) + "\n"),
+            "chart": qc_chart(records, summary, settings.get("flag_below"), out / "qc_report.png")}
