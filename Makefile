@@ -30,6 +30,7 @@ bench: install
 	$(PY) benchmarks/bench_loader.py
 	$(PY) benchmarks/bench_tiling.py
 	$(PY) benchmarks/bench_inference.py
+	$(PY) benchmarks/bench_qc.py
 
 clean-demo:
-	rm -rf data/phantom runs/demo_stage1 runs/demo_stage2 outputs/demo trt_models/demo*
+	rm -rf data/phantom data/phantom_failures runs/demo_stage1 runs/demo_stage2 outputs/demo trt_models/demo*

@@ -20,7 +20,7 @@ import numpy as np
 
 from evaluator.qc.findings import Finding, assess_findings, reason_text
 from evaluator.qc.model import MODEL_FILE, QCModel, load_qc_model
-from evaluator.qc.probes import UncertainCounter, flip_agreement, stage_agreement
+from evaluator.qc.probes import UncertainCounter, flip_agreement, mask_areas, stage_agreement
 from evaluator.qc.signals import ImageSignals, ProbeResults, image_signals
 from handseg.format.class_masks import ClassMasks
 from handseg.inference.hand_norm import unwarp_masks
@@ -87,7 +87,7 @@ def predict_with_qc(predictor: "Predictor", image: np.ndarray, qc: QualityContro
     counter = UncertainCounter(thresholds)
     out, matrix = normalised_outputs(predictor.engine, image, predictor.settings, predictor.device, None)
     seen = masks_from_outputs(out, thresholds, None, None, probe=counter)  # in the frame the model saw
-    probes = ProbeResults(counter.counts, seen.areas(), stage_agreement(out, seen, thresholds),
+    probes = ProbeResults(counter.counts, mask_areas(seen), stage_agreement(out, seen, thresholds),
                           flip_agreement(out, thresholds))
     raw = (seen if matrix is None else unwarp_masks(seen, matrix)).to("cpu")
     final = predictor.postprocess(raw) if predictor.postprocess is not None else raw

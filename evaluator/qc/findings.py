@@ -95,9 +95,10 @@ def _anatomy(signals: ImageSignals) -> list[Finding]:
     for c in np.flatnonzero(signals.present):
         name = CLASSES[c]
         if signals.feature("area")[c] > Z_HARD - Z_FREE:
-            size = "small" if signals.area_ratio[c] < 1 else "large"
-            out.append(Finding(f"{name} {size} for the hand ({signals.area_ratio[c]:.2f}x training's)", (name,),
-                               2.0, True))
+            ratio = signals.area_ratio[c]
+            text = (f"{name} cut by the frame ({ratio:.2f}x its size)" if ratio < 1 and signals.on_border[c] else
+                    f"{name} {'small' if ratio < 1 else 'large'} for the hand ({ratio:.2f}x training's)")
+            out.append(Finding(text, (name,), 2.0, True))
         if signals.feature("position")[c] > Z_HARD - Z_FREE:
             out.append(Finding(f"{name} out of place", (name,), 2.0, True))
         if signals.feature("pieces")[c] > PIECES_HARD and signals.n_pieces[c] > 1:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
 
 from handseg.format.class_masks import ClassMasks
 from handseg.format.classes import ANATOMY, CLASSES
@@ -74,9 +75,9 @@ def pieces(masks: ClassMasks) -> tuple[np.ndarray, np.ndarray]:
     return share, count
 
 
-def overlaps(masks: ClassMasks) -> dict[tuple[int, int], float]:
-    """``{(i, j): |A_i and A_j| / min(|A_i|, |A_j|)}`` for every pair i < j of classes that share pixels."""
-    areas = masks.areas()
+def overlaps(masks: ClassMasks, areas: np.ndarray) -> dict[tuple[int, int], float]:
+    """``{(i, j): |A_i and A_j| / min(|A_i|, |A_j|)}`` for every pair i < j of classes that share pixels;
+    ``areas`` (C,): the classes' pixel counts."""
     out = {}
     for i, (bi, mi) in enumerate(zip(masks.boxes, masks.masks)):
         if bi is None:
@@ -90,7 +91,7 @@ def overlaps(masks: ClassMasks) -> dict[tuple[int, int], float]:
                 continue
             a = mi[y0 - bi[0]:y1 - bi[0], x0 - bi[1]:x1 - bi[1]]
             b = mj[y0 - bj[0]:y1 - bj[0], x0 - bj[1]:x1 - bj[1]]
-            shared = int((a & b).sum())
+            shared = int(torch.count_nonzero(a & b))
             if shared:
                 out[(i, j)] = shared / max(min(areas[i], areas[j]), 1)
     return out

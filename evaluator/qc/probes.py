@@ -26,6 +26,7 @@ from handseg.inference.box_blend import PAD_LOGIT, ModelOutputs
 
 UNCERTAIN_LOGIT = 1.5  # |logit(p) - logit(t)| below this is uncertain: p in (0.18, 0.82) for t = 0.5
 GRID = 4  # stage 1 and the final masks are compared on a grid of 1/4 of the image's side
+STRIDE = 2  # the uncertain pixels are counted on every second row and column
 
 
 def _logits(thresholds: Sequence[float]) -> np.ndarray:
@@ -35,7 +36,9 @@ def _logits(thresholds: Sequence[float]) -> np.ndarray:
 
 class UncertainCounter:
     """Per class, the pixels whose probability is within :data:`UNCERTAIN_LOGIT` of its threshold (``counts``,
-    (C,) int64), summed over the boxes it is called with: ``probe(class, box, probabilities)``."""
+    (C,) int64), summed over the boxes it is called with: ``probe(class, box, probabilities)``. Every
+    :data:`STRIDE`-th row and column is looked at and counts for ``STRIDE**2`` pixels (the uncertain ring is
+    several pixels wide: an unbiased estimate at a quarter of the cost)."""
 
     def __init__(self, thresholds: Sequence[float], band: float = UNCERTAIN_LOGIT) -> None:
         logit = _logits(thresholds)
@@ -44,7 +47,14 @@ class UncertainCounter:
         self.counts = np.zeros(len(logit), dtype=np.int64)
 
     def __call__(self, c: int, box: tuple[int, int, int, int], probs: torch.Tensor) -> None:
-        self.counts[c] += int(((probs > float(self.low[c])) & (probs < float(self.high[c]))).sum())
+        sample = probs[::STRIDE, ::STRIDE].contiguous()
+        near = torch.count_nonzero((sample > float(self.low[c])) & (sample < float(self.high[c])))
+        self.counts[c] += STRIDE * STRIDE * int(near)
+
+
+def mask_areas(masks: ClassMasks) -> np.ndarray:
+    """(C,) int64 pixels per class (``count_nonzero``: several times faster than summing booleans)."""
+    return np.array([0 if m is None else int(torch.count_nonzero(m)) for m in masks.masks], dtype=np.int64)
 
 
 def _dice(a: torch.Tensor, b: torch.Tensor, dims: tuple[int, ...]) -> np.ndarray:

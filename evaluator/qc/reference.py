@@ -109,7 +109,7 @@ def fit_reference(images: Iterable[ClassMasks]) -> AnatomyReference:
     geometries, pair_max = [], {}
     for masks in images:
         geometries.append(bone_geometry(masks))
-        for (i, j), ratio in overlaps(masks).items():
+        for (i, j), ratio in overlaps(masks, geometries[-1].area).items():
             key = f"{CLASSES[i]}|{CLASSES[j]}"
             pair_max[key] = max(pair_max.get(key, 0.0), ratio)
     if not geometries:

@@ -93,7 +93,7 @@ def qc_chart(records: Sequence[QCRecord], summary: dict, flag_below: float | Non
                for k, n in enumerate(dict.fromkeys(r.set for r in records))]
     handles += [Line2D([], [], marker="o", ls="", markerfacecolor="none", color="k", label="not flagged"),
                 Line2D([], [], color="k", ls="--", label=f"flag below {flag_below}" if flag_below else "flag")]
-    ax.legend(handles=handles, fontsize=8, loc="lower right", ncol=2)
+    ax.legend(handles=handles, fontsize=8, loc="upper left", ncol=2)
     cases = summary["cases"]
     names = list(cases)
     if names:
@@ -105,7 +105,7 @@ def qc_chart(records: Sequence[QCRecord], summary: dict, flag_below: float | Non
         bars.axvline(TARGETS["case"], color="k", ls="--", lw=1)
         bars.set_xlim(0, 1.05)
         bars.invert_yaxis()
-        bars.legend(fontsize=8, loc="lower right")
+        bars.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2)
     bars.set_title("Failure cases: share of images", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path, layout=False)

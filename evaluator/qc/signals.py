@@ -87,12 +87,12 @@ def chain_order(geometry: BoneGeometry, frame: HandFrame) -> list[tuple[str, int
     return out
 
 
-def _overlap_excess(masks: ClassMasks, reference: AnatomyReference | None) -> tuple[np.ndarray, np.ndarray]:
+def _overlap_excess(masks: ClassMasks, areas: np.ndarray,
+                    reference: AnatomyReference | None) -> tuple[np.ndarray, np.ndarray]:
     excess, partner = np.zeros(len(masks)), np.full(len(masks), -1)
     if reference is None:
         return excess, partner
-    areas = masks.areas()
-    for (i, j), ratio in overlaps(masks).items():
+    for (i, j), ratio in overlaps(masks, areas).items():
         extra = ratio - reference.overlap_limit(i, j) - OVERLAP_MARGIN
         small = i if areas[i] <= areas[j] else j
         if extra > excess[small]:
@@ -116,7 +116,7 @@ def image_signals(final: ClassMasks, raw: ClassMasks, probes: ProbeResults,
     if probes.flip_dice is not None:
         features[:, FEATURES.index("flip_disagreement")] = 1.0 - probes.flip_dice
     features[:, FEATURES.index("pieces")] = 1.0 - share
-    overlap, partner = _overlap_excess(final, reference)
+    overlap, partner = _overlap_excess(final, geometry.area, reference)
     area_ratio = np.full(n, np.nan)
     frame = hand_frame(geometry)
     signals = ImageSignals(features, present, n_pieces, area_ratio, partner, geometry.on_border)

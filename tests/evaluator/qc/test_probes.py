@@ -14,7 +14,15 @@ from evaluator.qc.assess import QualityControl, predict_with_qc
 from evaluator.qc.probes import UncertainCounter, flip_agreement, stage_agreement
 from handseg.format.classes import CLASSES
 from handseg.inference.engine import eager_engine
-from handseg.inference.pipeline import inference_settings, masks_from_outputs, predict_masks, run_model
+from handseg.inference.hand_norm import HandNorm, hand_fraction
+from handseg.inference.pipeline import (
+    inference_settings,
+    masks_from_outputs,
+    normalised_outputs,
+    predict_masks,
+    run_model,
+    whole_image_logits,
+)
 from handseg.inference.postprocess import PostProcessing
 from handseg.model.checkpoint import load_checkpoint
 from handseg.phantom import render_hand
@@ -54,12 +62,23 @@ def test_qc_gives_the_masks_predict_masks_gives(cascade, image, tta):
     assert result.predicted_dice is None and result.flag == bool(result.findings)
 
 
+def test_qc_gives_the_masks_predict_masks_gives_with_hand_normalisation(cascade, image):
+    ckpt, engine = cascade
+    settings = inference_settings(ckpt.spec, engine, batch_size=2)
+    fraction = hand_fraction(whole_image_logits(engine, image, settings))  # a random model: much of the image
+    settings = replace(settings, hand_norm=HandNorm(reference_fraction=0.4 * fraction))  # shrunk by 0.75
+    assert normalised_outputs(engine, image, settings, "cpu", None)[1] is not None
+    masks, result = predict_with_qc(Predictor(engine, settings, "cpu", T), image, QualityControl())
+    assert _same(masks, predict_masks(engine, image, settings, T, "cpu"))
+    assert (masks.height, masks.width) == image.shape and result.signals.present.any()
+
+
 def test_uncertain_counter_counts_pixels_near_the_threshold():
     counter = UncertainCounter([0.5, 0.9])
-    probs = torch.tensor([[0.05, 0.2, 0.5, 0.8, 0.95]])
-    counter(0, (0, 0, 1, 5), probs)
-    counter(1, (0, 0, 1, 5), probs)  # logit(0.9) +- 1.5: (0.67, 0.98)
-    assert counter.counts.tolist() == [3, 2]
+    probs = torch.tensor([0.05, 0.2, 0.5, 0.8, 0.95]).repeat_interleave(2).repeat(4, 1)  # (4, 10), pairs of columns
+    counter(0, (0, 0, 4, 10), probs)  # logit(0.5) +- 1.5: (0.18, 0.82)
+    counter(1, (0, 0, 4, 10), probs)  # logit(0.9) +- 1.5: (0.67, 0.98)
+    assert counter.counts.tolist() == [24, 16]  # every second row and column, each standing for four pixels
 
 
 def test_stage_agreement_compares_stage_one_with_the_cascade(cascade, image):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,22 @@ def test_submission_writes_qc_and_the_report_shows_the_flagged(qc_cfg):
     assert '<section id="flagged"><h2>Flagged for review</h2>' in page
     assert f"<b>{len(flagged)} of 4</b>" in page and page.count('alt="flagged ') == len(flagged)
     assert flagged[0]["reason"].split(";")[0].replace("'", "&#x27;") in page
+
+
+def test_report_with_flagged_overlays_renders_in_chromium(qc_cfg, tmp_path):
+    from tests.evaluator.test_report_html import CHECK_SCRIPT, console_messages, run_chromium
+
+    cfg = load_eval_config(qc_cfg)
+    if not (cfg.output_dir / "qc.csv").is_file():
+        run("validation", cfg)
+        run("submission", cfg)
+    checked = tmp_path / "checked.html"
+    checked.write_text((cfg.output_dir / "report.html").read_text().replace("</body>", CHECK_SCRIPT + "</body>"))
+    proc = run_chromium(tmp_path, checked, "--dump-dom")
+    rows = json.loads(re.search(r'<pre id="img-check">(.*?)</pre>', proc.stdout).group(1))
+    flagged = [r for r in rows if r["alt"].startswith("flagged ")]
+    assert flagged and all(r["ok"] for r in rows)
+    assert console_messages(proc.stderr) == ["handseg-sentinel"]  # the checker's own message, nothing else
 
 
 def test_report_section_without_qc_is_a_note(tmp_path):
