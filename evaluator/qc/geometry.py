@@ -27,6 +27,17 @@ HAND_IDX = [c for c in range(len(CLASSES)) if CLASSES[c] not in ("Radius", "Ulna
 PIECE_SHARE = 0.05  # a piece counts when it holds this share of its class's pixels
 
 
+def count_true(mask: torch.Tensor, rows: int | None = None) -> int | np.ndarray:
+    """Pixels set in a bool tensor (or, with ``rows``, per row of it reshaped to (rows, -1)). On the CPU through
+    numpy: torch's reductions of booleans are several times slower, and much slower on a busy machine."""
+    if mask.device.type != "cpu":
+        flat = mask if rows is None else mask.reshape(rows, -1)
+        counted = torch.count_nonzero(flat) if rows is None else torch.count_nonzero(flat, dim=1)
+        return int(counted) if rows is None else counted.cpu().numpy()
+    array = mask.numpy()
+    return int(np.count_nonzero(array)) if rows is None else np.count_nonzero(array.reshape(rows, -1), axis=1)
+
+
 @dataclass(frozen=True)
 class BoneGeometry:
     """Per class (CLASSES order) of one image: ``area`` (C,) float64 pixels, ``centroid`` (C, 2) float64 (y, x)
@@ -91,7 +102,7 @@ def overlaps(masks: ClassMasks, areas: np.ndarray) -> dict[tuple[int, int], floa
                 continue
             a = mi[y0 - bi[0]:y1 - bi[0], x0 - bi[1]:x1 - bi[1]]
             b = mj[y0 - bj[0]:y1 - bj[0], x0 - bj[1]:x1 - bj[1]]
-            shared = int(torch.count_nonzero(a & b))
+            shared = count_true(a & b)
             if shared:
                 out[(i, j)] = shared / max(min(areas[i], areas[j]), 1)
     return out

@@ -15,17 +15,20 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from evaluator.overlays import box_coverage
+from evaluator.qc.geometry import count_true
 from handseg.format.class_masks import ClassMasks
 from handseg.format.metrics import DICE_EPS
 from handseg.inference.box_blend import PAD_LOGIT, ModelOutputs
 
 UNCERTAIN_LOGIT = 1.5  # |logit(p) - logit(t)| below this is uncertain: p in (0.18, 0.82) for t = 0.5
-GRID = 4  # stage 1 and the final masks are compared on a grid of 1/4 of the image's side
+GRID = 8  # stage 1 and the final masks are compared on a grid of 1/8 of the image's side (stage 1's cells are
+# 1/21 of a 2048 px image's side at 384 px input: finer would only interpolate)
 STRIDE = 2  # the uncertain pixels are counted on every second row and column
 
 
@@ -47,34 +50,36 @@ class UncertainCounter:
         self.counts = np.zeros(len(logit), dtype=np.int64)
 
     def __call__(self, c: int, box: tuple[int, int, int, int], probs: torch.Tensor) -> None:
-        sample = probs[::STRIDE, ::STRIDE].contiguous()
-        near = torch.count_nonzero((sample > float(self.low[c])) & (sample < float(self.high[c])))
-        self.counts[c] += STRIDE * STRIDE * int(near)
+        sample = probs[::STRIDE, ::STRIDE]
+        self.counts[c] += STRIDE * STRIDE * count_true((sample > float(self.low[c])) & (sample < float(self.high[c])))
 
 
 def mask_areas(masks: ClassMasks) -> np.ndarray:
-    """(C,) int64 pixels per class (``count_nonzero``: several times faster than summing booleans)."""
-    return np.array([0 if m is None else int(torch.count_nonzero(m)) for m in masks.masks], dtype=np.int64)
+    """(C,) int64 pixels per class."""
+    return np.array([0 if m is None else count_true(m) for m in masks.masks], dtype=np.int64)
 
 
-def _dice(a: torch.Tensor, b: torch.Tensor, dims: tuple[int, ...]) -> np.ndarray:
-    inter = (a & b).sum(dims).double()
-    return ((2 * inter + DICE_EPS) / (a.sum(dims).double() + b.sum(dims).double() + DICE_EPS)).cpu().numpy()
+def _dice(a: torch.Tensor, b: torch.Tensor, channel: int) -> np.ndarray:
+    """Per class Dice of two bool tensors whose dimension ``channel`` is the class."""
+    a, b = a.movedim(channel, 0).contiguous(), b.movedim(channel, 0).contiguous()
+    inter, na, nb = (count_true(x, rows=x.shape[0]).astype(np.float64) for x in (a & b, a, b))
+    return (2 * inter + DICE_EPS) / (na + nb + DICE_EPS)
 
 
 def stage_agreement(out: ModelOutputs, masks: ClassMasks, thresholds: Sequence[float]) -> np.ndarray | None:
     """(C,) Dice of stage 1's masks against ``masks`` (the final masks, in the frame the model saw: before any
     hand normalisation is undone) on the coarse grid; None without a cascade. A class that both leave empty
-    agrees (1)."""
+    agrees (1). Stage 1's logits are resized class by class with OpenCV (bilinear, pixel centres as
+    ``F.interpolate(..., align_corners=False)``): a few milliseconds, where torch's threads wait on a busy CPU."""
     if out.prior is None:
         return None
     h, w = out.image_hw
     grid = (max(1, math.ceil(h / GRID)), max(1, math.ceil(w / GRID)))
-    taus = torch.as_tensor(_logits(thresholds), dtype=out.prior.dtype, device=out.prior.device).view(-1, 1, 1)
-    with torch.inference_mode():
-        first = F.interpolate(out.prior[None], size=grid, mode="bilinear", align_corners=False)[0] > taus
-    final = torch.from_numpy(box_coverage(masks, grid) >= 0.5).to(first.device)
-    return _dice(first, final, (1, 2))
+    prior = out.prior.float().cpu().numpy()
+    taus = _logits(thresholds)
+    first = np.stack([cv2.resize(p, grid[::-1], interpolation=cv2.INTER_LINEAR) > t for p, t in zip(prior, taus)])
+    final = box_coverage(masks, grid) >= 0.5
+    return _dice(torch.from_numpy(first), torch.from_numpy(final), 0)
 
 
 def _prior_on_tiles(out: ModelOutputs) -> torch.Tensor:
@@ -106,4 +111,4 @@ def flip_agreement(out: ModelOutputs, thresholds: Sequence[float]) -> np.ndarray
             prior = _prior_on_tiles(out)
             plain, mirrored = plain + prior, mirrored + prior
         taus = torch.as_tensor(_logits(thresholds), dtype=plain.dtype, device=plain.device).view(1, -1, 1, 1)
-        return _dice(plain > taus, mirrored > taus, (0, 2, 3))
+        return _dice(plain > taus, mirrored > taus, 1)
