@@ -7,7 +7,8 @@ each other's side; a finger chain out of order; and, against training's range, a
 than :data:`Z_HARD` standard deviations off, a bone in pieces, or an overlap well beyond training's. Soft
 findings name the bones with the lowest predicted Dice and the signal that lowers it most. The reason lists the
 most severe findings (at most :data:`MAX_FINDINGS`), e.g. ``finger-16 missing``, ``Radius and Ulna swapped
-sides``, ``uncertain carpals (Pisiform, Trapezoid)``; each finding also records the bones it names.
+sides``, ``uncertain carpals (Pisiform, Trapezoid)``, whole-hand findings first, then hard before soft, each
+ordered by the lowest predicted Dice of the bones it names; each finding also records those bones.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def listed(bones: list[str], most: int = 4) -> str:
     return f"{len(bones)} bones ({', '.join(bones[:most - 1])}, ...)"
 
 
-def _anatomy(signals: ImageSignals) -> list[Finding]:
+def _hand(signals: ImageSignals) -> list[Finding]:
+    """Findings about the hand as a whole and its chains: upside down, Radius and Ulna swapped, out of order."""
     out = []
     if finite(signals.angle_offset) and abs(signals.angle_offset) > UPSIDE_DOWN:
         out.append(Finding(f"hand upside down (axis {signals.angle_offset:+.0f} degrees off training's)", CLASSES,
@@ -92,27 +94,43 @@ def _anatomy(signals: ImageSignals) -> list[Finding]:
     for ray, a, b in signals.out_of_order:
         label = "thumb" if ray == "thumb" else f"{ray} finger"
         out.append(Finding(f"{CLASSES[a]} out of order in the {label}", (CLASSES[a], CLASSES[b]), 2.2, True))
-    for c in np.flatnonzero(signals.present):
-        name = CLASSES[c]
-        if signals.feature("area")[c] > Z_HARD - Z_FREE:
-            ratio = signals.area_ratio[c]
-            text = (f"{name} cut by the frame ({ratio:.2f}x its size)" if ratio < 1 and signals.on_border[c] else
-                    f"{name} {'small' if ratio < 1 else 'large'} for the hand ({ratio:.2f}x training's)")
-            out.append(Finding(text, (name,), 2.0, True))
-        if signals.feature("position")[c] > Z_HARD - Z_FREE:
-            out.append(Finding(f"{name} out of place", (name,), 2.0, True))
-        if signals.feature("pieces")[c] > PIECES_HARD and signals.n_pieces[c] > 1:
-            out.append(Finding(f"{name} in {signals.n_pieces[c]} pieces", (name,), 1.9, True))
-        if signals.feature("overlap")[c] > OVERLAP_HARD and signals.overlap_with[c] >= 0:
-            other = CLASSES[signals.overlap_with[c]]
-            out.append(Finding(f"{name} overlaps {other}", (name, other), 1.9, True))
     return out
 
 
-def _soft(signals: ImageSignals, bone_dice: np.ndarray, model: DiceModel) -> list[Finding]:
-    """The bones predicted lowest (below :data:`SOFT_BELOW`, at least the lowest three present), grouped by the
-    signal that lowers each most."""
-    present = np.flatnonzero(signals.present)
+def _bones(signals: ImageSignals) -> list[Finding]:
+    """Bone-level findings against training's range, one per kind naming every bone it concerns: cut by the
+    frame, small, large, out of place, in pieces, overlapping."""
+    kinds: dict[str, list[tuple[str, str]]] = {}
+    for c in np.flatnonzero(signals.present):
+        name, ratio = CLASSES[c], signals.area_ratio[c]
+        if signals.feature("area")[c] > Z_HARD - Z_FREE:
+            kind = "cut" if ratio < 1 and signals.on_border[c] else "small" if ratio < 1 else "large"
+            kinds.setdefault(kind, []).append((name, f"{ratio:.2f}x"))
+        if signals.feature("position")[c] > Z_HARD - Z_FREE:
+            kinds.setdefault("place", []).append((name, ""))
+        if signals.feature("pieces")[c] > PIECES_HARD and signals.n_pieces[c] > 1:
+            kinds.setdefault("pieces", []).append((name, f"{signals.n_pieces[c]}"))
+        if signals.feature("overlap")[c] > OVERLAP_HARD and signals.overlap_with[c] >= 0:
+            kinds.setdefault("overlap", []).append((name, CLASSES[signals.overlap_with[c]]))
+    words = {"cut": "cut by the frame ({} its size)", "small": "small for the hand ({} training's)",
+             "large": "large for the hand ({} training's)", "place": "out of place", "pieces": "in pieces ({})"}
+    out = []
+    for kind, items in kinds.items():
+        names = [n for n, _ in items]
+        if kind == "overlap":
+            pairs = [f"{n} overlaps {other}" for n, other in items]
+            out.append(Finding(", ".join(pairs), tuple(dict.fromkeys(names + [o for _, o in items])), 1.9, True))
+        else:
+            detail = ", ".join(v for _, v in items)
+            out.append(Finding(f"{listed(names)} {words[kind].format(detail)}".replace(" ()", ""), tuple(names),
+                               2.0, True))
+    return out
+
+
+def _soft(signals: ImageSignals, bone_dice: np.ndarray, model: DiceModel, named: set[str]) -> list[Finding]:
+    """The bones predicted lowest (below :data:`SOFT_BELOW`, at least the lowest three present) that no hard
+    finding names yet (``named``), grouped by the signal that lowers each most."""
+    present = np.array([c for c in np.flatnonzero(signals.present) if CLASSES[c] not in named], dtype=int)
     order = present[np.argsort(bone_dice[present], kind="stable")]
     chosen = [c for c in order if bone_dice[c] < SOFT_BELOW] or list(order[:3])
     if not model.features:
@@ -135,14 +153,19 @@ def assess_findings(signals: ImageSignals, bone_dice: np.ndarray | None,
                     model: DiceModel | None) -> tuple[bool, list[Finding]]:
     """(flag, the findings of the reason, most severe first): hard findings, then the soft ones of the lowest
     predicted bones (with a model), at most :data:`MAX_FINDINGS`; an unflagged image has no findings."""
-    hard = _missing(signals) + _anatomy(signals)
+    hard = _missing(signals) + _hand(signals) + _bones(signals)
     image_dice = None if bone_dice is None else float(bone_dice.mean())
     flag = bool(hard) or (image_dice is not None and model is not None and image_dice < model.flag_below)
     if not flag:
         return False, []
-    soft = [] if bone_dice is None or model is None else _soft(signals, bone_dice, model)
-    chosen = sorted(hard, key=lambda f: -f.severity) + sorted(soft, key=lambda f: -f.severity)
-    return True, chosen[:MAX_FINDINGS]
+    soft = [] if bone_dice is None or model is None else _soft(signals, bone_dice, model, named_bones(hard))
+
+    def rank(f: Finding) -> tuple:
+        """Whole-hand findings first, then by the lowest predicted Dice of the bones named, then severity."""
+        lowest = 1.0 if bone_dice is None else min(bone_dice[CLASS_TO_INDEX[b]] for b in f.bones)
+        return (len(f.bones) < len(CLASSES), not f.hard, lowest, -f.severity)
+
+    return True, sorted(hard + soft, key=rank)[:MAX_FINDINGS]
 
 
 def reason_text(findings: list[Finding]) -> str:

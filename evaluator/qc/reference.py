@@ -26,7 +26,7 @@ from handseg.format.classes import CLASSES
 from handseg.format.rasterize import rasterize
 
 SIDE = 512
-MIN_LOG_SD = 0.05  # floor of a bone's area spread (log units)
+MIN_LOG_SD = 0.1  # floor of a bone's area spread (log units): predicted areas of small bones vary by ~10%
 MIN_POSITION_SD = 0.02  # floor of a position spread (hand-frame units)
 
 

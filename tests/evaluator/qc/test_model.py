@@ -89,3 +89,17 @@ def test_spearman_matches_scipy_with_ties():
     b = a + rng.normal(0, 2, 40)
     assert spearman(a, b) == pytest.approx(stats.spearmanr(a, b)[0], abs=1e-12)
     assert np.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_qc_csv_round_trips_and_a_foreign_csv_is_one_line(tmp_path):
+    from evaluator.qc.files import read_qc_csv, write_qc_csv
+
+    path = write_qc_csv(tmp_path / "qc.csv", [["ID1/a.png", "0.9412", "0", ""],
+                                              ["ID1/b.png", "0.7010", "1", "finger-16 missing; uncertain carpals"]])
+    assert path.read_text().splitlines()[0] == "image,predicted_dice,flag,reason"
+    rows = read_qc_csv(path)
+    assert rows[1] == {"image": "ID1/b.png", "predicted_dice": 0.701, "flag": True,
+                       "reason": "finger-16 missing; uncertain carpals"}
+    (tmp_path / "other.csv").write_text("image_name,class,rle\n")
+    with pytest.raises(DataFormatError, match="other.csv: expected the columns image,predicted_dice,flag,reason"):
+        read_qc_csv(tmp_path / "other.csv")

@@ -129,7 +129,8 @@ def test_qc_report_script_writes_table_json_and_chart(qc_cfg, tmp_path, capsys):
     assert "| Spearman, predicted vs true Dice | test + perturbed | 8 |" in table
     assert "| failure case: fingers cut by the frame | cut_fingers | 2 |" in table
     data = json.loads((tmp_path / "out" / "qc_report" / "qc_report.json").read_text())
-    assert {r["set"] for r in data["images"]} == {"test", "perturbed", "cut_fingers", "blank"}
+    assert {r["set"] for r in data["images"]} == {"test", "perturbed", "harsh", "cut_fingers", "blank"}
+    assert data["summary"]["with_harsh"]["n_labelled"] == 12 and "| test + perturbed + harsh | 12 |" in table
     assert data["summary"]["cases"]["blank"]["flag_rate"] == 1.0  # nothing but flags on an image without a hand
     assert data["summary"]["cost"]["images"] == 1
     assert (tmp_path / "out" / "qc_report" / "qc_report.png").stat().st_size > 10_000
