@@ -2,7 +2,7 @@
 """Fit the quality control's model on the validation fold: the anatomy reference from the training labels, the
 predicted-Dice model and its flag threshold from validation predictions (and perturbed copies) with known Dice.
 
-    python scripts/fit_qc.py [--cfg-path config/eval.yaml] [--copies 1] [--out PATH]
+    python scripts/fit_qc.py [--cfg-path config/eval.yaml] [--copies 0.5] [--out PATH]
 
 Writes ``qc_model.json`` beside the config's thresholds file (where predict.py and the submission run find it);
 run it after ``scripts/tune_thresholds.py``. See :mod:`evaluator.qc.fitting`.
@@ -24,7 +24,8 @@ from handseg.runtime.errors import ConfigError, cli_main
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cfg-path", default="config/eval.yaml")
-    p.add_argument("--copies", type=int, default=1, help="perturbed copies per validation image (default 1)")
+    p.add_argument("--copies", type=float, default=0.5,
+                   help="perturbed copies per validation image on average (default 0.5: every second image)")
     p.add_argument("--out", type=Path, default=None, help="default: qc_model.json beside the thresholds file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)

@@ -24,6 +24,7 @@ from evaluator.qc.probes import UncertainCounter, flip_agreement, mask_areas, st
 from evaluator.qc.signals import ImageSignals, ProbeResults, image_signals
 from handseg.format.class_masks import ClassMasks
 from handseg.inference.hand_norm import unwarp_masks
+from handseg.inference.phase_timer import PhaseTimer, phase
 from handseg.inference.pipeline import masks_from_outputs, normalised_outputs
 
 if TYPE_CHECKING:
@@ -80,16 +81,26 @@ def load_quality_control(cfg: "EvalConfig", echo: bool = True) -> QualityControl
     return QualityControl(load_qc_model(path), path)
 
 
-def predict_with_qc(predictor: "Predictor", image: np.ndarray, qc: QualityControl) -> tuple[ClassMasks, QCResult]:
+def predict_with_qc(predictor: "Predictor", image: np.ndarray, qc: QualityControl,
+                    timer: PhaseTimer | None = None) -> tuple[ClassMasks, QCResult]:
     """(the masks :func:`~handseg.inference.pipeline.predict_masks` gives, on the CPU; their QC) for one
-    (H, W) uint8 image with the predictor's engine, settings, thresholds and post-processing."""
+    (H, W) uint8 image with the predictor's engine, settings, thresholds and post-processing. ``timer`` gets the
+    inference's phases and ``qc``: the work QC adds (probe, comparisons, signals, model, findings)."""
     thresholds = predictor.thresholds
     counter = UncertainCounter(thresholds)
-    out, matrix = normalised_outputs(predictor.engine, image, predictor.settings, predictor.device, None)
-    seen = masks_from_outputs(out, thresholds, None, None, probe=counter)  # in the frame the model saw
-    probes = ProbeResults(counter.counts, mask_areas(seen), stage_agreement(out, seen, thresholds),
-                          flip_agreement(out, thresholds))
-    raw = (seen if matrix is None else unwarp_masks(seen, matrix)).to("cpu")
-    final = predictor.postprocess(raw) if predictor.postprocess is not None else raw
-    reference = None if qc.model is None else qc.model.reference
-    return final, qc.assess(image_signals(final, raw, probes, reference))
+
+    def probe(c, box, probs):
+        with phase(timer, "qc"):
+            counter(c, box, probs)
+
+    out, matrix = normalised_outputs(predictor.engine, image, predictor.settings, predictor.device, timer)
+    seen = masks_from_outputs(out, thresholds, None, timer, probe=probe)  # in the frame the model saw
+    with phase(timer, "qc"):
+        probes = ProbeResults(counter.counts, mask_areas(seen), stage_agreement(out, seen, thresholds),
+                              flip_agreement(out, thresholds))
+    with phase(timer, "threshold"):
+        raw = (seen if matrix is None else unwarp_masks(seen, matrix)).to("cpu")
+        final = predictor.postprocess(raw) if predictor.postprocess is not None else raw
+    with phase(timer, "qc"):
+        reference = None if qc.model is None else qc.model.reference
+        return final, qc.assess(image_signals(final, raw, probes, reference))

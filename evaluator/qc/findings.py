@@ -27,7 +27,8 @@ PIECES_HARD = 0.25  # a bone whose largest piece holds less than 75% of it
 OVERLAP_HARD = 0.25
 NO_HAND = 20  # this many bones missing: no hand
 MAX_FINDINGS = 3
-SOFT_BELOW = 0.9  # soft findings name bones predicted below this Dice (or the lowest three)
+SOFT_BELOW = 0.9  # soft findings name bones predicted below this Dice (or the lowest three)...
+SOFT_MOST = 4  # ...at most this many
 WORDS = {"uncertain": "uncertain {}", "stage_disagreement": "stages 1 and 2 disagree on {}",
          "flip_disagreement": "flip TTA disagrees on {}", "pieces": "{} in pieces", "area": "{} of unusual size",
          "position": "{} out of place", "overlap": "{} overlapping a neighbour"}
@@ -128,8 +129,8 @@ def _bones(signals: ImageSignals) -> list[Finding]:
 
 
 def _soft(signals: ImageSignals, bone_dice: np.ndarray, model: DiceModel, named: set[str]) -> list[Finding]:
-    """The bones predicted lowest (below :data:`SOFT_BELOW`, at least the lowest three present) that no hard
-    finding names yet (``named``), grouped by the signal that lowers each most."""
+    """The bones predicted lowest (below :data:`SOFT_BELOW`, at least the lowest three present, at most
+    :data:`SOFT_MOST`) that no hard finding names yet (``named``), grouped by the signal that lowers each most."""
     present = np.array([c for c in np.flatnonzero(signals.present) if CLASSES[c] not in named], dtype=int)
     order = present[np.argsort(bone_dice[present], kind="stable")]
     chosen = [c for c in order if bone_dice[c] < SOFT_BELOW] or list(order[:3])
@@ -137,7 +138,7 @@ def _soft(signals: ImageSignals, bone_dice: np.ndarray, model: DiceModel, named:
         return []
     share = model.contributions(signals)
     by_word: dict[str, list[int]] = {}
-    for c in chosen[:6]:
+    for c in chosen[:SOFT_MOST]:
         top = int(np.argmax(share[c]))
         word = model.features[top] if share[c, top] > 0 else "uncertain"
         by_word.setdefault(word, []).append(c)

@@ -1,10 +1,11 @@
 """Fit the QC model: the anatomy reference from the training labels, the predicted-Dice model on validation.
 
 The validation fold of the deployed checkpoint's training run is out of fold for the model: it never trained
-on it. Each validation image is predicted as it is and, to show the model what low Dice looks like, as
-``copies`` perturbed copies (:class:`evaluator.perturb.Perturbation`, the robustness report's kinds at harsher
-strengths, :data:`FIT_PERTURBATIONS`, one after the other over the images; labels moved with the image). Every
-prediction goes through the deployed engine, thresholds and post-processing with the QC probes on
+on it. Each validation image is predicted as it is and, to show the model what low Dice looks like, every
+second one also as a perturbed copy (``copies`` per image on average, 0.5 by default;
+:class:`evaluator.perturb.Perturbation`, the robustness report's kinds at harsher strengths,
+:data:`FIT_PERTURBATIONS`, one after the other; labels moved with the image). Every prediction goes through
+the deployed engine, thresholds and post-processing with the QC probes on
 (:func:`evaluator.qc.assess.predict_with_qc`); its true per-bone Dice comes from the labels. The test split and
 the failure cases are never used: they are what the QC report measures on.
 """
@@ -61,17 +62,26 @@ def training_reference(samples) -> AnatomyReference:
     return fit_reference(masks())
 
 
-def collect(predictor: Predictor, samples, reference: AnatomyReference, copies: int = 1,
+def copies_of(i: int, copies: float) -> int:
+    """How many perturbed copies image ``i`` gets for ``copies`` per image on average (0.5: every second one)."""
+    return int((i + 1) * copies + 1e-9) - int(i * copies + 1e-9)
+
+
+def collect(predictor: Predictor, samples, reference: AnatomyReference, copies: float = 0.5,
             progress: bool = True) -> FitData:
-    """Signals and true Dice of every validation image and its ``copies`` perturbed copies."""
+    """Signals and true Dice of every validation image and its perturbed copies (``copies`` per image on
+    average), the perturbations taken in turn."""
     qc = QualityControl(QCModel(None, reference, {}))
     data = FitData()
-    with tqdm(total=len(samples) * (1 + copies), desc="fit qc", unit="image", disable=not progress) as bar:
+    total = len(samples) + sum(copies_of(i, copies) for i in range(len(samples)))
+    done = 0
+    with tqdm(total=total, desc="fit qc", unit="image", disable=not progress) as bar:
         for i, sample in enumerate(samples):
             image, polygons = load_sample(sample)
             variants = [("", image, polygons)]
-            for j in range(copies):
-                p = FIT_PERTURBATIONS[(i * copies + j) % len(FIT_PERTURBATIONS)]
+            for _ in range(copies_of(i, copies)):
+                p = FIT_PERTURBATIONS[done % len(FIT_PERTURBATIONS)]
+                done += 1
                 variants.append((f" {p.kind} {p.strength:g}", *p.apply(image, polygons, seed=i)))
             for suffix, img, polys in variants:
                 masks, result = predict_with_qc(predictor, img, qc)
@@ -103,7 +113,7 @@ def fit_model(data: FitData, reference: AnatomyReference) -> QCModel:
     return QCModel(model, reference, fit)
 
 
-def fit_qc(cfg: EvalConfig, file: str | Path = "<config>", copies: int = 1, progress: bool = True) -> QCModel:
+def fit_qc(cfg: EvalConfig, file: str | Path = "<config>", copies: float = 0.5, progress: bool = True) -> QCModel:
     """The QC model of an evaluation config (module docstring), with the seconds it took in ``fit``."""
     start = time.perf_counter()
     ckpt = load_eval_checkpoint(cfg, file=file)

@@ -58,8 +58,11 @@ def format_qc_table(summary: dict) -> str:
                      _check(min(c["flag_rate"], c["names_case_bones"]), TARGETS["case"])))
     cost = s.get("cost")
     if cost:
-        rows.append(("QC cost per image (inference)", "test", cost["images"], "<= 5%",
-                     f"+{100 * cost['added']:.1f}% ({cost['ms_without']:.0f} -> {cost['ms_with']:.0f} ms)",
+        rows.append(("QC cost per image: its own work in the inference with QC", "test", cost["images"], "<= 5%",
+                     f"{100 * cost['own_share']:.1f}% ({cost['own_ms']:.0f} of {cost['ms_with']:.0f} ms)",
+                     _check(cost["own_share"], TARGETS["cost"], above=False)))
+        rows.append(("QC cost per image: inference without and with QC, wall clock", "test", cost["images"],
+                     "<= 5%", f"{100 * cost['added']:+.1f}% ({cost['ms_without']:.0f} -> {cost['ms_with']:.0f} ms)",
                      _check(cost["added"], TARGETS["cost"], above=False)))
     lines = ["| measure | images from | images | target | measured | met |",
              "| --- | --- | ---: | ---: | ---: | :---: |"]

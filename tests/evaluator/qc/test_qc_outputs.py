@@ -48,7 +48,7 @@ def qc_cfg(tmp_path_factory, tiny_ckpt, engine_dir, phantom_root):
 
 def test_fit_writes_the_model_beside_the_thresholds(qc_cfg):
     model = load_qc_model(qc_cfg.parent / "eval" / "qc_model.json")
-    assert model.fit["n_images"] == 8  # 4 validation images, each also perturbed once
+    assert model.fit["n_images"] == 8  # 4 validation images, each also perturbed once (--copies 1)
     assert model.reference is not None and model.reference.n_images == 4
     assert "uncertain" in model.dice.features and (model.dice.weights >= 0).all()
     assert 0.9 <= model.dice.flag_below <= 0.93

@@ -158,3 +158,25 @@ def test_probe_results_feed_the_uncertain_feature(reference):
     signals = image_signals(masks, masks, ProbeResults(uncertain, masks.areas()), reference)
     assert np.allclose(signals.feature("uncertain"), 0.5, atol=0.01)
     assert torch.is_tensor(masks.masks[0])
+
+
+def test_bones_of_one_kind_share_a_finding_ordered_by_predicted_dice(reference):
+    from evaluator.qc.model import DiceModel
+
+    masks = _labels(1)
+    changes = {}
+    for name in ("Capitate", "Hamate"):  # each shrunk to a sliver of itself: far below training's range
+        (y0, x0, y1, x1), crop = _get(masks, name)
+        h, w = crop.shape
+        a, b, c, d = 3 * h // 8, 5 * h // 8, 3 * w // 8, 5 * w // 8  # the middle quarter of its box: all bone
+        changes[name] = ((y0 + a, x0 + c, y0 + b, x0 + d), crop[a:b, c:d].clone())
+    changes["finger-16"] = (None, None)
+    masks = _replace(masks, changes)
+    probes = ProbeResults(np.zeros(len(CLASSES), dtype=np.int64), masks.areas())
+    signals = image_signals(masks, masks, probes, reference)
+    model = DiceModel(("area",), np.array([0.05]), 0.01, np.array([0.0]))
+    flag, findings = assess_findings(signals, model.bone_dice(signals), model)
+    texts = [f.text for f in findings]
+    assert flag and texts[0] == "finger-16 missing"  # predicted Dice 0 comes first
+    small = next(f for f in findings if "small for the hand" in f.text)
+    assert set(small.bones) == {"Capitate", "Hamate"} and small.text.startswith("Capitate, Hamate small for the hand")
