@@ -10,9 +10,9 @@ Built from what the evaluator leaves in its output folder (only ``dice.json`` is
 
 Sections: run configuration, per-class Dice (table and chart), worst-case overlays with their legend, images
 flagged for review (:mod:`evaluator.qc.report_section`), robustness (chart and table), efficiency (table and
-chart). Images are embedded as base64 data URIs and the
-style is inline: the page needs no network, no other file and no JavaScript, so it can be mailed or archived
-as it is. A missing optional part is left out with a one-line note.
+chart). Images are embedded as base64 data URIs and the style is inline: the page needs no network, no other
+file and no JavaScript, so it can be mailed or archived as it is. A missing optional part is left out with a
+one-line note.
 """
 
 from __future__ import annotations

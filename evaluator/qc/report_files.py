@@ -73,22 +73,25 @@ def format_qc_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def qc_chart(records: Sequence[QCRecord], summary: dict, flag_below: float | None, path: Path) -> Path:
-    """Predicted against true Dice (flagged images filled, the others hollow), the flag threshold and the 0.90 and
-    0.93 lines; beside it, each failure case's flag rate."""
-    fig = Figure(figsize=(12.5, 5.2), dpi=100)
-    ax, bars = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.5, 1]})
-    colours = {"test": "#4c72b0", "perturbed": "#dd8452", "harsh": "#8c613c"}
-    palette = ["#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd"]
-    for k, name in enumerate(dict.fromkeys(r.set for r in records)):
-        mine = [r for r in records if r.set == name and r.predicted_dice is not None]
-        colour = colours.get(name, palette[k % len(palette)])
+COLOURS = {"test": "#4c72b0", "perturbed": "#dd8452", "harsh": "#222222", "cut_fingers": "#ccb974",
+           "cast": "#da8bc3", "plate": "#c44e52", "child": "#8c8c8c", "upside_down": "#8172b3",
+           "mirrored": "#64b5cd", "blank": "#937860", "non_hand": "#55a868"}
+
+
+def _scatter(ax, records: Sequence[QCRecord], flag_below: float | None) -> list[Line2D]:
+    """Predicted against true Dice of ``records`` (flagged filled, the others hollow), the flag threshold and the
+    0.90 and 0.93 lines; returns the legend's handles."""
+    handles = []
+    for name in dict.fromkeys(r.set for r in records):
+        colour = COLOURS.get(name, "#999999")
         for flagged in (True, False):
-            pts = [(r.true_dice, r.predicted_dice) for r in mine if r.flag == flagged]
+            pts = [(r.true_dice, r.predicted_dice) for r in records if r.set == name and r.flag == flagged
+                   and r.predicted_dice is not None]
             if pts:
                 x, y = zip(*pts)
-                ax.scatter(x, y, s=26, marker="o", facecolors=colour if flagged else "none", edgecolors=colour,
-                           linewidths=1.0, zorder=3)
+                ax.scatter(x, y, s=26, facecolors=colour if flagged else "none", edgecolors=colour, linewidths=1.0,
+                           zorder=3)
+        handles.append(Line2D([], [], marker="o", ls="", color=colour, label=name))
     if flag_below is not None:
         ax.axhline(flag_below, color="k", ls="--", lw=1)
     for v in (LOW, HIGH):
@@ -96,14 +99,26 @@ def qc_chart(records: Sequence[QCRecord], summary: dict, flag_below: float | Non
     ax.plot([0, 1], [0, 1], color="#bbbbbb", lw=0.8, zorder=1)
     ax.set_xlabel("true Dice (mean over 29 bones)")
     ax.set_ylabel("predicted Dice")
-    ax.set_title(f"Spearman {summary['spearman']:.2f} on the test split and its perturbed copies (and "
-                 f"{(summary.get('with_harsh') or summary)['spearman']:.2f} with the harsher ones)", fontsize=10)
     ax.grid(alpha=0.3, lw=0.5)
-    handles = [Line2D([], [], marker="o", ls="", color=colours.get(n, palette[k % len(palette)]), label=n)
-               for k, n in enumerate(dict.fromkeys(r.set for r in records))]
-    handles += [Line2D([], [], marker="o", ls="", markerfacecolor="none", color="k", label="not flagged"),
-                Line2D([], [], color="k", ls="--", label=f"flag below {flag_below}" if flag_below else "flag")]
-    ax.legend(handles=handles, fontsize=8, loc="upper left", ncol=2)
+    return handles + [Line2D([], [], marker="o", ls="", markerfacecolor="none", color="k", label="not flagged"),
+                      Line2D([], [], color="k", ls="--", label=f"flag below {flag_below}")]
+
+
+def qc_chart(records: Sequence[QCRecord], summary: dict, flag_below: float | None, path: Path) -> Path:
+    """Three panels: predicted against true Dice of every image; the same for the test split and its perturbed
+    and harsher copies, around the flag threshold; each failure case's flag rate."""
+    fig = Figure(figsize=(17, 6.0), dpi=100)
+    every, near, bars = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.25, 1.25, 1]})
+    every.legend(handles=_scatter(every, records, flag_below), fontsize=8, loc="upper center",
+                 bbox_to_anchor=(0.5, -0.13), ncol=4)
+    every.set_title("Every image", fontsize=10)
+    labelled = [r for r in records if r.set in ("test", "perturbed", "harsh")]
+    _scatter(near, labelled, flag_below)
+    near.set_xlim(0.80, 0.97)
+    near.set_ylim(0.80, 0.97)
+    harsh = summary.get("with_harsh") or summary
+    near.set_title(f"Test split, perturbed and harsher copies: Spearman {summary['spearman']:.2f} "
+                   f"({harsh['spearman']:.2f} with the harsher)", fontsize=10)
     cases = summary["cases"]
     names = list(cases)
     if names:
@@ -116,7 +131,7 @@ def qc_chart(records: Sequence[QCRecord], summary: dict, flag_below: float | Non
         bars.set_xlim(0, 1.05)
         bars.invert_yaxis()
         bars.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2)
-    bars.set_title("Failure cases: share of images", fontsize=10)
+    bars.set_title("Failure cases: share of their images", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path, layout=False)
 

@@ -139,7 +139,7 @@ def whole_image_logits(engine: Engine, image: np.ndarray, settings: InferenceSet
 
 
 def normalised_outputs(engine: Engine, image: np.ndarray, settings: InferenceSettings, device: str | torch.device,
-                        timer: PhaseTimer | None) -> tuple[ModelOutputs, np.ndarray | None]:
+                       timer: PhaseTimer | None) -> tuple[ModelOutputs, np.ndarray | None]:
     """The model's outputs over ``image`` and None or, when ``settings.hand_norm`` finds the hand far from the
     reference size or angle, over the image normalised by the returned (2, 3) affine matrix."""
     if settings.hand_norm is None:
