@@ -52,26 +52,21 @@ def class_areas(label_paths: list[Path], progress: bool = True) -> np.ndarray:
 
 def plot_class_areas(mean_area: np.ndarray, path: Path, title: str) -> list[str]:
     """Bar chart of mean area per class (competition order); returns the highlighted smallest classes."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from evaluator.report import save_figure
 
     order = np.argsort(np.where(np.isnan(mean_area), np.inf, mean_area))
     smallest = [CLASSES[i] for i in order[:N_SMALLEST]]
     colours = ["#d62728" if c in smallest else "#4c72b0" for c in CLASSES]
-    fig, ax = plt.subplots(figsize=(11, 4.2), dpi=100)
+    fig = Figure(figsize=(11, 4.2), dpi=100)
+    ax = fig.subplots()
     ax.bar(range(len(CLASSES)), mean_area, color=colours)
     ax.set_xticks(range(len(CLASSES)), [c.replace("finger-", "f") for c in CLASSES], rotation=60, fontsize=8)
     ax.set_ylabel("mean area (px$^2$)")
     ax.set_title(title + f"  (red: the {N_SMALLEST} smallest: {', '.join(smallest)})", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)  # atomic: a unique temporary name, then a rename
     return smallest
 
 

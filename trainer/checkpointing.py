@@ -29,7 +29,6 @@ Model folders and the state folder are written beside their target under a uniqu
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +42,7 @@ from handseg.format.classes import CLASSES
 from handseg.inference.scoring import ScoreResult
 from handseg.model.card import card_for_folder
 from handseg.model.checkpoint import save_checkpoint
-from handseg.runtime.atomic import atomic_write_text, recover_folder, remove_stale_staging, staging_dir, swap_in
+from handseg.runtime.atomic import StagedFolder, atomic_write_text, recover_folder
 from handseg.runtime.disk import DiskFullError, disk_full_guard, folder_bytes
 from handseg.runtime.errors import DataFormatError, HandSegError
 from handseg.runtime.file_digest import file_record, file_sha256
@@ -129,28 +128,23 @@ def save_state(accelerator: Accelerator, output_dir: Path, state: "TrainState") 
     trees = _shared_trees(accelerator, state) if accelerator.is_main_process else {}
     own = rng.capture(cuda=accelerator.device.type == "cuda")
     needed = max(sum(tree_nbytes(t) for t in trees.values()) + tree_nbytes(own), folder_bytes(final))
-    staging = [None]
-    if accelerator.is_main_process:
-        recover_folder(final)
-        remove_stale_staging(final)
-        staging = [str(staging_dir(final))]
-    if accelerator.num_processes > 1:
+    staged = StagedFolder(final)
+    staging = [str(staged.begin())] if accelerator.is_main_process else [None]
+    if accelerator.num_processes > 1:  # every process writes its generators into the main process's staging
         broadcast_object_list(staging, from_process=0)
-    tmp = Path(staging[0])
     try:
         with disk_full_guard(final, "the training state", needed):
             try:
-                _write_state(accelerator, tmp, final, state, own=own, trees=trees)
+                _write_state(accelerator, Path(staging[0]), staged, state, own=own, trees=trees)
             finally:
-                if accelerator.is_main_process and tmp.exists():
-                    shutil.rmtree(tmp, ignore_errors=True)
+                staged.discard()  # the main process's staging (other processes hold none)
     except DiskFullError as exc:
         raise exc.with_note(f"; nothing was replaced; {describe_state(output_dir)}") from None
     accelerator.wait_for_everyone()
     return final
 
 
-def _write_state(accelerator: Accelerator, tmp: Path, final: Path, state: "TrainState", *, own: dict,
+def _write_state(accelerator: Accelerator, tmp: Path, staged: StagedFolder, state: "TrainState", *, own: dict,
                  trees: dict[str, Any]) -> None:
     """Every process: its generators; the main process: the shared files, then the record, then the swap."""
     save_tree(tmp, f"rng_{accelerator.process_index}", own)
@@ -163,7 +157,7 @@ def _write_state(accelerator: Accelerator, tmp: Path, final: Path, state: "Train
                   "accumulation_step": accelerator.step,
                   "files": {p.name: file_record(p) for p in sorted(tmp.iterdir())}}
         (tmp / STATE_RECORD).write_text(json.dumps(record, indent=1))
-        swap_in(tmp, final)
+        staged.commit()
 
 
 def _shared_trees(accelerator: Accelerator, state: "TrainState") -> dict[str, Any]:

@@ -31,8 +31,8 @@ from handseg.runtime.config_schema import to_dict
 from handseg.runtime.errors import ConfigError, HandSegError, cli_main
 from handseg.runtime.run_lock import locked_folder
 from trainer import checkpointing
-from trainer.cache import data_fingerprint
 from trainer.config import TrainConfig, check_paths, input_spec, load_train_config
+from trainer.decoding import data_fingerprint
 from trainer.ema import EMA
 from trainer.loader import build_dataset, build_train_loader
 from trainer.loop import EpochPlan, StopFlag, TrainModule, TrainState, agree, broadcast_mean, train_one_epoch, validate

@@ -32,9 +32,8 @@ from handseg.data.data_config import DataConfig
 from handseg.format.classes import CLASSES
 from handseg.model.factory import ModelConfig, model_class
 from handseg.model.io import InputSpec
-from handseg.runtime.atomic import recover_folder, remove_stale_staging, staging_dir, swap_in
+from handseg.runtime.atomic import atomic_folder
 from handseg.runtime.config_schema import from_dict, to_dict
-from handseg.runtime.disk import disk_full_guard, folder_bytes
 from handseg.runtime.errors import ConfigError, DataFormatError, HandSegError
 from handseg.runtime.file_digest import file_sha256
 
@@ -140,9 +139,6 @@ def save_checkpoint(model: nn.Module, folder: str | os.PathLike, info: dict,
     """
     model = unwrap_model(model)
     folder = Path(folder)
-    recover_folder(folder)  # an earlier save died between its two renames
-    remove_stale_staging(folder)
-
     record = to_dict(dict(info))
     record.setdefault("classes", list(CLASSES))
     record.setdefault("versions", versions())
@@ -152,29 +148,24 @@ def save_checkpoint(model: nn.Module, folder: str | os.PathLike, info: dict,
     json.dumps(record, default=_json_default)  # fail before touching the disk
 
     weights = state_dict if state_dict is not None else model.state_dict()
-    needed = max(sum(t.numel() * t.element_size() for t in weights.values() if isinstance(t, torch.Tensor)),
-                 folder_bytes(folder))
-    tmp = staging_dir(folder)
-    with disk_full_guard(folder, "a checkpoint", needed):  # outside the cleanup: free space is measured after it
-        try:
-            with _quiet_hf():
-                model.save_pretrained(tmp, state_dict=state_dict)
-            missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (tmp / name).is_file()]
-            if missing:
-                raise RuntimeError(f"save_pretrained did not write {missing} (sharded or non-safetensors output?)")
-            record["weights_sha256"] = file_sha256(tmp / WEIGHTS_FILE)
-            text = json.dumps(record, indent=2, default=_json_default)
-            (tmp / INFO_FILE).write_text(text)
-            if prior is not None:
-                (tmp / PRIOR_DIR).mkdir()
-                for name in (*REQUIRED_FILES, README_FILE):
-                    if (Path(prior) / name).is_file():
-                        shutil.copy2(Path(prior) / name, tmp / PRIOR_DIR / name)
-            if readme is not None:
-                (tmp / README_FILE).write_text(readme(tmp, json.loads(text)), encoding="utf-8")
-            return swap_in(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful swap
+    payload = sum(t.numel() * t.element_size() for t in weights.values() if isinstance(t, torch.Tensor))
+    with atomic_folder(folder, "a checkpoint", payload) as tmp:
+        with _quiet_hf():
+            model.save_pretrained(tmp, state_dict=state_dict)
+        missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (tmp / name).is_file()]
+        if missing:
+            raise RuntimeError(f"save_pretrained did not write {missing} (sharded or non-safetensors output?)")
+        record["weights_sha256"] = file_sha256(tmp / WEIGHTS_FILE)
+        text = json.dumps(record, indent=2, default=_json_default)
+        (tmp / INFO_FILE).write_text(text)
+        if prior is not None:
+            (tmp / PRIOR_DIR).mkdir()
+            for name in (*REQUIRED_FILES, README_FILE):
+                if (Path(prior) / name).is_file():
+                    shutil.copy2(Path(prior) / name, tmp / PRIOR_DIR / name)
+        if readme is not None:
+            (tmp / README_FILE).write_text(readme(tmp, json.loads(text)), encoding="utf-8")
+    return folder
 
 
 def read_info(folder: str | os.PathLike) -> dict:
