@@ -24,7 +24,7 @@ from handseg.format.classes import CLASSES, NUM_CLASSES
 from handseg.inference.engine import DTYPES
 from handseg.inference.hand_norm import HandNorm
 from handseg.inference.postprocess import PostProcessing
-from handseg.model.checkpoint import best_checkpoint
+from handseg.model.selection import best_checkpoint
 from handseg.runtime.config_schema import FieldError, load_config
 from handseg.runtime.errors import ConfigError, DataFormatError
 

@@ -17,7 +17,7 @@ from handseg.inference.engine import eager_engine
 from handseg.inference.pipeline import InferenceSettings, predict_probs
 from handseg.model.card import (
     card_for_folder,
-    count_parameters,
+    parameters_in_weights,
     render_model_card,
     write_model_card,
 )
@@ -86,7 +86,7 @@ def test_card_written_inside_the_atomic_save_parses_as_a_hub_card(saved, tmp_pat
         assert table[name] == pytest.approx(info["dice"][name], abs=5e-5)
     assert f"**{info['mean_dice']:.4f}**" in card.text
     n_params = sum(p.numel() for p in model.parameters())
-    assert count_parameters(folder / "model.safetensors") == n_params
+    assert parameters_in_weights(folder / "model.safetensors") == n_params
     assert f"{n_params / 1e6:.2f} M" in card.text
     for section in ("## Model", "## Training data", "## Training recipe", "## Validation Dice", "## Robustness",
                     "## Efficiency", "## How to use", "## Intended use and limitations"):
