@@ -15,7 +15,6 @@ shard of the validation fold, gathered; every image is counted exactly once (che
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import sys
@@ -36,13 +35,11 @@ from handseg.model.factory import forward_logits, forward_train
 from handseg.model.io import logits_over_windows
 from handseg.runtime.errors import HandSegError
 from handseg.runtime.launcher import LAUNCHER_ENV
-from trainer.checkpointing import TrainProgress
-from trainer.ema import EMA
 from trainer.labels import labels_to_float
 from trainer.loader import epoch_loader
 from trainer.losses import SegLoss
-from trainer.optim import LRSchedule
 from trainer.output_guard import SurvivingStream
+from trainer.state import EpochPlan, TrainState
 
 
 class NonFiniteLossError(HandSegError):
@@ -84,39 +81,6 @@ class TrainModule(nn.Module):
         if aux is not None:
             aux = aux + logits_over_windows(prior, window, crop, aux.shape[-1])
         return logits, aux
-
-
-@dataclass
-class TrainState:
-    """What an optimiser step changes and a resume restores: the prepared model (a :class:`TrainModule`), the
-    optimiser, the schedule, the EMA weights (when enabled) and the progress counters."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    schedule: LRSchedule
-    ema: EMA | None
-    progress: TrainProgress
-
-    def network(self, accelerator: Accelerator) -> nn.Module:
-        """The Hugging Face model that is validated and saved: the EMA copy when enabled, else the live one."""
-        return self.ema.module if self.ema is not None else accelerator.unwrap_model(self.model).model
-
-    def prior(self, accelerator: Accelerator) -> nn.Module | None:
-        """A cascade's stage 1 (frozen), else None."""
-        return accelerator.unwrap_model(self.model).prior
-
-
-@dataclass
-class EpochPlan:
-    """How long the run is: micro-batches per epoch (per process), epochs, optimiser steps in all."""
-
-    batches: int
-    epochs: int
-    grad_accum_steps: int
-
-    @property
-    def total_steps(self) -> int:
-        return self.epochs * math.ceil(self.batches / self.grad_accum_steps)
 
 
 @dataclass

@@ -35,9 +35,10 @@ from trainer.config import TrainConfig, check_paths, input_spec, load_train_conf
 from trainer.decoding import data_fingerprint
 from trainer.ema import EMA
 from trainer.loader import build_dataset, build_train_loader
-from trainer.loop import EpochPlan, StopFlag, TrainModule, TrainState, agree, broadcast_mean, train_one_epoch, validate
+from trainer.loop import StopFlag, TrainModule, agree, broadcast_mean, train_one_epoch, validate
 from trainer.losses import SegLoss
 from trainer.optim import LRSchedule, build_optimizer
+from trainer.state import EpochPlan, TrainProgress, TrainState
 
 EXIT_INTERRUPTED = 130
 
@@ -124,7 +125,7 @@ def build_state(cfg: TrainConfig, accelerator: Accelerator, model, optimizer, pl
     return TrainState(model=model, optimizer=optimizer,
                       schedule=LRSchedule(optimizer, cfg.schedule, total_steps=plan.total_steps),
                       ema=EMA(accelerator.unwrap_model(model).model, cfg.ema.decay) if cfg.ema.enabled else None,
-                      progress=checkpointing.TrainProgress())
+                      progress=TrainProgress())
 
 
 def save_epoch(cfg: TrainConfig, accelerator: Accelerator, state: TrainState, record: checkpointing.RunRecord,

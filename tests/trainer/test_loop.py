@@ -9,11 +9,11 @@ from accelerate import Accelerator
 from handseg.data.data_config import DataConfig
 from handseg.data.dataset_index import load_split
 from handseg.model.factory import ModelConfig, build_model
-from trainer.checkpointing import TrainProgress
 from trainer.loader import build_dataset, build_train_loader
-from trainer.loop import EpochPlan, StopFlag, TrainModule, TrainState, train_one_epoch
+from trainer.loop import StopFlag, TrainModule, train_one_epoch
 from trainer.losses import LossConfig, SegLoss
 from trainer.optim import LRSchedule, OptimConfig, ScheduleConfig, build_optimizer
+from trainer.state import EpochPlan, TrainProgress, TrainState
 
 
 class RecordingLoss(SegLoss):

@@ -27,8 +27,9 @@ from handseg.model.io import InputSpec
 from handseg.runtime.config_schema import to_dict
 from handseg.runtime.errors import DataFormatError
 from tests.trainer.helpers import tiny_config, write_yaml
-from trainer.checkpointing import RunRecord, TrainProgress
+from trainer.checkpointing import RunRecord
 from trainer.config import load_train_config
+from trainer.state import TrainProgress
 
 ROBUSTNESS = {"unperturbed": {"mean_dice": 0.9}, "n_images": 2, "perturbations": [  # robustness.json's shape
     {"kind": "rotation", "strength": 10, "unit": "deg", "mean_dice": 0.88, "tolerance": 0.03, "passed": True},
