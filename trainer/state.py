@@ -17,8 +17,9 @@ from trainer.optim import LRSchedule
 
 @dataclass
 class TrainProgress:
-    """Counters saved with the Accelerate state: ``epoch`` = completed epochs, ``step`` = optimiser steps,
-    ``batch_in_epoch`` = micro-batches of the current epoch already trained (for a mid-epoch resume)."""
+    """Counters saved in the resumable state (``trainer_state.json``): ``epoch`` = completed epochs, ``step`` =
+    optimiser steps, ``batch_in_epoch`` = micro-batches of the current epoch already trained (for a mid-epoch
+    resume), and the best validation so far (for ``best/`` and early stopping)."""
 
     epoch: int = 0
     step: int = 0
