@@ -1,7 +1,9 @@
 """Build the engine of a checkpoint: export, compile with its backend, measure agreement, write the manifest.
 
 A cascade's stage 2 is compiled with its stage 1 (the prior, at batch 1 and the prior's input side): two engine
-files, each with its manifest; stage 2's names the stage-1 engine it was built with.
+files, each with its manifest; stage 2's names the stage-1 engine it was built with. An engine with a static batch
+above 1 is also compiled at batch 1, its ``tail``, which runs the tiles left over after the full batches (a
+cascade's stage 2 runs on as many tiles as stage 1 finds bone in), so no tile is padded; the manifest names it.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ def _manifest(cfg: EvalConfig, ckpt: LoadedCheckpoint, spec: InputSpec, engine: 
         optimization_level=cfg.optimization_level if engine.backend == "tensorrt" else None, agreement=agreement,
         prior=paired,
     )
+    if engine.tail is not None:
+        manifest["tail"] = {"engine": engine.tail.path.name, "batch_size": engine.tail.batch_size}
     write_manifest(engine.path, manifest)
     return manifest
 
@@ -69,6 +73,10 @@ def build_engine(cfg: EvalConfig, ckpt: LoadedCheckpoint, image: np.ndarray, bac
     engine = _compile(cfg, ckpt, ckpt.spec, name, engine_path(cfg, ckpt, name, batch, precision), batch, precision,
                       source)
     engine.prior = prior
+    if batch > 1:  # the remainder of a batch runs at batch 1 (also the batch-1 engine of these settings)
+        engine.tail = _compile(cfg, ckpt, ckpt.spec, name, engine_path(cfg, ckpt, name, 1, precision), 1, precision,
+                               source)
+        _manifest(cfg, ckpt, ckpt.spec, engine.tail, agreement=None, prior=prior)
     ref = eager_engine(ckpt.model, "fp32", cfg.device, prior=ckpt.prior.model if ckpt.prior else None)
     agreement = compare(engine, ref, image, eval_settings(cfg, ckpt, engine, hand_norm=False),
                         eval_settings(cfg, ckpt, ref, hand_norm=False), cfg.device)

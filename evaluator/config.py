@@ -24,6 +24,7 @@ from handseg.format.classes import CLASSES, NUM_CLASSES
 from handseg.inference.engine import DTYPES
 from handseg.inference.hand_norm import HandNorm
 from handseg.inference.postprocess import PostProcessing
+from handseg.inference.tile_selection import TileSelection
 from handseg.model.selection import best_checkpoint
 from handseg.runtime.config_schema import FieldError, load_config
 from handseg.runtime.errors import ConfigError, DataFormatError
@@ -137,6 +138,7 @@ class EvalConfig:
     flip_tta: bool = False
     thresholds: float | list[float] | str = 0.5
     hand_norm: bool = True  # size and orientation normalisation stored with tuned thresholds (inference.hand_norm)
+    tile_selection: bool = True  # a cascade's stage 2 only near the bones stage 1 finds; false: every tile
     engine_dir: Path = Path("trt_models")
     engine: Path | None = None  # explicit engine file; default: derived name under engine_dir
     output_dir: Path = Path("outputs/eval")
@@ -292,6 +294,23 @@ def resolve_hand_norm(cfg: EvalConfig) -> HandNorm | None:
         raise ConfigError(cfg.thresholds, f"{key}.{exc.key}", exc.problem) from None
     except (ValueError, TypeError, AttributeError) as exc:
         raise ConfigError(cfg.thresholds, key, str(exc)) from None
+
+
+def resolve_tile_selection(cfg: EvalConfig) -> TileSelection | None:
+    """Which tiles a cascade's stage 2 runs on (:mod:`handseg.inference.tile_selection`): the selection stored with
+    tuned thresholds (the thresholds file's ``tile_selection``: the margin chosen on validation), else the default
+    one; None (every tile) with ``tile_selection: false``."""
+    if not cfg.tile_selection:
+        return None
+    entry = _thresholds_file_entry(cfg, "tile_selection")
+    if entry is None:
+        return TileSelection()
+    try:
+        return TileSelection.from_dict(entry)
+    except FieldError as exc:
+        raise ConfigError(cfg.thresholds, f"tile_selection.{exc.key}", exc.problem) from None
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ConfigError(cfg.thresholds, "tile_selection", str(exc)) from None
 
 
 def resolve_input_spec(cfg: EvalConfig, spec):

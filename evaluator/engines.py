@@ -4,7 +4,8 @@
 loads it with the config's tile-size and overlap overrides; :func:`load_engine` returns the
 :class:`handseg.inference.engine.Engine` the config asks for: the eager model, or a compiled engine whose manifest must
 match the checkpoint (a stale engine is refused). A cascade is two engines, its stage 2 and its stage 1 (the
-prior: batch 1, the prior's input side), each compiled and checked against its own weights.
+prior: batch 1, the prior's input side), each compiled and checked against its own weights; an engine whose
+manifest names a ``tail`` (the same network at batch 1) runs a batch's remainder on it instead of padding.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from evaluator.backends import BACKENDS, require, resolve_backend
-from evaluator.config import EvalConfig, resolve_checkpoint, resolve_hand_norm, resolve_input_spec
+from evaluator.config import (
+    EvalConfig,
+    resolve_checkpoint,
+    resolve_hand_norm,
+    resolve_input_spec,
+    resolve_tile_selection,
+)
 from evaluator.manifest import StaleEngineError, check_manifest, read_manifest
 from handseg.inference.engine import Engine, eager_engine
 from handseg.inference.pipeline import InferenceSettings, inference_settings
@@ -59,6 +66,10 @@ def load_engine(cfg: EvalConfig, ckpt: LoadedCheckpoint, backend: str | None = N
     batch = batch or cfg.batch_size_eval
     engine = _load_compiled(engine_path(cfg, ckpt, name, batch, precision), ckpt, name, precision, device, batch,
                             ckpt.spec)
+    tail = read_manifest(engine.path).get("tail")
+    if tail:  # the same network at batch 1, for the tiles left over after full batches (nothing padded)
+        engine.tail = _load_compiled(engine.path.with_name(tail["engine"]), ckpt, name, precision, device,
+                                     int(tail["batch_size"]), ckpt.spec)
     if ckpt.prior is None:
         return engine
     prior = _load_compiled(engine_path(cfg, ckpt, name, 1, precision, part="prior"), ckpt.prior, name, precision,
@@ -90,6 +101,8 @@ def eval_settings(cfg: EvalConfig, ckpt: LoadedCheckpoint, engine: Engine,
                   hand_norm: bool = True) -> InferenceSettings:
     """The inference settings of an evaluation: the config's tile batch, blending and TTA at the checkpoint's
     input spec, with the hand normalisation stored with the tuned thresholds (``hand_norm=False``: without,
-    as threshold tuning and the engine agreement check run)."""
-    return inference_settings(ckpt.spec, engine, batch_size=cfg.batch_size_eval, blend=cfg.blend,
-                              flip_tta=cfg.flip_tta, hand_norm=resolve_hand_norm(cfg) if hand_norm else None)
+    as threshold tuning and the engine agreement check run) and the tile selection of a cascade's stage 2
+    (:func:`evaluator.config.resolve_tile_selection`)."""
+    settings = inference_settings(ckpt.spec, engine, batch_size=cfg.batch_size_eval, blend=cfg.blend,
+                                  flip_tta=cfg.flip_tta, hand_norm=resolve_hand_norm(cfg) if hand_norm else None)
+    return replace(settings, selection=resolve_tile_selection(cfg))
