@@ -2,7 +2,9 @@
 
     python evaluate_efficiency.py [--cfg-path config/eval.yaml] [--output-dir DIR]
 
-Writes efficiency.json, efficiency.md and efficiency.png under ``<output_dir>/efficiency`` and prints the table.
+Each engine is measured in a process of its own that loads it as the evaluator does (a compiled engine without the
+model), so the peak memory is the deployed figure. Writes efficiency.json, efficiency.md and efficiency.png under
+``<output_dir>/efficiency`` and prints the table.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     cfg = load_eval_config(args.cfg_path)
     out = Path(args.output_dir) if args.output_dir else Path(cfg.output_dir) / "efficiency"
-    result = run_efficiency(cfg, load_eval_checkpoint(cfg, file=args.cfg_path))
+    result = run_efficiency(cfg, load_eval_checkpoint(cfg, file=args.cfg_path), args.cfg_path)
     table = format_table(result)
     atomic_write_text(out / "efficiency.json", json.dumps(result, indent=2) + "\n")
     atomic_write_text(out / "efficiency.md", "# Efficiency\n\n" + table)

@@ -148,17 +148,21 @@ def _sample_one(grid: torch.Tensor, ty: _Taps, tx: _Taps, k: int, out: torch.Ten
     depends on its coordinates only, never on the window it is computed in."""
     grid = grid.float()
     iy0, iy1, wy0, wy1 = ty.i0[k], ty.i1[k], ty.w0[k], ty.w1[k]
-    rows = torch.unique(torch.cat([iy0, iy1]))  # sorted: the few source rows the window reads
-    src = grid.index_select(1, rows)  # (C, R, w)
-    across = src.index_select(2, tx.i0[k]) * tx.w0[k] + src.index_select(2, tx.i1[k]) * tx.w1[k]  # (C, R, n_x)
-    p0, p1 = torch.searchsorted(rows, iy0).tolist(), torch.searchsorted(rows, iy1).tolist()
+    lo, hi = int(iy0.min()), int(iy1.max()) + 1  # the source rows the window reads lie in [lo, hi)
+    src = grid[:, lo:hi].contiguous()  # (C, R, w)
+    c, r, w = src.shape
+    flat = src.view(c * r, w)  # columns gathered on a 2-D view: several times faster than along dim 2
+    across = (flat.index_select(1, tx.i0[k]) * tx.w0[k] + flat.index_select(1, tx.i1[k]) * tx.w1[k]).view(c, r, -1)
+    p0, p1 = (iy0 - lo).tolist(), (iy1 - lo).tolist()
     if out is None:
-        out = grid.new_empty((grid.shape[0], len(p0), across.shape[2]))
+        out = grid.new_empty((c, len(p0), across.shape[2]))
     bounds = [0] + [j for j in range(1, len(p0)) if (p0[j], p1[j]) != (p0[j - 1], p1[j - 1])] + [len(p0)]
+    scratch = out.new_empty((c, max(e - s for s, e in zip(bounds[:-1], bounds[1:])), across.shape[2]))
     for s, e in zip(bounds[:-1], bounds[1:]):  # output rows [s, e) read source rows p0[s] and p1[s]
-        part = out[:, s:e]
+        part, second = out[:, s:e], scratch[:, :e - s]
         torch.mul(across[:, p0[s], None, :], wy0[s:e, None], out=part)
-        part.add_(across[:, p1[s], None, :] * wy1[s:e, None])
+        torch.mul(across[:, p1[s], None, :], wy1[s:e, None], out=second)
+        part.add_(second)
     return out
 
 
