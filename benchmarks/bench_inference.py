@@ -2,7 +2,8 @@
 
     python benchmarks/bench_inference.py [--stage1 runs/demo_stage1/best] [--stage2 runs/demo_stage2/best]
                                          [--size 2048] [--images 3] [--tile 1024] [--threads 2] [--no-aot]
-                                         [--deploy-batches 1 4]
+                                         [--deploy-batches 1 4] [--cascade-only] [--cascade-batch 1]
+                                         [--thresholds outputs/demo/eval/thresholds.yaml] [--baseline-rev REV]
 
 Modes: ``resize`` (stage 1 as trained: the whole image at its input size), ``tile`` (stage 1's network on native
 ``--tile`` px tiles, overlap 0.25, Gaussian blending: the form of a plain stage-2 checkpoint) and ``cascade``
@@ -23,9 +24,10 @@ of ``--deploy-batches``) as the evaluator does, without building the model or im
 
 Last (alone with ``--cascade-only``), the deployed cascade on whole images (:mod:`cascade_deployed`): every tile
 against the tile selection (the margin tuned in ``--thresholds``), eager against the AOTInductor pair (stage 2 at
-batch 4 with its batch-1 tail, stage 1 at batch 1), one process per engine: tiles run, stage-1, stage-2 and
+``--cascade-batch``, above 1 with its batch-1 tail and also padded as before; stage 1 at batch 1), one process per
+engine: tiles run, stage-1, stage-2 and
 post-processing time, the model's share, whole-image time, peak RSS, and the compiled engine's per-tile and
-whole-image gains.
+whole-image gains; with ``--baseline-rev``, the path before the selection (that revision) on the same engines.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import numpy as np
 import torch
 from bench_models import compile_mode, deployed_engine, mode_engine, stage1_model
 from bench_rle import baseline_rle_encode, best_time
-from cascade_deployed import measure_paths, report
+from cascade_deployed import baseline_paths, measure_paths, report
 from rss import peak_rss_mib, reset_peak_rss, status_mib
 
 from handseg.format.class_masks import ClassMasks
@@ -55,6 +57,7 @@ from handseg.phantom import render_hand
 from handseg.runtime.errors import cli_main
 
 MODES = ("resize", "tile", "cascade")
+REPO = Path(__file__).resolve().parents[1]
 MODEL_CODE = "transformers.models.segformer.modeling_segformer"  # imported once a SegFormer model is built
 THRESHOLD = 0.5
 
@@ -74,6 +77,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--thresholds", default="outputs/demo/eval/thresholds.yaml",
                    help="thresholds file (tuned thresholds, post-processing, tile selection) of the cascade section")
     p.add_argument("--cascade-only", action="store_true", help="only the deployed cascade: every tile vs selection")
+    p.add_argument("--baseline-rev", default=None,
+                   help="git revision of the path before the tile selection (e.g. a73e06e): its every-tile time on "
+                        "the same engine files, from a worktree")
+    p.add_argument("--cascade-batch", type=int, default=1,
+                   help="stage-2 tile batch of the deployed cascade (above 1: with its batch-1 tail, and padded)")
     p.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     p.add_argument("--child-cascade", metavar="KIND", help=argparse.SUPPRESS)
     p.add_argument("--child-engines", nargs=2, metavar=("DIR", "BATCH"), help=argparse.SUPPRESS)
@@ -188,17 +196,21 @@ def cascade_child(kind: str, args) -> None:
     else:
         engine, spec, _ = mode_engine("cascade", args)
     result = measure_paths(engine, spec, [image for image, _ in hands(args.images, args.size)], args.thresholds,
-                           args.repeats)
+                           args.repeats, args.cascade_batch)
     print(json.dumps({**result, "peak_mib": peak_rss_mib()}))
 
 
 def cascade_section(args, argv: list[str], folder: Path) -> list[str]:
-    """The deployed cascade: every tile vs the selection, eager vs AOTInductor (batch 4 with its batch-1 tail)."""
+    """The deployed cascade: every tile vs the selection, eager vs AOTInductor (at ``--cascade-batch``, above 1
+    with its batch-1 tail)."""
     kinds = ["eager"] if args.no_aot else ["eager", "aot"]
-    if not args.no_aot and not all((folder / f"cascade_{n}.pt2").is_file() for n in ("b1", "b4", "prior")):
-        compile_mode("cascade", [1, 4], args, folder)
-    results = {kind: child_json(argv, ["--child-cascade", kind, "--child-engines", str(folder), "4"])
+    batch = args.cascade_batch
+    if not args.no_aot and not all((folder / f"cascade_{n}.pt2").is_file() for n in ("b1", f"b{batch}", "prior")):
+        compile_mode("cascade", sorted({1, batch}), args, folder)
+    results = {kind: child_json(argv, ["--child-cascade", kind, "--child-engines", str(folder), str(batch)])
                for kind in kinds}
+    if args.baseline_rev and not args.no_aot:
+        results["before"] = {**baseline_paths(args.baseline_rev, folder, args, REPO), "rev": args.baseline_rev}
     return report(results, args.images, args.size, args.threads)
 
 

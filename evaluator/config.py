@@ -299,9 +299,12 @@ def resolve_hand_norm(cfg: EvalConfig) -> HandNorm | None:
 def resolve_tile_selection(cfg: EvalConfig) -> TileSelection | None:
     """Which tiles a cascade's stage 2 runs on (:mod:`handseg.inference.tile_selection`): the selection stored with
     tuned thresholds (the thresholds file's ``tile_selection``: the margin chosen on validation), else the default
-    one; None (every tile) with ``tile_selection: false``."""
+    one (also while the file is not written yet: engines are compiled before thresholds are tuned); None (every
+    tile) with ``tile_selection: false``."""
     if not cfg.tile_selection:
         return None
+    if isinstance(cfg.thresholds, str) and not Path(cfg.thresholds).is_file():
+        return TileSelection()
     entry = _thresholds_file_entry(cfg, "tile_selection")
     if entry is None:
         return TileSelection()

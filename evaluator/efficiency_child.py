@@ -89,9 +89,10 @@ def whole_image(engine: Engine, png: Path, settings: InferenceSettings, device: 
         return masks.rle()
 
 
-def tile_latency(engine: Engine, x: torch.Tensor, cfg: EvalConfig) -> tuple[dict, torch.Tensor]:
+def tile_latency(engine: Engine, x: torch.Tensor, cfg: EvalConfig, prior_side: int | None) -> tuple[dict, torch.Tensor]:
     """Per-tile latency of ``engine`` on the batch ``x`` (warm-up, then ``efficiency.iters`` calls); a cascade's
-    stage 1 is timed on one whole image too. Returns (figures, the logits of ``x`` on the CPU)."""
+    stage 1 is timed on one whole image (``prior_side`` squared) too. Returns (figures, the logits of ``x`` on the
+    CPU)."""
     eff, device, batch = cfg.efficiency, engine.device, x.shape[0]
     x = x.to(device)
     with torch.inference_mode():
@@ -100,12 +101,10 @@ def tile_latency(engine: Engine, x: torch.Tensor, cfg: EvalConfig) -> tuple[dict
         calls = np.asarray(timed(lambda: engine(x), eff.iters, device))
         logits = engine(x).cpu()
         stage1 = None
-        if engine.prior is not None:
-            side = engine.prior.side or 0
-            whole = torch.zeros((1, 3, side, side), device=device) if side else None
-            if whole is not None:
-                engine.prior(whole)
-                stage1 = float(np.median(timed(lambda: engine.prior(whole), eff.iters, device)))
+        if engine.prior is not None and prior_side:
+            whole = torch.zeros((1, 3, prior_side, prior_side), device=device)
+            engine.prior(whole)
+            stage1 = float(np.median(timed(lambda: engine.prior(whole), eff.iters, device)))
     tiles = calls / batch
     return {"tile_ms_p50": float(np.percentile(tiles, 50)), "tile_ms_p90": float(np.percentile(tiles, 90)),
             "tile_ms_p99": float(np.percentile(tiles, 99)), "batch_ms_p50": float(np.percentile(calls, 50)),
@@ -151,10 +150,12 @@ def measure(cfg: EvalConfig, ckpt: LoadedCheckpoint, name: str, batch: int, png:
     settings = eval_settings(cfg, ckpt, engine)
     settings.batch_size = batch
     image = read_image(png)
-    tiles, logits = tile_latency(engine, tile_batch(image, ckpt.spec, batch, ckpt.spec.model_size), cfg)
+    prior_side = None if ckpt.spec.prior is None else ckpt.spec.prior.model_size
+    tiles, logits = tile_latency(engine, tile_batch(image, ckpt.spec, batch, ckpt.spec.model_size), cfg, prior_side)
     figures, rles = image_figures(engine, cfg, settings, png)
     row = {"engine": engine.name, "batch": batch, **tiles, **figures, "torch_threads": torch.get_num_threads(),
-           "model_code_loaded": any(m.startswith("transformers.models.") for m in sys.modules)}
+           "model_code_loaded": any(m.startswith("transformers.models.") and ".modeling_" in m and ".auto." not in m
+                                    for m in sys.modules)}
     out.mkdir(parents=True, exist_ok=True)
     torch.save(logits, out / "logits.pt")
     (out / "rles.json").write_text(json.dumps(rles))

@@ -249,7 +249,7 @@ def _run_tile_batches(engine: Engine, tiling: _Tiling, prior: torch.Tensor | Non
         channels = 3 if prior is None else 3 + prior.shape[0]
         buffer = torch.empty((min(settings.batch_size, max(len(tiling.run), 1)), channels, tile, tile),
                              device=device)
-    plain, flipped = [], []
+    plain = flipped = None  # every tile's logits, written in place as the batches come (no list to concatenate)
     for start in range(0, len(tiling.run), settings.batch_size):
         batch = [tiling.windows[n] for n in tiling.run[start:start + settings.batch_size]]
         with phase(timer, "preprocess"):
@@ -260,12 +260,16 @@ def _run_tile_batches(engine: Engine, tiling: _Tiling, prior: torch.Tensor | Non
                     prior_region(prior_probs, (h, w), (top, left), y, y + tile, x0, x0 + tile, 0.0, out=tiles[j, 3:])
             mirrored = tiles.flip(-1) if settings.flip_tta else None
         with phase(timer, "stage2"):
-            plain.append(engine(tiles))
+            logits = engine(tiles)
+            if plain is None:
+                plain = logits.new_empty((len(tiling.run), *logits.shape[1:]))
+                flipped = None if mirrored is None else torch.empty_like(plain)
+            plain[start:start + len(batch)] = logits
             if mirrored is not None:
-                flipped.append(engine(mirrored))
-    if not plain:  # stage 1 finds no bone: no tile runs (the logits' side does not matter then)
+                flipped[start:start + len(batch)] = engine(mirrored)
+    if plain is None:  # stage 1 finds no bone: no tile runs (the logits' side does not matter then)
         return buffer.new_empty((0, prior.shape[0], *prior.shape[-2:])), None
-    return torch.cat(plain), torch.cat(flipped) if flipped else None
+    return plain, flipped
 
 
 def _window_logits(out: ModelOutputs, grids: torch.Tensor, first: int, count: int) -> torch.Tensor:
