@@ -78,13 +78,13 @@ def engine_named(name: str, cfg: EvalConfig, ckpt: LoadedCheckpoint, batch: int)
     return load_engine(cfg, ckpt, backend=name, batch=batch)
 
 
-def whole_image(engine: Engine, png: Path, settings: InferenceSettings, device: str, thresholds, postprocess=None,
+def whole_image(engine: Engine, png: Path, settings: InferenceSettings, thresholds, postprocess=None,
                 timer: PhaseTimer | None = None) -> list[str]:
-    """The deployed path for one image file: decode, predict (preprocess, stage 1, stage 2, blend, threshold,
-    post-processing), RLE; returns the 29 RLE strings."""
+    """The deployed path for one image file on the engine's device: decode, predict (preprocess, stage 1, stage 2,
+    blend, threshold, post-processing), RLE; returns the 29 RLE strings."""
     with phase(timer, "decode"):
         image = read_image(png)
-    masks = predict_masks(engine, image, settings, thresholds, device, postprocess, timer)
+    masks = predict_masks(engine, image, settings, thresholds, engine.device, postprocess, timer)
     with phase(timer, "threshold"):
         return masks.rle()
 
@@ -116,14 +116,14 @@ def image_figures(engine: Engine, cfg: EvalConfig, settings: InferenceSettings, 
     possible per image, and the peak memory (CUDA: allocated on the device; CPU: the process's ``VmHWM``)."""
     eff, device = cfg.efficiency, engine.device
     thresholds, postprocess = resolve_thresholds(cfg), resolve_postprocess(cfg)
-    rles = whole_image(engine, png, settings, device, thresholds, postprocess)  # warm-up, and the masks compared
+    rles = whole_image(engine, png, settings, thresholds, postprocess)  # warm-up, and the masks compared
     timer = PhaseTimer(device)
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     before = status_mib("VmRSS") or 0.0
-    image_ms = float(np.mean(timed(lambda: whole_image(engine, png, settings, device, thresholds, postprocess,
-                                                       timer), eff.image_iters, device)))
+    image_ms = float(np.mean(timed(lambda: whole_image(engine, png, settings, thresholds, postprocess, timer),
+                                   eff.image_iters, device)))
     n = eff.image_iters
     phases = {name: 1000.0 * timer.seconds.get(name, 0.0) / n for name in PHASES}
     if device.startswith("cuda"):
