@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -34,7 +33,6 @@ if TYPE_CHECKING:
 
 from handseg.format.classes import ID2LABEL, LABEL2ID, NUM_CLASSES
 from handseg.runtime.config_schema import FieldError
-from handseg.runtime.errors import DataFormatError
 
 # SegFormer (Mix Transformer) sizes from the paper / the official nvidia/mit-b* configs. Every preset keeps
 # the library defaults sr_ratios (8, 4, 2, 1), patch_sizes (7, 3, 3, 3), strides (4, 2, 2, 2), mlp_ratios 4.
@@ -181,30 +179,17 @@ def model_class(arch: str) -> type[PreTrainedModel]:
 
 def build_model(cfg: ModelConfig) -> PreTrainedModel:
     """Build the network: random init from the preset, or ``from_pretrained(cfg.pretrained)`` (hub id or local
-    folder, safetensors only) with a fresh 29-class head where the stored head has another shape. With
-    ``pretrained`` the sizes come from the stored config (the preset is not applied) and only top-level
-    ``overrides`` are applied; a missing folder or unreachable hub id is a DataFormatError."""
+    folder, safetensors only; :func:`handseg.model.pretrained.load_pretrained`: the stored sizes must be the
+    preset's, and a fresh 29-class head starts at the class prior). A missing folder or an unreachable hub id is
+    a one-line DataFormatError saying how to use a local folder or random weights instead."""
     cfg.check()
-    model_cls = model_class(cfg.arch)
-    if cfg.pretrained is None:
-        model = model_cls(hf_config(cfg))
-        if cfg.prior_prob is not None:
-            init_head_prior(model, cfg.prior_prob)
-        return model
-    source = Path(cfg.pretrained).expanduser()
-    if (source.is_absolute() or cfg.pretrained.startswith(".")) and not source.is_dir():
-        raise DataFormatError(source, "pretrained model folder not found")
-    try:
-        model = model_cls.from_pretrained(
-            str(source) if source.is_dir() else cfg.pretrained,
-            id2label=dict(ID2LABEL),
-            label2id=dict(LABEL2ID),
-            ignore_mismatched_sizes=True,
-            use_safetensors=True,
-            **{k: v for k, v in cfg.overrides.items() if k != "backbone_config"},
-        )
-    except (OSError, ValueError) as exc:
-        raise DataFormatError(cfg.pretrained, f"cannot load pretrained weights ({_one_line(exc)})") from None
+    if cfg.pretrained is not None:
+        from handseg.model.pretrained import load_pretrained  # it builds on this module
+
+        return load_pretrained(cfg)
+    model = model_class(cfg.arch)(hf_config(cfg))
+    if cfg.prior_prob is not None:
+        init_head_prior(model, cfg.prior_prob)
     return model
 
 
@@ -263,11 +248,13 @@ def forward_logits(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor
     return model(pixel_values=pixel_values).logits
 
 
-def forward_train(model: nn.Module, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+def forward_train(model: nn.Module, pixel_values: torch.Tensor,
+                  aux: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(logits, aux_logits)`` for training: UperNet's auxiliary FCN logits (B, 29, h, w), or None for
-    SegFormer (and for UperNet built with ``use_auxiliary_head: false``)."""
+    SegFormer, for UperNet built with ``use_auxiliary_head: false`` and with ``aux=False`` (the head is then not
+    run: a loss weight of 0 must leave no parameter without a gradient under DDP)."""
     if _is_upernet(model):
-        return _upernet_heads(model, pixel_values, aux=True)
+        return _upernet_heads(model, pixel_values, aux=aux)
     return model(pixel_values=pixel_values).logits, None
 
 
