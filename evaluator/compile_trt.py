@@ -86,8 +86,10 @@ def compile_trt(
 def load_trt(path: str | Path, device: str = "cuda:0"):
     """Load a saved Torch-TensorRT exported program onto ``device`` (any GPU of the kind it was built on; see the
     module docstring); returns a callable module."""
+    from torch.export.passes import move_to_device_pass
+
     trt = _torch_tensorrt()
     target = torch.device(device)
     with torch.cuda.device(target):  # the engines are deserialised onto the current device
         program = trt.load(str(path))
-    return torch.export.passes.move_to_device_pass(program, str(target)).module()
+    return move_to_device_pass(program, str(target)).module()

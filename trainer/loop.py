@@ -56,13 +56,16 @@ class TrainModule(nn.Module):
     ``prior_pixel_values`` (B, 3, S, S) and ``window`` (B, 4) (see :class:`trainer.datasets.CascadeCropDataset`):
     stage 1's probabilities over each crop are 29 more input channels, and stage 1's logits are added to the
     output, which is how inference combines them. ``aux=False`` (``aux_loss_weight: 0``): UperNet's auxiliary head
-    is not run at all, so under DDP no parameter goes without a gradient."""
+    is not run and its parameters are frozen, so under DDP no trained parameter goes without a gradient."""
 
     def __init__(self, model: nn.Module, prior: nn.Module | None = None, aux: bool = True):
         super().__init__()
         self.model = model
         self.prior = prior
         self.aux = aux
+        head = getattr(model, "auxiliary_head", None)
+        if not aux and head is not None:
+            head.requires_grad_(False)
         if prior is not None:
             prior.requires_grad_(False)
 
@@ -158,7 +161,7 @@ def train_one_epoch(accelerator: Accelerator, state: TrainState, loader, *, epoc
     bar = tqdm(total=plan.batches, initial=progress.batch_in_epoch, desc=f"epoch {epoch + 1}",
                disable=not accelerator.is_local_main_process, leave=False, dynamic_ncols=True)
     try:
-        stopped = _train_batches(accelerator, state, loader, epoch=epoch, plan=plan, loss_fn=loss_fn,
+        stopped = train_batches(accelerator, state, loader, epoch=epoch, plan=plan, loss_fn=loss_fn,
                                  clip_grad_norm=clip_grad_norm, log_every=log_every, stop=stop, bar=bar)
     finally:
         bar.close()  # also before an error is printed, so it does not land on the bar's line
@@ -169,9 +172,10 @@ def train_one_epoch(accelerator: Accelerator, state: TrainState, loader, *, epoc
     return True
 
 
-def _train_batches(accelerator: Accelerator, state: TrainState, loader, *, epoch: int, plan: EpochPlan,
-                   loss_fn: SegLoss, clip_grad_norm: float | None, log_every: int, stop: StopFlag, bar) -> bool:
-    """The batches of one epoch (see :func:`train_one_epoch`); returns whether a stop was requested."""
+def train_batches(accelerator: Accelerator, state: TrainState, loader, *, epoch: int, plan: EpochPlan,
+                  loss_fn: SegLoss, clip_grad_norm: float | None, log_every: int, stop: StopFlag, bar) -> bool:
+    """The batches of one epoch (see :func:`train_one_epoch`; ``loader``: any iterable of batch dicts on the
+    device, as ``scripts/gpu_smoke.py`` times it); returns whether a stop was requested."""
     progress, model = state.progress, state.model
     seen, t0 = 0, time.perf_counter()
     stopped, watch = False, LossWatch()
