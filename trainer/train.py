@@ -28,7 +28,7 @@ from handseg.inference.pipeline import InferenceSettings
 from handseg.model.checkpoint import LoadedCheckpoint, load_checkpoint
 from handseg.model.factory import ModelConfig, build_model, cascade_refiner, count_parameters
 from handseg.runtime.config_schema import to_dict
-from handseg.runtime.devices import device_label, start_line
+from handseg.runtime.devices import device_label, require_launched_device, start_line
 from handseg.runtime.errors import ConfigError, HandSegError, cli_main
 from handseg.runtime.overrides import add_set_argument, blame, parse_overrides
 from handseg.runtime.run_lock import locked_folder
@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.resume and not args.dryrun and not checkpointing.has_state(cfg.run_dir):
         raise ConfigError(args.cfg_path, "resume", f"no saved state in {cfg.run_dir / checkpointing.STATE_DIR}")
     accelerator = build_accelerator(cfg, trackers)
+    require_launched_device(accelerator.device)
     announce_start(cfg, accelerator)
     with locked_folder(cfg.run_dir, "training", accelerator, enabled=not args.dryrun):
         return train(cfg, args, accelerator, trackers)

@@ -1,7 +1,7 @@
 """The networks and their artefacts: the one model factory (``factory``: SegFormer and UperNet with 29 sigmoid
-outputs, the cascade's refiner), how an image becomes model input and logits become output (``io``: the input
-spec, normalisation, upsampling), checkpoints as Hugging Face folders (``checkpoint``) and their model cards
-(``card``).
+outputs, the cascade's refiner; ``pretrained``: starting from hub or local weights), how an image becomes model
+input and logits become output (``io``: the input spec, normalisation, upsampling), checkpoints as Hugging Face
+folders (``checkpoint``) and their model cards (``card``).
 
 May import: ``handseg.runtime``, ``handseg.format``, ``handseg.data``.
 """

@@ -8,12 +8,13 @@ to run on the CPU anyway. Not usable: no GPU, no driver, or a driver older than 
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
 import torch
 
-from handseg.runtime.errors import ConfigError
+from handseg.runtime.errors import ConfigError, HandSegError
 
 CPU_ACCELERATE_HINT = "to run on the CPU anyway: --set accelerate_config=config/accelerate/cpu.yaml"
 CPU_DEVICE_HINT = "to run on the CPU anyway: --set device=cpu --set precision=fp32"
@@ -48,6 +49,16 @@ def require_device(device: str, file: str | Path, key: str = "device", hint: str
         return
     index = int(device.split(":")[1]) if ":" in device else 0
     require_gpus(index + 1, file, key, hint)
+
+
+def require_launched_device(device: torch.device) -> None:
+    """A process that ``accelerate launch`` started with a GPU config (it sets ``ACCELERATE_USE_CPU=False``) but
+    that landed on the CPU stops with one line (the launch scripts check before launching; this catches a direct
+    ``accelerate launch``)."""
+    if os.environ.get("ACCELERATE_USE_CPU") == "False" and torch.device(device).type == "cpu":
+        problem = cuda_problem() or "it runs on the CPU"
+        raise HandSegError(f"launched with a GPU Accelerate config (use_cpu: false), but {problem}; "
+                           f"{CPU_ACCELERATE_HINT}")
 
 
 def device_label(device: str | torch.device) -> str:

@@ -75,3 +75,15 @@ def test_start_line():
     two = devices.start_line(["cuda:0 (H100)", "cuda:1 (H100)"], "bf16", 8, 2)
     assert "device cuda:0 (H100), cuda:1 (H100) | world size 2 | mixed precision bf16" in two and two.endswith("= 32")
     assert devices.start_line(["cuda:0 (H100)"], "fp16", 3, what="tiles").endswith("3 tiles x 1 process(es) = 3")
+
+
+def test_a_direct_gpu_launch_that_lands_on_the_cpu_stops(no_cuda, monkeypatch):
+    """``accelerate launch`` with a GPU config sets ACCELERATE_USE_CPU=False; the trainer then refuses the CPU."""
+    from handseg.runtime.errors import HandSegError
+
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "False")
+    with pytest.raises(HandSegError, match=r"GPU Accelerate config .*driver on your system is too old.*cpu\.yaml$"):
+        devices.require_launched_device(torch.device("cpu"))
+    devices.require_launched_device(torch.device("cuda", 0))
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    devices.require_launched_device(torch.device("cpu"))
