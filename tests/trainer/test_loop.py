@@ -143,3 +143,16 @@ def test_validation_runs_in_the_runs_mixed_precision_on_a_gpu_only():
     assert validation_precision("fp16", torch.device("cuda", 1)) == "fp16"
     assert validation_precision("bf16", torch.device("cpu")) == "fp32"  # the CPU demo's figures stay fp32
     assert validation_precision("no", torch.device("cuda", 0)) == "fp32"
+
+
+def test_reading_the_flags_less_often_changes_no_weight(phantom_root, tmp_path):
+    """The loss check only reads: an epoch with the flags read every 4 steps ends with the weights of one read after
+    every step, bit for bit."""
+    weights = []
+    for check_every in (1, 4):
+        accelerator, state, loader = _state(phantom_root, tmp_path)
+        plan = EpochPlan(batches=len(loader), epochs=1, grad_accum_steps=1, check_every=check_every)
+        train_one_epoch(accelerator, state, loader, epoch=0, plan=plan, loss_fn=SegLoss(LossConfig()),
+                        clip_grad_norm=1.0, log_every=100, stop=StopFlag())
+        weights.append({k: v.clone() for k, v in accelerator.unwrap_model(state.model).state_dict().items()})
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
