@@ -46,8 +46,9 @@ from handseg.format.rasterize import rasterize
 from handseg.inference.engine import Engine, eager_engine
 from handseg.inference.pipeline import dense_probs, inference_settings, masks_from_outputs, run_model, threshold_probs
 from handseg.model.checkpoint import load_checkpoint
-from handseg.model.factory import ModelConfig, build_model, cascade_refiner, size_divisor
+from handseg.model.factory import build_model, cascade_refiner
 from handseg.model.io import InputSpec
+from handseg.model.presets import ModelConfig, size_divisor
 from handseg.phantom import render_hand
 from handseg.runtime.errors import cli_main
 

@@ -14,7 +14,7 @@ import re
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import yaml
 
@@ -35,7 +35,7 @@ _DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
 
 @dataclass
 class EfficiencyConfig:
-    """Benchmark settings: ``batch_sizes`` empty means ``[1, batch_size_eval]``."""
+    """Benchmark settings: ``batch_sizes`` empty means ``[batch_size_eval]``; ``tensorrt_aot.py`` builds these too."""
 
     warmup: int = 3
     iters: int = 20
@@ -211,10 +211,10 @@ def _check_threshold_list(values: list[float]) -> None:
         raise FieldError("thresholds", f"every threshold must be in (0, 1), got {bad[0]}")
 
 
-def load_eval_config(path: str | Path, overrides: dict | None = None) -> EvalConfig:
-    """Read and check an eval YAML (bad keys, types or values -> ConfigError naming the key); nothing else is
-    read or chosen here (see :func:`resolve_checkpoint`)."""
-    return load_config(path, EvalConfig, overrides=overrides)
+def load_eval_config(path: str | Path, overrides: dict | None = None, sets: Sequence[str] = ()) -> EvalConfig:
+    """Read and check an eval YAML and its ``--set`` strings (bad keys, types or values -> ConfigError naming the
+    key); nothing else is read or chosen here (see :func:`resolve_checkpoint`)."""
+    return load_config(path, EvalConfig, overrides=overrides, sets=sets)
 
 
 def read_thresholds_file(path: str | Path) -> list[float]:

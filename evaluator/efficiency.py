@@ -1,23 +1,26 @@
 """Efficiency benchmark: latency percentiles, throughput, peak memory and agreement for every available engine.
 
-Timing: CUDA events around each call on GPU (after a synchronise), ``time.perf_counter`` on CPU. Peak memory:
-on CUDA ``torch.cuda.reset_peak_memory_stats`` before each measurement and ``max_memory_allocated`` after; on CPU
-a background thread samples the process RSS (psutil) every 2 ms during the measurement and reports the maximum
-(absolute RSS of the whole process, and its increase over the RSS just before the measurement).
+Timing: CUDA events around each call on GPU (after a synchronise), ``time.perf_counter`` on CPU. The per-tile
+latency starts from a float32 tile batch already on the device (the host-to-device copy is not in it); the
+whole-image time starts from the PNG on disk (decoding and the upload of the image are in it, in the decode and
+preprocess phases). Peak memory: on CUDA ``max_memory_allocated`` after ``reset_peak_memory_stats`` (what torch's
+allocator holds) and, beside it, the device's used memory (``torch.cuda.mem_get_info``: total - free, which also
+sees what TensorRT and AOTInductor allocate outside torch's allocator, and other processes on the GPU) sampled by a
+background thread every 2 ms; on CPU the same thread samples the process RSS (psutil). Both are reported as the
+maximum during the measurement and its increase over the value just before it.
 """
 
 from __future__ import annotations
 
 import platform
+import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import psutil
 import torch
 from matplotlib.figure import Figure
 
@@ -25,8 +28,9 @@ from evaluator.agreement import mask_dice, tile_batch
 from evaluator.backends import BACKENDS
 from evaluator.build_engine import build_engine
 from evaluator.config import EvalConfig, resolve_postprocess, resolve_thresholds
-from evaluator.engines import eval_settings, load_engine
+from evaluator.engines import efficiency_batches, eval_settings, load_engine
 from evaluator.manifest import StaleEngineError
+from evaluator.memory_peak import PeakRSS, cuda_memory
 from evaluator.report import save_figure
 from handseg.data.image_io import read_image, write_png
 from handseg.format.class_masks import ClassMasks
@@ -38,7 +42,10 @@ from handseg.phantom import render_hand
 
 PHASES = ("decode", "preprocess", "engine", "blend", "threshold")
 CPU_MEMORY_METHOD = "peak RSS of the process, psutil sampling thread every 2 ms during the measurement"
-CUDA_MEMORY_METHOD = "torch.cuda.max_memory_allocated after reset_peak_memory_stats"
+CUDA_MEMORY_METHOD = ("torch.cuda.max_memory_allocated after reset_peak_memory_stats; device MiB: the GPU's used "
+                      "memory (mem_get_info, all allocations incl. TensorRT/AOTInductor), sampled every 2 ms")
+TIMING_NOTE = ("tile latency from a float32 tile batch already on the device (host-to-device copy excluded); "
+               "whole image from the PNG on disk (decode and upload included)")
 
 
 @dataclass
@@ -65,32 +72,8 @@ class Measurement:
     max_abs_diff_logits: float
     mask_dice_min: float
     mask_dice_mean: float
-
-
-class PeakRSS:
-    """Context manager sampling this process's RSS in a background thread; ``peak`` and ``base`` in bytes."""
-
-    def __init__(self, interval_s: float = 0.002):
-        self._proc = psutil.Process()
-        self._interval = interval_s
-        self._stop = threading.Event()
-        self.base = self.peak = 0
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-            self._stop.wait(self._interval)
-
-    def __enter__(self) -> "PeakRSS":
-        self.base = self.peak = self._proc.memory_info().rss
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
+    device_mem_peak_mib: float | None = None  # CUDA: the device's used memory (see the module docstring)
+    device_mem_increase_mib: float | None = None
 
 
 def timed(fn: Callable[[], object], iters: int, device: str) -> list[float]:
@@ -130,7 +113,7 @@ def measure(engine: Engine, cfg: EvalConfig, ckpt: LoadedCheckpoint, png: Path, 
     eff, device = cfg.efficiency, engine.device
     settings = eval_settings(cfg, ckpt, engine)
     settings.batch_size = batch
-    x = tile_batch(image, ckpt.spec, batch, ckpt.spec.model_size)
+    x = tile_batch(image, ckpt.spec, batch, ckpt.spec.model_size).to(device)  # on the device before timing
     with torch.inference_mode():
         for _ in range(eff.warmup):
             engine(x)
@@ -142,12 +125,11 @@ def measure(engine: Engine, cfg: EvalConfig, ckpt: LoadedCheckpoint, png: Path, 
     def run_image():
         return whole_image(engine, png, settings, device, thresholds, postprocess, timer=timer)
 
+    mem = {}
     if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        image_ms = float(np.mean(timed(run_image, eff.image_iters, device)))
-        peak, increase = torch.cuda.max_memory_allocated(device), torch.cuda.max_memory_allocated(device) - base
+        with cuda_memory(device) as mem:
+            image_ms = float(np.mean(timed(run_image, eff.image_iters, device)))
+        peak, increase = mem["peak"], mem["increase"]
     else:
         with PeakRSS() as rss:
             image_ms = float(np.mean(timed(run_image, eff.image_iters, device)))
@@ -177,6 +159,8 @@ def measure(engine: Engine, cfg: EvalConfig, ckpt: LoadedCheckpoint, png: Path, 
         max_abs_diff_logits=diff,
         mask_dice_min=float(dice.min()),
         mask_dice_mean=float(dice.mean()),
+        device_mem_peak_mib=mem["device_peak"] / 2**20 if mem else None,
+        device_mem_increase_mib=mem["device_increase"] / 2**20 if mem else None,
     )
 
 
@@ -189,9 +173,11 @@ def available_engines(cfg: EvalConfig) -> list[str]:
     return ["eager_fp32", "eager_autocast", *compiled]
 
 
-def engine_named(name: str, cfg: EvalConfig, ckpt: LoadedCheckpoint, batch: int, image) -> Engine:
+def engine_named(name: str, cfg: EvalConfig, ckpt: LoadedCheckpoint, batch: int, image) -> Engine | None:
     """The engine called ``name`` (see :func:`available_engines`); a missing AOTInductor engine is compiled
-    when ``efficiency.compile_missing`` allows."""
+    when ``efficiency.compile_missing`` allows. A compiled engine that is missing (e.g. TensorRT, where
+    ``tensorrt_aot.py`` fell back to AOTInductor) is skipped with one line when the backends were not listed in
+    the config (None), and an error when they were."""
     prior = ckpt.prior.model if ckpt.prior else None
     if name == "eager_fp32":
         return eager_engine(ckpt.model, "fp32", cfg.device, prior=prior)
@@ -199,19 +185,23 @@ def engine_named(name: str, cfg: EvalConfig, ckpt: LoadedCheckpoint, batch: int,
         return eager_engine(ckpt.model, "fp16" if cfg.device.startswith("cuda") else "bf16", cfg.device, prior=prior)
     try:
         return load_engine(cfg, ckpt, backend=name, batch=batch)
-    except StaleEngineError:
+    except StaleEngineError as exc:
         if not cfg.efficiency.compile_missing or name != "aot_inductor":
-            raise
+            if cfg.efficiency.backends or "no " not in str(exc):
+                raise
+            print(f"  {name}: skipped ({exc})", file=sys.stderr)
+            return None
     build_engine(cfg, ckpt, image, backend=name, batch=batch)
     return load_engine(cfg, ckpt, backend=name, batch=batch)
 
 
 def run_efficiency(cfg: EvalConfig, ckpt: LoadedCheckpoint, progress: bool = True) -> dict:
-    """Measure every available engine at batch 1 and ``batch_size_eval``; returns the JSON-ready result."""
+    """Measure every available engine at each tile batch of :func:`evaluator.engines.efficiency_batches`; returns
+    the JSON-ready result."""
     spec = ckpt.spec
     thresholds, postprocess = resolve_thresholds(cfg), resolve_postprocess(cfg)
     image, _ = render_hand(0, cfg.efficiency.image_size, "R")
-    batches = cfg.efficiency.batch_sizes or sorted({1, cfg.batch_size_eval})
+    batches = efficiency_batches(cfg)
     ref = eager_engine(ckpt.model, "fp32", cfg.device, prior=ckpt.prior.model if ckpt.prior else None)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -224,6 +214,8 @@ def run_efficiency(cfg: EvalConfig, ckpt: LoadedCheckpoint, progress: bool = Tru
                 ref_logits = ref(x).cpu()
             for name in available_engines(cfg):
                 engine = engine_named(name, cfg, ckpt, batch, image)
+                if engine is None:
+                    continue
                 row = measure(engine, cfg, ckpt, png, image, batch, ref_logits, ref_masks, thresholds, postprocess)
                 if progress:
                     print(f"  {row.engine:<22} batch {batch}: {row.image_ms:9.1f} ms/image, "
@@ -240,6 +232,7 @@ def run_efficiency(cfg: EvalConfig, ckpt: LoadedCheckpoint, progress: bool = Tru
         "iters": cfg.efficiency.iters,
         "image_iters": cfg.efficiency.image_iters,
         "memory_method": CUDA_MEMORY_METHOD if cfg.device.startswith("cuda") else CPU_MEMORY_METHOD,
+        "timing": TIMING_NOTE,
         "results": rows,
     }
 
@@ -269,15 +262,20 @@ def _markdown(rows: list[dict], columns: list[tuple[str, str, str]]) -> list[str
 
 
 def format_table(result: dict) -> str:
-    """Markdown: the engines table, then where one whole image's time goes (phase by phase)."""
+    """Markdown: the engines table (on CUDA with the device's used memory too), then where one whole image's time
+    goes (phase by phase)."""
     rows = result["results"]
+    columns = COLUMNS
+    if any(r.get("device_mem_peak_mib") is not None for r in rows):
+        columns = [*COLUMNS[:8], ("device_mem_peak_mib", "device MiB", "{:.0f}"), *COLUMNS[8:]]
     note = (
         f"\n{result['image_size']}x{result['image_size']} image on {result['device']} ({result['device_name']}), "
         f"{result['torch_threads']} threads; whole-image time: decoding the PNG, preprocessing, the engine, "
-        f"blending, thresholds and RLE; memory: {result['memory_method']}.\n"
+        f"blending, thresholds and RLE; timing: {result.get('timing', 'not recorded')}; memory: "
+        f"{result['memory_method']}.\n"
     )
     phases = ["", "Where one whole image's time goes (mean per image):", ""] + _markdown(rows, PHASE_COLUMNS)
-    return "\n".join(_markdown(rows, COLUMNS)) + "\n" + note + "\n".join(phases) + "\n"
+    return "\n".join(_markdown(rows, columns)) + "\n" + note + "\n".join(phases) + "\n"
 
 
 def efficiency_chart(result: dict, path) -> None:

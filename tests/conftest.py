@@ -33,13 +33,13 @@ def phantom_root(tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def tiny_segformer_cfg():
-    from handseg.model.factory import ModelConfig
+    from handseg.model.presets import ModelConfig
 
     return ModelConfig(arch="segformer", preset="test")
 
 
 @pytest.fixture()
 def tiny_upernet_cfg():
-    from handseg.model.factory import ModelConfig
+    from handseg.model.presets import ModelConfig
 
     return ModelConfig(arch="upernet", preset="test")

@@ -68,11 +68,13 @@ class TrainState:
 
 @dataclass
 class EpochPlan:
-    """How long the run is: micro-batches per epoch (per process), epochs, optimiser steps in all."""
+    """How long the run is: micro-batches per epoch (per process), epochs, optimiser steps in all; and every how
+    many optimiser steps the loss and stop flags are checked (1 on the CPU, where a check costs nothing)."""
 
     batches: int
     epochs: int
     grad_accum_steps: int
+    check_every: int = 1
 
     @property
     def total_steps(self) -> int:

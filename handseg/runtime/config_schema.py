@@ -17,11 +17,12 @@ from __future__ import annotations
 import dataclasses
 import types
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Sequence, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 from handseg.runtime.errors import ConfigError
+from handseg.runtime.overrides import apply_overrides, blame, merge_dicts, parse_overrides
 
 T = TypeVar("T")
 
@@ -53,23 +54,18 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_config(path: str | Path, schema: type[T], overrides: dict | None = None) -> T:
-    """Load ``path`` into the dataclass ``schema``; ``overrides`` (a nested dict) is merged on top."""
+def load_config(path: str | Path, schema: type[T], overrides: dict | None = None, sets: Sequence[str] = ()) -> T:
+    """Load ``path`` into the dataclass ``schema``; ``overrides`` (a nested dict) is merged on top, then the
+    command line's ``--set key.sub=value`` strings (:mod:`handseg.runtime.overrides`), and the result is checked
+    as a whole; a problem with a key a ``--set`` gave says so."""
     data = load_yaml(path)
     if overrides:
         data = merge_dicts(data, overrides)
-    return from_dict(schema, data, file=path)
-
-
-def merge_dicts(base: dict, update: dict) -> dict:
-    """Recursive dict merge: values of ``update`` win; nested mappings merge key by key."""
-    out = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_dicts(out[key], value)
-        else:
-            out[key] = value
-    return out
+    given = parse_overrides(sets, path)
+    try:
+        return from_dict(schema, apply_overrides(data, given), file=path)
+    except ConfigError as exc:
+        raise blame(exc, given) from None
 
 
 def from_dict(schema: type[T], data: Any, *, file: str | Path = "<config>", prefix: str = "") -> T:

@@ -18,8 +18,9 @@ import torch
 from huggingface_hub import ModelCard
 
 from handseg.model.checkpoint import read_info, save_checkpoint
-from handseg.model.factory import ModelConfig, build_model
+from handseg.model.factory import build_model
 from handseg.model.io import InputSpec
+from handseg.model.presets import ModelConfig
 from tests.scripts.test_dataset_summary import assert_one_line_error
 
 REPO = Path(__file__).resolve().parents[2]

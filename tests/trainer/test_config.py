@@ -138,7 +138,7 @@ def test_stage2_requires_a_matching_checkpoint(tmp_path, data_root):
     assert err.value.key == "ckpt" and "segformer/test" in err.value.problem
 
     other = _fake_checkpoint(tmp_path / "other" / "best", classes=["a", "b"])
-    from handseg.model.factory import ModelConfig
+    from handseg.model.presets import ModelConfig
 
     assert "classes" in checkpoint_problem(other, ModelConfig(arch="segformer", preset="test"))
 

@@ -216,6 +216,9 @@ def test_two_processes_count_every_image_once_and_agree_on_weights(phantom_root,
     assert state["num_processes"] == 2
     expected = {"rng_0.safetensors", "rng_1.safetensors", "model.safetensors", "optimizer.safetensors"}
     assert expected <= set(state["files"])
+    from trainer.tree_io import load_tree  # each process drew its own dropout / drop-path masks (seed + rank)
+
+    assert not torch.equal(load_tree(out / "state", "rng_0")["torch"], load_tree(out / "state", "rng_1")["torch"])
     shutil.rmtree(out / "state", ignore_errors=True)
 
 
