@@ -17,7 +17,7 @@ from accelerate import Accelerator
 from evaluator.backends import BACKEND_CHOICES
 from evaluator.config import EvalConfig, load_eval_config, resolve_postprocess, resolve_thresholds
 from evaluator.engines import eval_settings, load_engine, load_eval_checkpoint
-from evaluator.submission_mode import run_submission
+from evaluator.submission_mode import run_submission, test_samples
 from evaluator.validation_mode import run_validation
 from handseg.runtime.errors import cli_main
 from handseg.runtime.run_lock import locked_folder
@@ -57,6 +57,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     overrides = {k: v for k, v in {"backend": args.backend, "output_dir": args.output_dir}.items() if v}
     cfg = load_eval_config(args.cfg_path, overrides=overrides)
+    if args.mode == "submission":
+        test_samples(cfg.data_root)  # missing, empty or name-colliding test images: refused before any work or write
     accelerator = Accelerator(cpu=cfg.device == "cpu")
     with locked_folder(cfg.output_dir, "evaluation", accelerator):
         out = run(args.mode, cfg, accelerator, file=args.cfg_path)

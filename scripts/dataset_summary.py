@@ -3,8 +3,9 @@
     python scripts/dataset_summary.py --data data/phantom [--folds 5] [--seed 0] [--stratify sex]
                                       [--save runs/folds.json] [--decode]
 
-Every PNG header (or, with --decode, every image) and every annotation JSON is validated; problems are
-listed one per line and the command exits non-zero after the summary when there are any.
+Every PNG header (or, with --decode, every image) and every annotation JSON is validated, and test images must
+have distinct file names (a submission names them by file name alone); problems are listed one per line and
+the command exits non-zero after the summary when there are any.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from handseg.data.dataset_index import (
     validate_samples,
 )
 from handseg.data.meta_data import meta_mapping, read_meta
+from handseg.format.submission import check_image_names
 from handseg.runtime.errors import ConfigError, DataFormatError, cli_main
 
 
@@ -56,6 +58,10 @@ def main(argv: list[str] | None = None) -> None:
         print("meta data: none (no meta_data.csv or meta_data.xlsx)")
 
     problems = validate_samples(train + test, decode=args.decode)
+    try:
+        check_image_names([s.image_path for s in test])  # a submission names test images by bare file name
+    except DataFormatError as exc:
+        problems.append(exc)
     print(f"validation problems: {len(problems)}")
     for exc in problems:
         print(f"  {exc}")

@@ -130,3 +130,29 @@ def test_cli_reports_bad_images_and_exits_1(predictor, images, tiny_ckpt, engine
     assert row["image"] == "odd"
     with pytest.raises(SystemExit):
         predict_cli.parse_args([str(images), "--pixel-spacing", "0"])
+
+
+def test_inputs_that_would_write_the_same_outputs_are_one_line_before_any_work(images, tmp_path, capsys):
+    """x.png and x.PNG (or names equal but for case) would write the same x.json and x.overlay.png; an input
+    named like another's output would be overwritten: one line naming both, exit 2, and nothing written, not
+    even the output folder (the config's checkpoint is not even looked at)."""
+    folder = tmp_path / "in"
+    (folder / "ID1").mkdir(parents=True)
+    for name in ("image200.png", "ID1/image200.png", "ID1/IMAGE200.PNG"):
+        shutil.copy(images / "odd.png", folder / name)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match="2"):
+        predict_cli.main([str(folder), "--cfg-path", str(tmp_path / "none.yaml"), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {folder / 'ID1/image200.png'}: would write the same output files as "
+                   f"{folder / 'ID1/IMAGE200.PNG'} ({out / 'ID1/image200'}.json, ...); rename one or predict them "
+                   "into separate --out folders"], err
+    assert not out.exists()
+    (folder / "ID1" / "IMAGE200.PNG").unlink()
+    shutil.copy(images / "odd.png", folder / "image200.overlay.png")
+    with pytest.raises(SystemExit, match="2"):
+        predict_cli.main([str(folder), "--cfg-path", str(tmp_path / "none.yaml"), "--out", str(folder)])
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {folder / 'image200.overlay.png'}: would be overwritten by the output ")
+    assert f"of {folder / 'image200.png'}" in err
+    assert sorted(p.name for p in folder.rglob("*")) == ["ID1", "image200.overlay.png", "image200.png", "image200.png"]
