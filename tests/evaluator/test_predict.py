@@ -156,3 +156,27 @@ def test_inputs_that_would_write_the_same_outputs_are_one_line_before_any_work(i
     assert err.startswith(f"error: {folder / 'image200.overlay.png'}: would be overwritten by the output ")
     assert f"of {folder / 'image200.png'}" in err
     assert sorted(p.name for p in folder.rglob("*")) == ["ID1", "image200.overlay.png", "image200.png", "image200.png"]
+
+
+def test_a_missing_checkpoint_names_the_configs_that_have_one(images, tiny_ckpt, tmp_path, monkeypatch, capsys):
+    """`python predict.py x.png` after `make demo`: config/eval.yaml names a GPU run that is not there; its one
+    line says which config would work (the demo's), and without any trained checkpoint how to get one."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config" / "demo").mkdir(parents=True)
+    (tmp_path / "config" / "eval.yaml").write_text("checkpoint: runs/stage2/best\n")
+    demo = tmp_path / "config" / "demo" / "eval.yaml"
+    demo.write_text("checkpoint: [runs/demo_stage2/best, runs/demo_stage1/best]\n")
+    (tmp_path / "config" / "demo" / "train_stage2.yaml").write_text("ckpt: runs/demo_stage1/best\n")
+    for stage in ("demo_stage1", "demo_stage2"):
+        shutil.copytree(tiny_ckpt, tmp_path / "runs" / stage / "best")
+    with pytest.raises(SystemExit, match="2"):
+        predict_cli.main([str(images / "odd.png")])
+    assert capsys.readouterr().err.splitlines() == [
+        "error: config/eval.yaml: checkpoint: folder not found: runs/stage2/best; configs whose checkpoints exist "
+        "here: --cfg-path config/demo/eval.yaml"]
+    shutil.rmtree(tmp_path / "runs" / "demo_stage2")
+    with pytest.raises(SystemExit, match="2"):
+        predict_cli.main([str(images / "odd.png"), "--cfg-path", str(demo)])
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {demo}: checkpoint: folder not found: runs/demo_stage2/best; no config under config/ has a trained "
+        "checkpoint here yet (`make demo` trains config/demo/eval.yaml's)"]
