@@ -6,8 +6,9 @@ For every PNG (8- or 16-bit, grayscale or RGB, any size) :func:`predict_image` w
 - ``<stem>.overlay.png``: the X-ray with each predicted bone tinted, outlined and keyed, and a legend of the 29
   classes;
 - ``<stem>.json``: the prediction as an annotation in the training format (one ``poly_seg`` polygon per found
-  class, the largest outline simplified while its mask keeps Dice >= 0.995; see :mod:`handseg.format.polygons`), so it
-  opens in the labelling tools and reads back through :func:`handseg.format.annotations.read_annotation`;
+  class that rasterises back to the class mask with Dice >= 0.995, islands and holes joined in by zero-width
+  bridges where needed; see :mod:`handseg.format.polygons`), so it opens in the labelling tools and reads back
+  through :func:`handseg.format.annotations.read_annotation`;
 - ``<stem>.masks.npz`` with ``--masks npz``: ``masks`` (29, H, W) bool and ``classes`` (29,) names;
 
 and :func:`predict_paths` adds ``areas_mm2.csv`` (one row per image, one column per class) when a pixel spacing
