@@ -73,6 +73,15 @@ def nearest_pair(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
     return best_ij
 
 
+def chessboard_gap(a: np.ndarray, b: np.ndarray) -> int:
+    """The least ``max(|dx|, |dy|)`` between a point of ``a`` and one of ``b`` ((N, 2), (M, 2)): one more than
+    the pixels a straight bridge between them crosses outside both."""
+    a64, b64 = a.astype(np.int64), b.astype(np.int64)
+    step = max(1, _PAIR_CHUNK // max(1, len(b64)))
+    return min(int(np.abs(a64[s : s + step, None, :] - b64[None, :, :]).max(axis=2).min())
+               for s in range(0, len(a64), step))
+
+
 def splice(polygon: np.ndarray, ring: np.ndarray) -> np.ndarray:
     """``polygon`` with ``ring`` joined in by a zero-width bridge between their closest vertices (module
     docstring); both (N, 2) int32, the result (N + M + 2, 2) int32."""

@@ -38,7 +38,7 @@ import numpy as np
 from handseg.format.annotations import ImageAnnotation, write_annotation
 from handseg.format.class_masks import ClassMasks
 from handseg.format.classes import CLASSES
-from handseg.format.outline_rings import Ring, join_rings, mask_rings, nearest_pair, splice
+from handseg.format.outline_rings import Ring, chessboard_gap, join_rings, mask_rings, splice
 from handseg.format.rasterize import rasterize_window
 
 DICE_TARGET = 0.995
@@ -92,36 +92,43 @@ def _scorer(mask: np.ndarray) -> _Scorer:
     return _Scorer(mask[y0 : y0 + h, x0 : x0 + w], (y0, x0, h, w))
 
 
-def _gain(polygon: np.ndarray, ring: Ring) -> float:
-    """About how many pixels joining ``ring`` puts right: its pixels, less a bridge across background (an
-    island's bridge costs its length; a hole's runs inside the bone)."""
-    if ring.hole:
-        return ring.pixels
-    i, j = nearest_pair(polygon, ring.points)
-    return ring.pixels - float(np.abs(polygon[i].astype(np.int64) - ring.points[j]).max())
-
-
 def choose_rings(rings: list[Ring], scorer: _Scorer, goal: float) -> list[int]:
     """Indices of the outlines to join, base first (module docstring, step 2), until the unsimplified polygon
-    reaches Dice ``goal`` or no outline left raises it."""
+    reaches Dice ``goal`` or no outline left raises it.
+
+    Outlines are tried by their estimated gain: a hole's pixels (its bridge runs inside the bone), an island's
+    pixels less its bridge's length across background (the gap to the nearest outline already chosen).
+    """
     tops = [i for i, r in enumerate(rings) if r.parent < 0]
     chosen = [max(tops, key=lambda i: (rings[i].pixels, -i))]
     polygon = _closed_polygon(rings[chosen[0]].points)
-    dice, tried = scorer.dice(polygon), set(chosen)
+    dice, rejected = scorer.dice(polygon), set()
+    gap: dict[int, int] = {}  # island -> chessboard gap to the nearest chosen outline
+
+    def gain(i: int) -> float:
+        if rings[i].hole:
+            return rings[i].pixels
+        if i not in gap:
+            gap[i] = min(chessboard_gap(rings[k].points, rings[i].points) for k in chosen)
+        return rings[i].pixels - gap[i]
+
     while dice < goal:
-        open_ = [i for i, r in enumerate(rings) if i not in tried and (r.parent < 0 or r.parent in chosen)]
-        gains = sorted(((_gain(polygon, rings[i]), i) for i in open_), reverse=True)
-        gains = [(g, i) for g, i in gains if g > 0]
-        if not gains:
-            break
-        for _, i in gains:
-            tried.add(i)
+        open_ = [i for i, r in enumerate(rings)
+                 if i not in chosen and i not in rejected and (r.parent < 0 or r.parent in chosen)]
+        ranked = [i for g, i in sorted(((gain(i), i) for i in open_), key=lambda t: (-t[0], t[1])) if g > 0]
+        accepted = None
+        for i in ranked:
             trial = splice(polygon, rings[i].points)
             trial_dice = scorer.dice(trial)
             if trial_dice > dice:
-                chosen.append(i)
-                polygon, dice = trial, trial_dice
+                accepted, polygon, dice = i, trial, trial_dice
                 break
+            rejected.add(i)
+        if accepted is None:
+            return chosen
+        chosen.append(accepted)
+        for j in gap:
+            gap[j] = min(gap[j], chessboard_gap(rings[accepted].points, rings[j].points))
     return chosen
 
 
