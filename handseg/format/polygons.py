@@ -7,9 +7,11 @@ as the submission has it: every component, holes as predicted, with Dice >= :dat
 1. the outlines of the mask, traced through pixel centres, nested (:func:`handseg.format.outline_rings.mask_rings`);
 2. the base: the outer outline enclosing the most pixels. Where it alone (holes filled, other components left
    out) gives Dice < ``1 - (1 - DICE_TARGET) / 2``, further outlines are joined in by zero-width bridges
-   (:func:`handseg.format.outline_rings.join_rings`): islands and holes, the largest gain first, each only when
-   it raises the Dice, a hole or an island inside a hole only once the outline around it is in;
-3. every chosen outline simplified with ``cv2.approxPolyDP`` at one tolerance ``epsilon``, the largest found by
+   (:class:`handseg.format.outline_rings.JoinPlan`): islands and holes, the largest first, each only when it
+   raises the Dice (an island smaller than its bridge is long never does), a hole or an island inside a hole
+   only once the outline around it is in;
+3. every chosen outline simplified with ``cv2.approxPolyDP`` at one tolerance ``epsilon``, keeping the bridges'
+   ends (the bridges are placed once, between the traced outlines' closest vertices), the largest found by
    bisection (to :data:`EPSILON_RESOLUTION` pixels) whose joined polygon keeps Dice >= DICE_TARGET against the
    mask. Dice is not strictly monotone in ``epsilon``, so it is the largest tolerance the bisection met that
    keeps the target, not necessarily the global largest.
@@ -32,17 +34,17 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from handseg.format.annotations import ImageAnnotation, write_annotation
 from handseg.format.class_masks import ClassMasks
 from handseg.format.classes import CLASSES
-from handseg.format.outline_rings import Ring, chessboard_gap, join_rings, mask_rings, splice
+from handseg.format.outline_rings import JoinPlan, Ring, box_gap, chessboard_gap, mask_rings, splice
 from handseg.format.rasterize import rasterize_window
 
 DICE_TARGET = 0.995
 EPSILON_RESOLUTION = 1.0 / 16.0  # bisection stops when the tolerance interval is narrower than this (pixels)
+MAX_OUTLINES = 128  # outlines joined into one polygon at most (a mask in hundreds of pieces is no bone)
 
 
 @dataclass(frozen=True)
@@ -73,11 +75,20 @@ def _closed_polygon(points: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class _Scorer:
-    """Dice of polygons against one mask, inside the mask's bounding box ``window`` = (y0, x0, h, w)."""
+class MaskScorer:
+    """Dice of polygons against one mask, computed inside the mask's bounding box ``window`` = (y0, x0, h, w)
+    (every outline vertex, so every polygon and bridge, lies in it)."""
 
     mask: np.ndarray  # (h, w) bool: the window of the mask
     window: tuple[int, int, int, int]
+
+    @classmethod
+    def of(cls, mask: np.ndarray) -> "MaskScorer":
+        """The scorer of a non-empty (H, W) bool mask."""
+        ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+        y0, x0 = int(ys[0]), int(xs[0])
+        h, w = int(ys[-1]) - y0 + 1, int(xs[-1]) - x0 + 1
+        return cls(mask[y0 : y0 + h, x0 : x0 + w], (y0, x0, h, w))
 
     def dice(self, polygon: np.ndarray) -> float:
         filled = rasterize_window([polygon], self.window)[0].astype(bool)
@@ -85,64 +96,54 @@ class _Scorer:
         return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(filled & self.mask)) / total
 
 
-def _scorer(mask: np.ndarray) -> _Scorer:
-    ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-    y0, x0 = int(ys[0]), int(xs[0])
-    h, w = int(ys[-1]) - y0 + 1, int(xs[-1]) - x0 + 1
-    return _Scorer(mask[y0 : y0 + h, x0 : x0 + w], (y0, x0, h, w))
+def _nearest_chosen(rings: list[Ring], boxes: np.ndarray, chosen: list[int], i: int) -> tuple[int, int]:
+    """(chessboard gap, position in ``chosen``) of the chosen outline nearest to outline ``i`` (boxes first: an
+    outline whose box is farther than the best gap so far is not looked at)."""
+    best = (1 << 62, 0)
+    for bound, pos in sorted((box_gap(boxes[k], boxes[i]), pos) for pos, k in enumerate(chosen)):
+        if bound >= best[0]:
+            break
+        best = min(best, (chessboard_gap(rings[chosen[pos]].points, rings[i].points), pos))
+    return best
 
 
-def choose_rings(rings: list[Ring], scorer: _Scorer, goal: float) -> list[int]:
-    """Indices of the outlines to join, base first (module docstring, step 2), until the unsimplified polygon
-    reaches Dice ``goal`` or no outline left raises it.
+def choose_rings(rings: list[Ring], scorer: MaskScorer, goal: float) -> tuple[list[int], list[int]]:
+    """The outlines to join, base first (module docstring, step 2), until the unsimplified polygon reaches Dice
+    ``goal``, the outlines run out, or :data:`MAX_OUTLINES` are joined.
 
-    Outlines are tried by their estimated gain: a hole's pixels (its bridge runs inside the bone), an island's
-    pixels less its bridge's length across background (the gap to the nearest outline already chosen).
+    Outlines are tried largest first (an island before the holes in it, a hole before the islands in it), each
+    bridged to the nearest outline already chosen (the chessboard gap: the bridge's length in pixels), skipped
+    when it is an island smaller than that gap, and kept when it raises the Dice. Returns ``(chosen,
+    partners)``: indices into ``rings``, and for each chosen outline the position in ``chosen`` of the one it is
+    bridged to (0 for the base itself).
     """
-    tops = [i for i, r in enumerate(rings) if r.parent < 0]
-    chosen = [max(tops, key=lambda i: (rings[i].pixels, -i))]
+    boxes = np.array([[*r.points.min(axis=0), *r.points.max(axis=0)] for r in rings])
+    order = sorted(range(len(rings)), key=lambda i: (-rings[i].pixels, i))
+    chosen = [next(i for i in order if rings[i].parent < 0)]
+    partners = [0]
     polygon = _closed_polygon(rings[chosen[0]].points)
-    dice, rejected = scorer.dice(polygon), set()
-    gap: dict[int, int] = {}  # island -> chessboard gap to the nearest chosen outline
-
-    def gain(i: int) -> float:
-        if rings[i].hole:
-            return rings[i].pixels
-        if i not in gap:
-            gap[i] = min(chessboard_gap(rings[k].points, rings[i].points) for k in chosen)
-        return rings[i].pixels - gap[i]
-
-    while dice < goal:
-        open_ = [i for i, r in enumerate(rings)
-                 if i not in chosen and i not in rejected and (r.parent < 0 or r.parent in chosen)]
-        ranked = [i for g, i in sorted(((gain(i), i) for i in open_), key=lambda t: (-t[0], t[1])) if g > 0]
-        accepted = None
-        for i in ranked:
-            trial = splice(polygon, rings[i].points)
-            trial_dice = scorer.dice(trial)
-            if trial_dice > dice:
-                accepted, polygon, dice = i, trial, trial_dice
-                break
-            rejected.add(i)
-        if accepted is None:
-            return chosen
-        chosen.append(accepted)
-        for j in gap:
-            gap[j] = min(gap[j], chessboard_gap(rings[accepted].points, rings[j].points))
-    return chosen
+    dice = scorer.dice(polygon)
+    for i in order:
+        if dice >= goal or len(chosen) >= MAX_OUTLINES:
+            break
+        ring = rings[i]
+        if i in chosen or not (ring.parent < 0 or ring.parent in chosen):
+            continue
+        gap, pos = _nearest_chosen(rings, boxes, chosen, i)
+        if not ring.hole and ring.pixels <= gap:
+            continue
+        trial = splice(polygon, ring.points, rings[chosen[pos]].points)
+        trial_dice = scorer.dice(trial)
+        if trial_dice > dice:
+            chosen.append(i)
+            partners.append(pos)
+            polygon, dice = trial, trial_dice
+    return chosen, partners
 
 
-def _simplified(points: np.ndarray, eps: float) -> np.ndarray:
-    """``approxPolyDP`` of a closed outline (a tolerance too large for it leaves 1 or 2 vertices: a point or a
-    line, which the Dice then rejects)."""
-    if eps <= 0.0 and len(points) < 4:
-        return points
-    return cv2.approxPolyDP(points.reshape(-1, 1, 2), eps, True).reshape(-1, 2).astype(np.int32)
-
-
-def simplify_rings(outlines: list[np.ndarray], scorer: _Scorer, target: float = DICE_TARGET,
+def simplify_rings(plan: JoinPlan, scorer: MaskScorer, target: float = DICE_TARGET,
                    resolution: float = EPSILON_RESOLUTION) -> tuple[np.ndarray, float, float]:
-    """Simplify outlines (base first) with one tolerance as far as the joined polygon keeps Dice >= ``target``.
+    """Simplify the outlines of ``plan`` with one tolerance as far as the joined polygon keeps Dice >= ``target``.
 
     Returns ``(polygon, epsilon, dice)``: (N >= 3, 2) int32 vertices (a subset of the outlines' own, plus each
     bridge's two ends repeated), the ``cv2.approxPolyDP`` tolerance used (0.0 when nothing coarser keeps the
@@ -150,7 +151,7 @@ def simplify_rings(outlines: list[np.ndarray], scorer: _Scorer, target: float = 
     """
 
     def attempt(eps: float) -> tuple[np.ndarray, float]:
-        polygon = _closed_polygon(join_rings([_simplified(o, eps) for o in outlines]))
+        polygon = _closed_polygon(plan.polygon(eps))
         return polygon, scorer.dice(polygon)
 
     best, best_eps = attempt(0.0), 0.0
@@ -178,10 +179,10 @@ def mask_to_polygon(mask: np.ndarray, target: float = DICE_TARGET) -> PolygonFit
     rings = mask_rings(mask)
     if not rings:
         return None
-    scorer = _scorer(mask)
-    chosen = choose_rings(rings, scorer, goal=1.0 - 0.5 * (1.0 - target))
+    scorer = MaskScorer.of(mask)
+    chosen, partners = choose_rings(rings, scorer, goal=1.0 - 0.5 * (1.0 - target))
     outlines = [rings[i].points for i in chosen]
-    polygon, eps, dice = simplify_rings(outlines, scorer, target)
+    polygon, eps, dice = simplify_rings(JoinPlan.between(outlines, partners), scorer, target)
     n_components = sum(1 for r in rings if not r.hole)
     return PolygonFit(polygon, eps, dice, n_components, len(chosen), sum(len(o) for o in outlines))
 
