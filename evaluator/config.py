@@ -19,6 +19,7 @@ from typing import Any, Literal, Sequence
 import yaml
 
 from evaluator.backends import BACKEND_CHOICES, BACKENDS
+from evaluator.checkpoint_hint import missing_checkpoint_hint
 from evaluator.perturb import GEOMETRIC_KINDS, Perturbation, check_strength
 from handseg.format.classes import CLASSES, NUM_CLASSES
 from handseg.inference.engine import DTYPES
@@ -187,11 +188,13 @@ class ChosenCheckpoint:
 
 def resolve_checkpoint(cfg: EvalConfig, file: str | Path = "<config>", echo: bool = True) -> ChosenCheckpoint:
     """The config's checkpoint folder, or the candidate with the best validation Dice recorded by training
-    (printed to stderr when ``echo``). A missing folder, or candidates validated on other images, is a
-    ConfigError naming ``checkpoint``."""
+    (printed to stderr when ``echo``). A missing folder (the error then names the configs whose checkpoints
+    exist), or candidates validated on other images, is a ConfigError naming ``checkpoint``."""
+    missing = [c for c in (cfg.checkpoint if isinstance(cfg.checkpoint, list) else [cfg.checkpoint])
+               if not Path(c).is_dir()]
+    if missing:  # the hint names the configs whose checkpoints do exist (e.g. the demo's)
+        raise ConfigError(file, "checkpoint", f"folder not found: {missing[0]}{missing_checkpoint_hint(file)}")
     if not isinstance(cfg.checkpoint, list):
-        if not Path(cfg.checkpoint).is_dir():
-            raise ConfigError(file, "checkpoint", f"folder not found: {cfg.checkpoint}")
         return ChosenCheckpoint(Path(cfg.checkpoint))
     try:
         folder, rows = best_checkpoint(cfg.checkpoint)  # a missing folder is a DataFormatError naming it

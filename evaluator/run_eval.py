@@ -20,7 +20,7 @@ from accelerate.utils import gather_object
 from evaluator.backends import BACKEND_CHOICES
 from evaluator.config import EvalConfig, load_eval_config, resolve_postprocess, resolve_thresholds
 from evaluator.engines import eval_settings, load_engine, load_eval_checkpoint
-from evaluator.submission_mode import run_submission
+from evaluator.submission_mode import run_submission, test_samples
 from evaluator.validation_mode import run_validation
 from handseg.runtime.devices import device_label, require_device, start_line
 from handseg.runtime.errors import cli_main
@@ -64,6 +64,8 @@ def main(argv=None) -> dict:
     overrides = {k: v for k, v in {"backend": args.backend, "output_dir": args.output_dir}.items() if v}
     cfg = load_eval_config(args.cfg_path, overrides=overrides, sets=args.set)
     require_device(cfg.device, args.cfg_path)
+    if args.mode == "submission":
+        test_samples(cfg.data_root)  # missing, empty or name-colliding test images: refused before any work or write
     accelerator = Accelerator(cpu=cfg.device == "cpu")
     devices = gather_object([device_label(process_device(cfg.device, accelerator))])
     if accelerator.is_main_process:

@@ -249,3 +249,24 @@ def test_second_evaluation_on_one_output_dir_is_refused(eager_cfg, tmp_path, rep
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {out}: in use by another evaluation (PID {holder.pid} ")
     assert not (out / "dice.json").exists()
+
+
+def test_colliding_test_image_names_are_one_line_before_any_work(tiny_ckpt, engine_dir, phantom_root, tmp_path,
+                                                                  capsys):
+    """ID005/x.png and ID006/x.png would give submission rows that cannot be told apart: refused in one line that
+    names both files, before the engine loads, and nothing (not even the output folder) is written."""
+    from evaluator.run_eval import main
+
+    data = tmp_path / "data"
+    shutil.copytree(phantom_root / "test", data / "test")
+    first, *_, last = sorted((data / "test" / "DCM").rglob("*.png"))
+    assert first.parent != last.parent
+    clash = last.rename(last.with_name(first.name))
+    cfg = write_eval_yaml(tmp_path / "eval.yaml", tiny_ckpt, engine_dir, tmp_path / "out", data_root=data,
+                          backend="eager")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--mode", "submission", "--cfg-path", str(cfg)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1
+    assert err[0].startswith(f"error: {clash}: same file name as {first}: "), err[0]
+    assert not (tmp_path / "out").exists()
