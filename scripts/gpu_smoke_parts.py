@@ -22,7 +22,6 @@ import torch
 import yaml
 from accelerate import Accelerator
 from gpu_chain import CPU_TINY, GPU_SMOKE, REPO
-from tqdm.auto import tqdm
 
 from evaluator.agreement import mask_dice
 from evaluator.memory_peak import PeakRSS, PeakSampler, device_used
@@ -32,13 +31,12 @@ from handseg.inference.tiling import tile_windows
 from handseg.model.factory import build_model, cascade_refiner
 from handseg.model.io import InputSpec, logits_over_windows
 from handseg.phantom import render_hand
-from trainer.checkpointing import TrainProgress
 from trainer.config import TrainConfig, load_train_config
 from trainer.ema import EMA
 from trainer.loop import TrainModule, train_batches
 from trainer.losses import SegLoss
 from trainer.optim import LRSchedule, build_optimizer
-from trainer.state import EpochPlan, TrainState
+from trainer.state import EpochPlan, EpochRun, TrainProgress, TrainState
 from trainer.stop_flag import StopFlag
 from trainer.train import FLAG_CHECK_EVERY
 
@@ -113,9 +111,8 @@ def part_steps(stage: int, precision: str, cpu: bool) -> dict:
         state.progress = TrainProgress()
         sync(device)
         t0 = time.perf_counter()
-        train_batches(accelerator, state, [batch] * micro, epoch=0, plan=plan, loss_fn=loss_fn,
-                      clip_grad_norm=cfg.clip_grad_norm, log_every=10**9, stop=StopFlag(),
-                      bar=tqdm(disable=True))
+        train_batches(accelerator, state, [batch] * micro, epoch=0, stop=StopFlag(),
+                      run=EpochRun(plan, loss_fn, cfg.clip_grad_norm, log_every=10**9))
         sync(device)
         return micro * cfg.data.batch_size / (time.perf_counter() - t0)
 

@@ -35,8 +35,7 @@ from handseg.runtime.errors import HandSegError
 from trainer.labels import labels_to_float
 from trainer.loader import epoch_loader
 from trainer.loss_watch import LossWatch
-from trainer.losses import SegLoss
-from trainer.state import EpochPlan, TrainState
+from trainer.state import EpochRun, TrainState
 from trainer.stop_flag import StopFlag
 
 
@@ -108,9 +107,9 @@ def sync_buffers(accelerator: Accelerator, *modules: nn.Module) -> None:
             torch.distributed.broadcast(buf.data, src=0)
 
 
-def train_one_epoch(accelerator: Accelerator, state: TrainState, loader, *, epoch: int, plan: EpochPlan,
-                    loss_fn: SegLoss, clip_grad_norm: float | None, log_every: int, stop: StopFlag) -> bool:
-    """Train ``epoch`` until the end of ``loader`` or ``plan.batches`` micro-batches, resuming after
+def train_one_epoch(accelerator: Accelerator, state: TrainState, loader, *, epoch: int, run: EpochRun,
+                    stop: StopFlag) -> bool:
+    """Train ``epoch`` until the end of ``loader`` or ``run.plan.batches`` micro-batches, resuming after
     ``progress.batch_in_epoch``. Returns False when a stop was requested (state not yet saved).
 
     The loader's sampler order and every item's augmentation depend on (seed, epoch): the epoch is set here
@@ -119,13 +118,7 @@ def train_one_epoch(accelerator: Accelerator, state: TrainState, loader, *, epoc
     progress, model = state.progress, state.model
     model.train()
     loader = epoch_loader(loader, epoch, skip=progress.batch_in_epoch)
-    bar = tqdm(total=plan.batches, initial=progress.batch_in_epoch, desc=f"epoch {epoch + 1}",
-               disable=not accelerator.is_local_main_process, leave=False, dynamic_ncols=True)
-    try:
-        stopped = train_batches(accelerator, state, loader, epoch=epoch, plan=plan, loss_fn=loss_fn,
-                                 clip_grad_norm=clip_grad_norm, log_every=log_every, stop=stop, bar=bar)
-    finally:
-        bar.close()  # also before an error is printed, so it does not land on the bar's line
+    stopped = train_batches(accelerator, state, loader, epoch=epoch, run=run, stop=stop)
     sync_buffers(accelerator, accelerator.unwrap_model(model), *([state.ema.module] if state.ema else []))
     if stopped:
         return False
@@ -133,48 +126,64 @@ def train_one_epoch(accelerator: Accelerator, state: TrainState, loader, *, epoc
     return True
 
 
-def train_batches(accelerator: Accelerator, state: TrainState, loader, *, epoch: int, plan: EpochPlan,
-                  loss_fn: SegLoss, clip_grad_norm: float | None, log_every: int, stop: StopFlag, bar) -> bool:
+def train_batches(accelerator: Accelerator, state: TrainState, loader, *, epoch: int, run: EpochRun,
+                  stop: StopFlag) -> bool:
     """The batches of one epoch (see :func:`train_one_epoch`; ``loader``: any iterable of batch dicts on the
-    device, as ``scripts/gpu_smoke.py`` times it); returns whether a stop was requested."""
-    progress, model = state.progress, state.model
-    seen, t0 = 0, time.perf_counter()
-    stopped, watch = False, LossWatch()
-    for batch in ([] if progress.batch_in_epoch >= plan.batches else loader):
-        with accelerator.accumulate(model):
-            logits, aux = model(**{k: v for k, v in batch.items() if k != "labels"})
-            labels = labels_to_float(batch["labels"])  # packed (B, h, w) int32 -> (B, 29, h, w), on the device
-            loss, parts = loss_fn(logits, labels, aux)
-            watch.add(loss, step=progress.step + 1, epoch=epoch + 1, batch=progress.batch_in_epoch + 1)
-            if plan.check_every == 1 or progress.batch_in_epoch + 1 >= plan.batches:
-                stopped = check_flags(accelerator, watch, stop)  # before the step: a bad loss is never applied
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and clip_grad_norm is not None:
-                accelerator.clip_grad_norm_(model.parameters(), clip_grad_norm)
-            state.optimizer.step()
-            state.optimizer.zero_grad(set_to_none=True)
-        progress.batch_in_epoch += 1
-        seen += batch["pixel_values"].shape[0] * accelerator.num_processes
-        bar.update(1)
-        if accelerator.sync_gradients:
-            progress.step += 1
-            state.schedule.step()
-            if state.ema is not None:
-                state.ema.update(accelerator.unwrap_model(model).model)
-            if progress.step % log_every == 0:
-                log = {f"train/{k}": float(v) for k, v in parts.items()}
-                log.update({"train/loss": float(loss.detach()), "train/lr": state.schedule.get_last_lr()[0],
-                            "train/images_per_s": seen / max(time.perf_counter() - t0, 1e-9),
-                            "train/epoch": epoch + progress.batch_in_epoch / plan.batches})
-                accelerator.log(log, step=progress.step)
-                bar.set_postfix(loss=f"{log['train/loss']:.4f}", lr=f"{log['train/lr']:.2e}")
-            if plan.check_every > 1 and progress.step % plan.check_every == 0:
-                stopped = check_flags(accelerator, watch, stop)
-        if (stopped and accelerator.sync_gradients) or progress.batch_in_epoch >= plan.batches:
-            if hasattr(loader, "end") and hasattr(loader, "gradient_state"):
-                loader.end()  # tell Accelerate's loader we left early (it only does so at the end of the data)
-            break
+    device, as ``scripts/gpu_smoke.py`` times it), with a progress bar on the main process; returns whether a
+    stop was requested."""
+    progress, plan = state.progress, run.plan
+    with tqdm(total=plan.batches, initial=progress.batch_in_epoch, desc=f"epoch {epoch + 1}", leave=False,
+              disable=not accelerator.is_local_main_process, dynamic_ncols=True) as bar:  # closed before an error
+        seen, t0 = 0, time.perf_counter()
+        stopped, watch = False, LossWatch()
+        for batch in ([] if progress.batch_in_epoch >= plan.batches else loader):
+            with accelerator.accumulate(state.model):
+                logits, aux = state.model(**{k: v for k, v in batch.items() if k != "labels"})
+                labels = labels_to_float(batch["labels"])  # packed (B, h, w) int32 -> (B, 29, h, w), on the device
+                loss, parts = run.loss_fn(logits, labels, aux)
+                watch.add(loss, step=progress.step + 1, epoch=epoch + 1, batch=progress.batch_in_epoch + 1)
+                if plan.check_every == 1 or progress.batch_in_epoch + 1 >= plan.batches:
+                    stopped = check_flags(accelerator, watch, stop)  # before the step: a bad loss is never applied
+                optimiser_step(accelerator, state, loss, run.clip_grad_norm)
+            progress.batch_in_epoch += 1
+            seen += batch["pixel_values"].shape[0] * accelerator.num_processes
+            bar.update(1)
+            if accelerator.sync_gradients:
+                progress.step += 1
+                state.schedule.step()
+                if state.ema is not None:
+                    state.ema.update(accelerator.unwrap_model(state.model).model)
+                if progress.step % run.log_every == 0:
+                    log_step(accelerator, state, bar, (loss, parts), seen / max(time.perf_counter() - t0, 1e-9),
+                             epoch + progress.batch_in_epoch / plan.batches)
+                if plan.check_every > 1 and progress.step % plan.check_every == 0:
+                    stopped = check_flags(accelerator, watch, stop)
+            if (stopped and accelerator.sync_gradients) or progress.batch_in_epoch >= plan.batches:
+                if hasattr(loader, "end") and hasattr(loader, "gradient_state"):
+                    loader.end()  # tell Accelerate's loader we left early (it only does so at the end of the data)
+                break
     return stopped
+
+
+def optimiser_step(accelerator: Accelerator, state: TrainState, loss, clip_grad_norm: float | None) -> None:
+    """Backward, clipping (at the end of an accumulation cycle) and the optimiser step (Accelerate skips it inside
+    a cycle)."""
+    accelerator.backward(loss)
+    if accelerator.sync_gradients and clip_grad_norm is not None:
+        accelerator.clip_grad_norm_(state.model.parameters(), clip_grad_norm)
+    state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
+
+
+def log_step(accelerator: Accelerator, state: TrainState, bar, loss_parts: tuple, images_per_s: float,
+             epoch: float) -> None:
+    """Log loss (and its parts), learning rate and throughput to the trackers and the progress bar."""
+    loss, parts = loss_parts
+    log = {f"train/{k}": float(v) for k, v in parts.items()}
+    log.update({"train/loss": float(loss.detach()), "train/lr": state.schedule.get_last_lr()[0],
+                "train/images_per_s": images_per_s, "train/epoch": epoch})
+    accelerator.log(log, step=state.progress.step)
+    bar.set_postfix(loss=f"{log['train/loss']:.4f}", lr=f"{log['train/lr']:.2e}")
 
 
 def check_flags(accelerator: Accelerator, watch: LossWatch, stop: StopFlag) -> bool:

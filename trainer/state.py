@@ -12,6 +12,7 @@ from accelerate import Accelerator
 from torch import nn
 
 from trainer.ema import EMA
+from trainer.losses import SegLoss
 from trainer.optim import LRSchedule
 
 
@@ -79,3 +80,14 @@ class EpochPlan:
     @property
     def total_steps(self) -> int:
         return self.epochs * math.ceil(self.batches / self.grad_accum_steps)
+
+
+@dataclass(frozen=True)
+class EpochRun:
+    """How every epoch of a run trains: its length (``plan``), the loss, gradient clipping (None: off) and every
+    how many optimiser steps loss, learning rate and throughput are logged."""
+
+    plan: EpochPlan
+    loss_fn: SegLoss
+    clip_grad_norm: float | None = None
+    log_every: int = 10

@@ -42,7 +42,7 @@ from trainer.loop import TrainModule, agree, broadcast_mean, train_one_epoch, va
 from trainer.losses import SegLoss
 from trainer.optim import LRSchedule, build_optimizer
 from trainer.rng import seed_process
-from trainer.state import EpochPlan, TrainProgress, TrainState
+from trainer.state import EpochPlan, EpochRun, TrainProgress, TrainState
 from trainer.stop_flag import StopFlag
 from trainer.tracking import check_trackers, tracking
 
@@ -235,6 +235,7 @@ def train(cfg: TrainConfig, args: argparse.Namespace, accelerator: Accelerator, 
         checkpointing.load_state(accelerator, cfg.run_dir, state)
         accelerator.print(f"resumed from {cfg.run_dir / checkpointing.STATE_DIR}: epoch {state.progress.epoch}, "
                           f"step {state.progress.step}")
+    run = EpochRun(plan, loss_fn, cfg.clip_grad_norm, cfg.logging.log_every)
     record = build_record(cfg, network, split, validation)
     if accelerator.is_main_process and not args.dryrun:
         checkpointing.write_config(cfg.run_dir, record.config)
@@ -242,8 +243,7 @@ def train(cfg: TrainConfig, args: argparse.Namespace, accelerator: Accelerator, 
         # Announced once SIGINT/SIGTERM are handled: a signal after this line saves a resumable state.
         announce(cfg, accelerator, model, split, validation, plan, args.dryrun)
         for epoch in range(state.progress.epoch, plan.epochs):
-            if not train_one_epoch(accelerator, state, loader, epoch=epoch, plan=plan, loss_fn=loss_fn,
-                                   clip_grad_norm=cfg.clip_grad_norm, log_every=cfg.logging.log_every, stop=stop):
+            if not train_one_epoch(accelerator, state, loader, epoch=epoch, run=run, stop=stop):
                 return interrupted(cfg, accelerator, state, save=not args.dryrun)
             result, best = None, False
             if validation.due(epoch, plan.epochs):

@@ -16,7 +16,7 @@ from trainer.loader import build_dataset, build_train_loader
 from trainer.loop import NonFiniteLossError, TrainModule, train_one_epoch, validation_precision
 from trainer.losses import LossConfig, SegLoss
 from trainer.optim import LRSchedule, OptimConfig, ScheduleConfig, build_optimizer
-from trainer.state import EpochPlan, TrainProgress, TrainState
+from trainer.state import EpochPlan, EpochRun, TrainProgress, TrainState
 from trainer.stop_flag import StopFlag
 
 
@@ -50,8 +50,8 @@ def _run(phantom_root, tmp_path, epochs: list[int], start_batch: int = 0) -> lis
     seen = []
     for epoch in epochs:
         loss.seen = []
-        assert train_one_epoch(accelerator, state, loader, epoch=epoch, plan=plan, loss_fn=loss, clip_grad_norm=None,
-                               log_every=100, stop=StopFlag())
+        run = EpochRun(plan, loss, None, 100)
+        assert train_one_epoch(accelerator, state, loader, epoch=epoch, run=run, stop=StopFlag())
         seen.append(loss.seen)
         assert state.progress.epoch == epoch + 1 and state.progress.batch_in_epoch == 0
     return seen
@@ -108,13 +108,12 @@ def test_flags_are_read_every_few_steps_and_a_nan_still_names_its_step(phantom_r
     monkeypatch.setattr(loop, "check_flags", lambda *a: calls.append(1) or real(*a))
     accelerator, state, loader = _state(phantom_root, tmp_path)
     plan = EpochPlan(batches=len(loader), epochs=1, grad_accum_steps=1, check_every=check_every)
-    assert train_one_epoch(accelerator, state, loader, epoch=0, plan=plan, loss_fn=SegLoss(LossConfig()),
-                           clip_grad_norm=None, log_every=100, stop=StopFlag())
+    run = EpochRun(plan, SegLoss(LossConfig()), None, 100)
+    assert train_one_epoch(accelerator, state, loader, epoch=0, run=run, stop=StopFlag())
     assert len(calls) == reads
     state.progress = TrainProgress()
     with pytest.raises(NonFiniteLossError, match=r"^loss is nan at step 2 \(epoch 1, batch 2\)"):
-        train_one_epoch(accelerator, state, loader, epoch=0, plan=plan, loss_fn=NaNAtCall(2), clip_grad_norm=None,
-                        log_every=100, stop=StopFlag())
+        train_one_epoch(accelerator, state, loader, epoch=0, run=EpochRun(plan, NaNAtCall(2)), stop=StopFlag())
 
 
 def test_upernet_without_aux_weight_gives_every_parameter_a_gradient(tiny_upernet_cfg):
@@ -146,7 +145,7 @@ def test_reading_the_flags_less_often_changes_no_weight(phantom_root, tmp_path):
     for check_every in (1, 4):
         accelerator, state, loader = _state(phantom_root, tmp_path)
         plan = EpochPlan(batches=len(loader), epochs=1, grad_accum_steps=1, check_every=check_every)
-        train_one_epoch(accelerator, state, loader, epoch=0, plan=plan, loss_fn=SegLoss(LossConfig()),
-                        clip_grad_norm=1.0, log_every=100, stop=StopFlag())
+        run = EpochRun(plan, SegLoss(LossConfig()), 1.0, 100)
+        train_one_epoch(accelerator, state, loader, epoch=0, run=run, stop=StopFlag())
         weights.append({k: v.clone() for k, v in accelerator.unwrap_model(state.model).state_dict().items()})
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
