@@ -1,7 +1,9 @@
 """The GPU path as a user runs it: the shipped GPU configs, unedited, chained end to end on the CPU, and the GPU smoke
 run's plumbing. One run of ``scripts/gpu_smoke.py --cpu`` does both: its training-step and cost parts at tiny sizes,
 then the README's GPU section (``scripts/gpu_chain.py``) in a folder holding a copy of ``config/`` and a ``data``
-link, with ``--set`` overrides for size and device only."""
+link, with ``--set`` overrides for size and device only. Every step of the chain is a process of its own, as a user
+runs it (the trainings and evaluations through ``accelerate_*.sh`` and the launcher); ``gpu_smoke.py`` itself runs
+in this process."""
 
 from __future__ import annotations
 
@@ -10,11 +12,12 @@ import importlib.util
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.commands import load_script, run_main
 
 pytestmark = pytest.mark.slow
 
@@ -37,9 +40,16 @@ def _digest(folder: Path) -> dict[str, str]:
 
 
 def _repo_state() -> dict[str, int]:
-    """Every file (and its mtime) under the repository's folders that the configs' relative paths name."""
-    folders = [REPO / name for name in ("runs", "trt_models", "outputs", "data", ".cache")]
-    return {str(p): p.stat().st_mtime_ns for f in folders if f.is_dir() for p in f.rglob("*")}
+    """Every file (and its mtime) under the repository's folders that the configs' relative paths name; not the
+    compile cache that the test session itself shares between its processes (``TORCHINDUCTOR_CACHE_DIR``)."""
+    skip = Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR", REPO / ".cache" / "inductor")).resolve()
+    state = {}
+    for folder in (REPO / name for name in ("runs", "trt_models", "outputs", "data", ".cache")):
+        for parent, dirs, files in os.walk(folder):
+            dirs[:] = [d for d in dirs if Path(parent, d).resolve() != skip]
+            state.update({str(Path(parent, f)): Path(parent, f).stat().st_mtime_ns for f in files})
+            state.update({str(Path(parent, d)): Path(parent, d).stat().st_mtime_ns for d in dirs})
+    return state
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +57,8 @@ def smoke(tmp_path_factory):
     """One CPU smoke run; returns (output folder, chain folder, the process, the repository before and after)."""
     root = tmp_path_factory.mktemp("gpu_smoke")
     out, work = root / "out", root / "work"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    before = _repo_state()
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_smoke.py"), "--cpu", "--out", str(out),
-                           "--workdir", str(work)], cwd=root, env=env, capture_output=True, text=True, timeout=1500)
+    before = _repo_state()  # the steps' processes inherit one thread each from tests/conftest.py
+    proc = run_main(load_script("gpu_smoke").main, "--cpu", "--out", out, "--workdir", work, cwd=root)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, work, proc, (before, _repo_state())
 
@@ -93,6 +101,26 @@ def test_shipped_gpu_configs_connect_end_to_end(smoke):
     rows = json.loads((work / "outputs/eval/efficiency/efficiency.json").read_text())["results"]
     assert {r["engine"] for r in rows} == {"eager_fp32", "eager_autocast_bf16", "aot_inductor_fp32"}
     assert {r["batch"] for r in rows} == {3}  # and it compiled nothing: the engines above are all there are
+
+
+def test_launched_validation_equals_a_direct_run(smoke, tmp_path, monkeypatch):
+    """``accelerate_eval.sh --mode validation`` (the launcher, then the evaluator in a process of its own) writes the
+    Dice that the evaluator's ``run`` gives in this process with the same config and engines, and its report."""
+    from evaluator.config import load_eval_config
+    from evaluator.run_eval import run
+
+    out, work, _, _ = smoke
+    step = next(s for s in json.loads((out / "gpu_smoke.json").read_text())["parts"]["chain"]["steps"]
+                if s["step"] == "validation")
+    assert any(line.startswith("mean Dice") for line in step["lines"])
+    launched = json.loads((work / "outputs/eval/dice.json").read_text())
+    assert (work / "outputs/eval/report.html").stat().st_size > 10_000
+    monkeypatch.chdir(work)  # the config's own relative paths
+    cfg = load_eval_config(Path("config/eval.yaml"), overrides={"output_dir": str(tmp_path / "direct")},
+                           sets=gpu_chain.CPU_TINY["validation"])
+    direct = run("validation", cfg)["summary"]
+    assert launched["mean_dice"] == pytest.approx(direct.mean, abs=1e-4)
+    assert launched["per_class"] == pytest.approx(direct.per_class, abs=1e-4)
 
 
 def test_every_step_prints_its_start_line(smoke):

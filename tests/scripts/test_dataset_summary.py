@@ -1,30 +1,22 @@
-"""scripts/dataset_summary.py end to end: a good data root, and bad ones answered in one line."""
+"""scripts/dataset_summary.py end to end (its ``main`` in this process, as the command runs it): a good data root,
+and bad ones answered in one line."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
+from tests.commands import load_script, run_main
 from tests.handseg.synthetic import make_dataset
-
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "dataset_summary.py"
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=120
-    )
+    return run_main(load_script("dataset_summary").main, *args)
 
 
 def make_phantom(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "make_phantom.py"), *args], capture_output=True,
-                          text=True, cwd=REPO, timeout=120)
+    return run_main(load_script("make_phantom").main, *args)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
