@@ -52,7 +52,7 @@ from handseg.format.classes import CLASSES
 from handseg.format.rasterize import rasterize
 from handseg.inference.engine import Engine, eager_engine
 from handseg.inference.pipeline import dense_probs, inference_settings, masks_from_outputs, run_model, threshold_probs
-from handseg.model.factory import size_divisor
+from handseg.model.presets import size_divisor
 from handseg.phantom import render_hand
 from handseg.runtime.errors import cli_main
 

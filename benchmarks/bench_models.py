@@ -12,8 +12,9 @@ from torch import nn
 
 from handseg.inference.engine import Engine, eager_engine
 from handseg.model.checkpoint import load_checkpoint
-from handseg.model.factory import ModelConfig, build_model, cascade_refiner, size_divisor
+from handseg.model.factory import build_model, cascade_refiner
 from handseg.model.io import InputSpec
+from handseg.model.presets import ModelConfig, size_divisor
 
 
 def stage1_model(folder: str):

@@ -14,11 +14,12 @@ import re
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import yaml
 
 from evaluator.backends import BACKEND_CHOICES, BACKENDS
+from evaluator.checkpoint_hint import missing_checkpoint_hint
 from evaluator.perturb import GEOMETRIC_KINDS, Perturbation, check_strength
 from handseg.format.classes import CLASSES, NUM_CLASSES
 from handseg.inference.engine import DTYPES
@@ -36,7 +37,7 @@ _DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
 
 @dataclass
 class EfficiencyConfig:
-    """Benchmark settings: ``batch_sizes`` empty means ``[1, batch_size_eval]``."""
+    """Benchmark settings: ``batch_sizes`` empty means ``[batch_size_eval]``; ``tensorrt_aot.py`` builds these too."""
 
     warmup: int = 3
     iters: int = 20
@@ -189,11 +190,13 @@ class ChosenCheckpoint:
 
 def resolve_checkpoint(cfg: EvalConfig, file: str | Path = "<config>", echo: bool = True) -> ChosenCheckpoint:
     """The config's checkpoint folder, or the candidate with the best validation Dice recorded by training
-    (printed to stderr when ``echo``). A missing folder, or candidates validated on other images, is a
-    ConfigError naming ``checkpoint``."""
+    (printed to stderr when ``echo``). A missing folder (the error then names the configs whose checkpoints
+    exist), or candidates validated on other images, is a ConfigError naming ``checkpoint``."""
+    missing = [c for c in (cfg.checkpoint if isinstance(cfg.checkpoint, list) else [cfg.checkpoint])
+               if not Path(c).is_dir()]
+    if missing:  # the hint names the configs whose checkpoints do exist (e.g. the demo's)
+        raise ConfigError(file, "checkpoint", f"folder not found: {missing[0]}{missing_checkpoint_hint(file)}")
     if not isinstance(cfg.checkpoint, list):
-        if not Path(cfg.checkpoint).is_dir():
-            raise ConfigError(file, "checkpoint", f"folder not found: {cfg.checkpoint}")
         return ChosenCheckpoint(Path(cfg.checkpoint))
     try:
         folder, rows = best_checkpoint(cfg.checkpoint)  # a missing folder is a DataFormatError naming it
@@ -213,10 +216,10 @@ def _check_threshold_list(values: list[float]) -> None:
         raise FieldError("thresholds", f"every threshold must be in (0, 1), got {bad[0]}")
 
 
-def load_eval_config(path: str | Path, overrides: dict | None = None) -> EvalConfig:
-    """Read and check an eval YAML (bad keys, types or values -> ConfigError naming the key); nothing else is
-    read or chosen here (see :func:`resolve_checkpoint`)."""
-    return load_config(path, EvalConfig, overrides=overrides)
+def load_eval_config(path: str | Path, overrides: dict | None = None, sets: Sequence[str] = ()) -> EvalConfig:
+    """Read and check an eval YAML and its ``--set`` strings (bad keys, types or values -> ConfigError naming the
+    key); nothing else is read or chosen here (see :func:`resolve_checkpoint`)."""
+    return load_config(path, EvalConfig, overrides=overrides, sets=sets)
 
 
 def read_thresholds_file(path: str | Path) -> list[float]:

@@ -7,9 +7,13 @@ modelling or training code), so its peak resident memory is the deployed figure.
 a batch of tiles and one whole image through the deployed path, phase by phase: decode, preprocess, stage 1 (the
 whole-image pass), stage 2 (the tiles; a cascade's only where stage 1 finds bone, with the tiles run of those
 possible), blend, threshold + RLE. Timing: CUDA events around each call on GPU (after a synchronise),
-``time.perf_counter`` on CPU. Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` after
-``reset_peak_memory_stats``; on CPU the process's peak resident set (``VmHWM``). Agreement (max |logit diff| on the
-tiles, mask Dice of the image) is against the eager fp32 process's outputs.
+``time.perf_counter`` on CPU. The per-tile latency starts from a float32 tile batch already on the device (the
+host-to-device copy is not in it); the whole-image time starts from the PNG on disk (decoding and the upload of the
+image are in it). Peak memory: on CPU the process's peak resident set (``VmHWM``); on CUDA
+``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` and, beside it, the device's used memory
+(``torch.cuda.mem_get_info``, which also sees what TensorRT and AOTInductor allocate outside torch's allocator),
+sampled every 2 ms (:mod:`evaluator.memory_peak`). Agreement (max |logit diff| on the tiles, mask Dice of the
+image) is against the eager fp32 process's outputs.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -30,7 +35,7 @@ from evaluator.agreement import mask_dice
 from evaluator.backends import BACKENDS
 from evaluator.build_engine import build_engine
 from evaluator.config import EvalConfig
-from evaluator.engines import load_engine
+from evaluator.engines import efficiency_batches, load_engine
 from evaluator.manifest import StaleEngineError
 from evaluator.report import save_figure
 from handseg.data.image_io import write_png
@@ -40,7 +45,10 @@ from handseg.phantom import render_hand
 from handseg.runtime.errors import HandSegError
 
 CPU_MEMORY_METHOD = "peak resident set (VmHWM) of the process that loads the engine and runs it, no model code"
-CUDA_MEMORY_METHOD = "torch.cuda.max_memory_allocated after reset_peak_memory_stats"
+CUDA_MEMORY_METHOD = ("torch.cuda.max_memory_allocated after reset_peak_memory_stats; device MiB: the GPU's used "
+                      "memory (mem_get_info, all allocations incl. TensorRT/AOTInductor), sampled every 2 ms")
+TIMING_NOTE = ("tile latency from a float32 tile batch already on the device (host-to-device copy excluded); "
+               "whole image from the PNG on disk (decode and upload included)")
 
 
 @dataclass
@@ -76,6 +84,8 @@ class Measurement:
     max_abs_diff_logits: float
     mask_dice_min: float
     mask_dice_mean: float
+    device_mem_peak_mib: float | None = None  # CUDA: the device's used memory (see the module docstring)
+    device_mem_increase_mib: float | None = None
 
 
 def available_engines(cfg: EvalConfig) -> list[str]:
@@ -87,25 +97,34 @@ def available_engines(cfg: EvalConfig) -> list[str]:
     return ["eager_fp32", "eager_autocast", *compiled]
 
 
-def ensure_engine(name: str, cfg: EvalConfig, ckpt: LoadedCheckpoint, batch: int, image: np.ndarray) -> None:
-    """A compiled engine ``name`` at ``batch`` exists and matches the checkpoint: compiled when it is missing and
-    ``efficiency.compile_missing`` allows (AOTInductor); eager needs nothing."""
+def ensure_engine(name: str, cfg: EvalConfig, ckpt: LoadedCheckpoint, batch: int, image: np.ndarray) -> bool:
+    """Whether engine ``name`` at ``batch`` can be measured: eager always; a compiled engine that exists and matches
+    the checkpoint, or that is missing and compiled now (AOTInductor, where ``efficiency.compile_missing`` allows).
+    A missing compiled engine of another backend (e.g. TensorRT, where ``tensorrt_aot.py`` fell back to
+    AOTInductor) is skipped with one line when the backends were not listed in the config, and an error when they
+    were."""
     if name.startswith("eager"):
-        return
+        return True
     try:
         load_engine(cfg, ckpt, backend=name, batch=batch)
-        return
-    except StaleEngineError:
+        return True
+    except StaleEngineError as exc:
         if not cfg.efficiency.compile_missing or name != "aot_inductor":
-            raise
+            if cfg.efficiency.backends or "no " not in str(exc):
+                raise
+            print(f"  {name}: skipped ({exc})", file=sys.stderr)
+            return False
     build_engine(cfg, ckpt, image, backend=name, batch=batch)
+    return True
 
 
-def measure_in_child(cfg_path: str | Path, ckpt: LoadedCheckpoint, name: str, batch: int, png: Path,
-                     out: Path) -> dict:
-    """Run :mod:`evaluator.efficiency_child` for one engine and batch; its row and outputs are written to ``out``."""
+def measure_in_child(cfg_path: str | Path, sets: Sequence[str], ckpt: LoadedCheckpoint, name: str, batch: int,
+                     png: Path, out: Path) -> dict:
+    """Run :mod:`evaluator.efficiency_child` for one engine and batch on the config ``cfg_path`` with the ``--set``
+    strings ``sets``; its row and outputs are written to ``out``."""
     cmd = [sys.executable, "-m", "evaluator.efficiency_child", "--cfg-path", str(cfg_path), "--checkpoint",
-           str(ckpt.folder), "--engine", name, "--batch", str(batch), "--image", str(png), "--out", str(out)]
+           str(ckpt.folder), "--engine", name, "--batch", str(batch), "--image", str(png), "--out", str(out),
+           *[arg for s in sets for arg in ("--set", s)]]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -126,25 +145,25 @@ def agreement(folder: Path, ref: Path, hw: tuple[int, int]) -> dict:
             "mask_dice_mean": float(dice.mean())}
 
 
-def run_efficiency(cfg: EvalConfig, ckpt: LoadedCheckpoint, cfg_path: str | Path, progress: bool = True) -> dict:
-    """Measure every available engine at each tile batch (default: 1 and ``batch_size_eval``), one process each;
-    returns the JSON-ready result."""
+def run_efficiency(cfg: EvalConfig, ckpt: LoadedCheckpoint, cfg_path: str | Path, sets: Sequence[str] = (),
+                   progress: bool = True) -> dict:
+    """Measure every available engine at each tile batch of :func:`evaluator.engines.efficiency_batches`, one
+    process each; returns the JSON-ready result."""
     size = cfg.efficiency.image_size
     image, _ = render_hand(0, size, "R")
-    batches = cfg.efficiency.batch_sizes or sorted({1, cfg.batch_size_eval})
+    batches = efficiency_batches(cfg)
     names = available_engines(cfg)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         png = write_png(Path(tmp) / "hand.png", image)  # the whole-image time includes decoding a real file
         for batch in batches:
-            for name in names:
-                ensure_engine(name, cfg, ckpt, batch, image)
+            names_here = [n for n in names if ensure_engine(n, cfg, ckpt, batch, image)]
             ref = Path(tmp) / f"eager_fp32_b{batch}"
-            order = ["eager_fp32"] + [n for n in names if n != "eager_fp32"]  # the reference first
+            order = ["eager_fp32"] + [n for n in names_here if n != "eager_fp32"]  # the reference first
             for name in order:
-                row = measure_in_child(cfg_path, ckpt, name, batch, png, Path(tmp) / f"{name}_b{batch}")
+                row = measure_in_child(cfg_path, sets, ckpt, name, batch, png, Path(tmp) / f"{name}_b{batch}")
                 row.update(agreement(Path(tmp) / f"{name}_b{batch}", ref, (size, size)))
-                if name not in names:
+                if name not in names_here:
                     continue
                 if progress:
                     print(f"  {row['engine']:<22} batch {batch}: {row['image_ms']:9.1f} ms/image, "
@@ -162,6 +181,7 @@ def run_efficiency(cfg: EvalConfig, ckpt: LoadedCheckpoint, cfg_path: str | Path
         "iters": cfg.efficiency.iters,
         "image_iters": cfg.efficiency.image_iters,
         "memory_method": CUDA_MEMORY_METHOD if cfg.device.startswith("cuda") else CPU_MEMORY_METHOD,
+        "timing": TIMING_NOTE,
         "results": rows,
         "compiled_gain": compiled_gain(rows),
     }
@@ -213,19 +233,24 @@ def _markdown(rows: list[dict], columns: list[tuple[str, str, str]]) -> list[str
 
 
 def format_table(result: dict) -> str:
-    """Markdown: the engines table, where one whole image's time goes (phase by phase, with the tiles a cascade's
-    stage 2 ran on), and how much of each compiled engine's per-tile gain over eager reaches the whole image."""
+    """Markdown: the engines table (on CUDA with the device's used memory too), where one whole image's time goes
+    (phase by phase, with the tiles a cascade's stage 2 ran on), and how much of each compiled engine's per-tile
+    gain over eager reaches the whole image."""
     rows = result["results"]
+    columns = COLUMNS
+    if any(r.get("device_mem_peak_mib") is not None for r in rows):
+        columns = [*COLUMNS[:8], ("device_mem_peak_mib", "device MiB", "{:.0f}"), *COLUMNS[8:]]
     note = (
         f"\n{result['image_size']}x{result['image_size']} image on {result['device']} ({result['device_name']}), "
         f"{result['torch_threads']} threads, one process per row; whole-image time: decoding the PNG, "
-        f"preprocessing, both stages, blending, thresholds and RLE; memory: {result['memory_method']}.\n"
+        f"preprocessing, both stages, blending, thresholds and RLE; timing: {result.get('timing', 'not recorded')}; "
+        f"memory: {result['memory_method']}.\n"
     )
     phases = ["", "Where one whole image's time goes (mean per image):", ""] + _markdown(rows, PHASE_COLUMNS)
     gains = result.get("compiled_gain") or []
     if gains:
         phases += ["", "Compiled engine against eager fp32:", ""] + _markdown(gains, GAIN_COLUMNS)
-    return "\n".join(_markdown(rows, COLUMNS)) + "\n" + note + "\n".join(phases) + "\n"
+    return "\n".join(_markdown(rows, columns)) + "\n" + note + "\n".join(phases) + "\n"
 
 
 def efficiency_chart(result: dict, path) -> None:

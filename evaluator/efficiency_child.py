@@ -28,11 +28,13 @@ import torch
 from evaluator.agreement import tile_batch
 from evaluator.config import EvalConfig, load_eval_config, resolve_postprocess, resolve_thresholds
 from evaluator.engines import eval_settings, load_engine, load_eval_checkpoint
+from evaluator.memory_peak import cuda_memory
 from handseg.data.image_io import read_image
 from handseg.inference.engine import Engine, eager_engine
 from handseg.inference.phase_timer import PhaseTimer, phase
 from handseg.inference.pipeline import InferenceSettings, predict_masks
 from handseg.model.checkpoint import LoadedCheckpoint
+from handseg.runtime.overrides import add_set_argument
 
 PHASES = ("decode", "preprocess", "stage1", "stage2", "blend", "threshold")
 
@@ -113,25 +115,31 @@ def tile_latency(engine: Engine, x: torch.Tensor, cfg: EvalConfig, prior_side: i
 
 def image_figures(engine: Engine, cfg: EvalConfig, settings: InferenceSettings, png: Path) -> tuple[dict, list[str]]:
     """Whole-image time (mean of ``efficiency.image_iters`` after one warm-up) and its phases, the tiles run and
-    possible per image, and the peak memory (CUDA: allocated on the device; CPU: the process's ``VmHWM``)."""
+    possible per image, and the peak memory (CPU: the process's ``VmHWM``; CUDA: torch's allocator and the device's
+    used memory, :func:`evaluator.memory_peak.cuda_memory`)."""
     eff, device = cfg.efficiency, engine.device
     thresholds, postprocess = resolve_thresholds(cfg), resolve_postprocess(cfg)
     rles = whole_image(engine, png, settings, thresholds, postprocess)  # warm-up, and the masks compared
     timer = PhaseTimer(device)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    before = status_mib("VmRSS") or 0.0
-    image_ms = float(np.mean(timed(lambda: whole_image(engine, png, settings, thresholds, postprocess, timer),
-                                   eff.image_iters, device)))
     n = eff.image_iters
-    phases = {name: 1000.0 * timer.seconds.get(name, 0.0) / n for name in PHASES}
+
+    def run() -> float:
+        return float(np.mean(timed(lambda: whole_image(engine, png, settings, thresholds, postprocess, timer), n,
+                                   device)))
+
+    device_mem = {}
     if device.startswith("cuda"):
-        peak = torch.cuda.max_memory_allocated(device) / 2**20
-        increase = peak - torch.cuda.memory_allocated(device) / 2**20
+        with cuda_memory(device) as mem:
+            image_ms = run()
+        peak, increase = mem["peak"] / 2**20, mem["increase"] / 2**20
+        device_mem = {"device_mem_peak_mib": mem["device_peak"] / 2**20,
+                      "device_mem_increase_mib": mem["device_increase"] / 2**20}
     else:
+        before = status_mib("VmRSS") or 0.0
+        image_ms = run()
         peak = status_mib("VmHWM") or 0.0
         increase = max(peak - before, 0.0)
+    phases = {name: 1000.0 * timer.seconds.get(name, 0.0) / n for name in PHASES}
     model = phases["stage1"] + phases["stage2"]
     return {"image_ms": image_ms, "images_per_s": 1000.0 / image_ms, "peak_mem_mib": peak,
             "peak_mem_increase_mib": increase, **{f"{k}_ms": v for k, v in phases.items() if k != "threshold"},
@@ -140,7 +148,7 @@ def image_figures(engine: Engine, cfg: EvalConfig, settings: InferenceSettings, 
             "model_share": model / max(sum(phases.values()), 1e-9),
             "tiles_run": timer.counts.get("tiles_run", 0) / n,
             "tiles_possible": timer.counts.get("tiles_possible", 0) / n,
-            "tile_selection": settings.selection is not None}, rles
+            "tile_selection": settings.selection is not None, **device_mem}, rles
 
 
 def measure(cfg: EvalConfig, ckpt: LoadedCheckpoint, name: str, batch: int, png: Path, out: Path) -> dict:
@@ -171,8 +179,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, required=True)
     p.add_argument("--image", required=True, help="the PNG of the whole-image measurement")
     p.add_argument("--out", required=True)
+    add_set_argument(p)
     args = p.parse_args(argv)
-    cfg = load_eval_config(args.cfg_path, overrides={"checkpoint": args.checkpoint})
+    cfg = load_eval_config(args.cfg_path, overrides={"checkpoint": args.checkpoint}, sets=args.set)
     ckpt = load_eval_checkpoint(cfg, file=args.cfg_path, echo=False)
     measure(cfg, ckpt, args.engine, args.batch, Path(args.image), Path(args.out))
     return 0

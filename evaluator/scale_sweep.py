@@ -18,8 +18,8 @@ from handseg.inference.engine import eager_engine
 from handseg.inference.pipeline import InferenceSettings
 from handseg.inference.scoring import score_images
 from handseg.model.checkpoint import LoadedCheckpoint
-from handseg.model.factory import size_divisor
 from handseg.model.io import InputSpec
+from handseg.model.presets import size_divisor
 
 SMALL_CLASSES = ("finger-16", "Trapezoid", "Pisiform")
 

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from evaluator.config import EvalConfig
 from handseg.data.dataset_index import index_split
 from handseg.data.image_io import read_image
-from handseg.format.submission import write_submission
+from handseg.format.submission import check_image_names, write_submission
 from handseg.inference.pipeline import PostProcess, predict_masks
 from handseg.inference.scoring import gather_rows, shard
 from handseg.runtime.errors import DataFormatError, HandSegError
@@ -24,13 +24,15 @@ class SubmissionIncompleteError(HandSegError):
 
 
 def test_samples(data_root: str | Path) -> list:
-    """The test images (sorted by path under ``test/DCM``); a folder without PNGs is a DataFormatError."""
+    """The test images (sorted by path under ``test/DCM``); a folder without PNGs, or two images with one bare
+    file name (which a submission could not tell apart), is a DataFormatError."""
     folder = Path(data_root) / "test" / "DCM"
     if folder.is_dir() and not any(folder.rglob("*.png")):
         raise DataFormatError(folder, "no PNG images found")
     samples = index_split(data_root, "test")
     if not samples:
         raise DataFormatError(folder, "no PNG images found")
+    check_image_names([s.image_path for s in samples])
     return samples
 
 

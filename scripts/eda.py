@@ -19,8 +19,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from handseg.data.dataset_index import index_split, read_meta
+from handseg.data.dataset_index import index_split
 from handseg.data.image_io import read_image_size
+from handseg.data.meta_data import meta_mapping, read_meta
 from handseg.format.annotations import read_annotation
 from handseg.format.classes import CLASSES
 from handseg.runtime.atomic import atomic_write_text
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     print("image sizes (h x w): " + ", ".join(f"{h}x{w}: {n}" for (h, w), n in sizes.most_common()))
     meta = read_meta(args.data)
     if meta is not None:
-        print(f"meta data: {len(meta)} IDs, columns {', '.join(map(str, meta.columns))}")
+        print(f"meta data: {len(meta)} IDs; " + "; ".join(meta_mapping(meta)))
 
     areas = class_areas([s.label_path for s in train], progress=not args.quiet)
     with np.errstate(all="ignore"):

@@ -12,6 +12,7 @@ from accelerate import Accelerator
 from torch import nn
 
 from trainer.ema import EMA
+from trainer.losses import SegLoss
 from trainer.optim import LRSchedule
 
 
@@ -68,12 +69,25 @@ class TrainState:
 
 @dataclass
 class EpochPlan:
-    """How long the run is: micro-batches per epoch (per process), epochs, optimiser steps in all."""
+    """How long the run is: micro-batches per epoch (per process), epochs, optimiser steps in all; and every how
+    many optimiser steps the loss and stop flags are checked (1 on the CPU, where a check costs nothing)."""
 
     batches: int
     epochs: int
     grad_accum_steps: int
+    check_every: int = 1
 
     @property
     def total_steps(self) -> int:
         return self.epochs * math.ceil(self.batches / self.grad_accum_steps)
+
+
+@dataclass(frozen=True)
+class EpochRun:
+    """How every epoch of a run trains: its length (``plan``), the loss, gradient clipping (None: off) and every
+    how many optimiser steps loss, learning rate and throughput are logged."""
+
+    plan: EpochPlan
+    loss_fn: SegLoss
+    clip_grad_norm: float | None = None
+    log_every: int = 10

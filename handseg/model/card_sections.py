@@ -8,7 +8,7 @@ from typing import Any
 from handseg.format.classes import CLASSES, describe_bone
 from handseg.format.markdown import markdown_table
 from handseg.format.result_files import describe_strength, parse_efficiency, parse_robustness
-from handseg.model.factory import MODEL_CLASSES
+from handseg.model.presets import MODEL_CLASSES
 
 NOT_RECORDED = "not recorded"
 

@@ -30,8 +30,8 @@ from transformers.utils import logging as hf_logging
 import handseg
 from handseg.data.data_config import DataConfig
 from handseg.format.classes import CLASSES
-from handseg.model.factory import ModelConfig, model_class
 from handseg.model.io import InputSpec
+from handseg.model.presets import ModelConfig, model_class
 from handseg.runtime.atomic import atomic_folder
 from handseg.runtime.config_schema import from_dict, to_dict
 from handseg.runtime.errors import ConfigError, DataFormatError, HandSegError

@@ -15,6 +15,7 @@ from evaluator.engines import engine_path, eval_settings, load_engine, load_eval
 from evaluator.manifest import StaleEngineError, check_manifest, read_manifest
 from handseg.inference.engine import eager_engine
 from handseg.runtime.errors import ConfigError
+from tests.commands import load_script, run_main
 
 from .conftest import TILE, make_checkpoint, synthetic_xray
 
@@ -76,12 +77,9 @@ def test_missing_engine_says_how_to_build_it(eval_yaml, tmp_path):
         load_engine(cfg, load_eval_checkpoint(cfg))
 
 
-def test_tensorrt_without_torch_tensorrt_is_one_line(eval_yaml, repo_root):
+def test_tensorrt_without_torch_tensorrt_is_one_line(eval_yaml):
     # The config's device is cpu: whether or not torch_tensorrt is installed, TensorRT cannot run here.
-    proc = subprocess.run(
-        [sys.executable, str(repo_root / "tensorrt_aot.py"), "--cfg-path", str(eval_yaml), "--backend", "tensorrt"],
-        capture_output=True, text=True, cwd=repo_root, timeout=300,
-    )
+    proc = run_main(load_script("tensorrt_aot").main, "--cfg-path", eval_yaml, "--backend", "tensorrt")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")

@@ -7,7 +7,8 @@ import torch
 
 from handseg.format.classes import NUM_CLASSES
 from handseg.inference.engine import Engine, as_logits, eager_engine
-from handseg.model.factory import ModelConfig, build_model
+from handseg.model.factory import build_model
+from handseg.model.presets import ModelConfig
 from handseg.runtime.errors import HandSegError
 
 
