@@ -17,7 +17,7 @@ import sys
 
 from evaluator.backends import BACKEND_CHOICES
 from evaluator.config import load_eval_config
-from evaluator.predict import MASK_FORMATS, load_predictor, predict_paths
+from evaluator.predict import MASK_FORMATS, input_images, load_predictor, output_stems, predict_paths
 from handseg.format.areas import pixel_area_mm2
 from handseg.runtime.errors import cli_main
 
@@ -45,6 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 @cli_main
 def main(argv=None) -> int:
     args = parse_args(argv)
+    root, images = input_images(args.target)
+    output_stems(root, images, args.out)  # a missing target or colliding outputs fail before the engine loads
     cfg = load_eval_config(args.cfg_path, overrides={"backend": args.backend} if args.backend else None)
     predictor = load_predictor(cfg, file=args.cfg_path, qc=not args.no_qc)
     result = predict_paths(predictor, args.target, args.out, args.masks, args.pixel_spacing)

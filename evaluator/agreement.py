@@ -33,15 +33,17 @@ def sample_image(data_root: str | Path | None, size: int = 256, seed: int = 0) -
 
 def tile_batch(image: np.ndarray, spec, batch: int, side: int) -> torch.Tensor:
     """A (batch, channels, side, side) float32 batch of real tiles from ``image`` (resized when it is smaller);
-    a cascade's stage 2 gets its 29 prior channels at probability 0.5 (any input measures the network itself)."""
-    x = to_pixel_values(image, spec.mean, spec.std)[None]  # (1, 3, H, W)
-    h, w = x.shape[-2:]
+    a cascade's stage 2 gets its 29 prior channels at probability 0.5 (any input measures the network itself).
+    Tiles are normalised one by one: no full-size float image is made."""
+    h, w = image.shape
     if h < side or w < side or spec.mode == "resize":
+        x = to_pixel_values(image, spec.mean, spec.std)[None]  # (1, 3, H, W)
         tiles = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False).repeat(batch, 1, 1, 1)
     else:
         ys = np.linspace(0, h - side, batch).round().astype(int)
         xs = np.linspace(0, w - side, batch).round().astype(int)[::-1]
-        tiles = torch.cat([x[..., y : y + side, x0 : x0 + side] for y, x0 in zip(ys, xs)])
+        tiles = torch.stack([to_pixel_values(image[y:y + side, x0:x0 + side], spec.mean, spec.std)
+                             for y, x0 in zip(ys, xs)])
     if spec.channels > 3:
         tiles = torch.cat([tiles, tiles.new_full((batch, spec.channels - 3, side, side), 0.5)], dim=1)
     return tiles

@@ -6,14 +6,16 @@ For every PNG (8- or 16-bit, grayscale or RGB, any size) :func:`predict_image` w
 - ``<stem>.overlay.png``: the X-ray with each predicted bone tinted, outlined and keyed, and a legend of the 29
   classes;
 - ``<stem>.json``: the prediction as an annotation in the training format (one ``poly_seg`` polygon per found
-  class, the largest outline simplified while its mask keeps Dice >= 0.995; see :mod:`handseg.format.polygons`), so it
-  opens in the labelling tools and reads back through :func:`handseg.format.annotations.read_annotation`;
+  class that rasterises back to the class mask with Dice >= 0.995, islands and holes joined in by zero-width
+  bridges where needed; see :mod:`handseg.format.polygons`), so it opens in the labelling tools and reads back
+  through :func:`handseg.format.annotations.read_annotation`;
 - ``<stem>.masks.npz`` with ``--masks npz``: ``masks`` (29, H, W) bool and ``classes`` (29,) names;
 
 and :func:`predict_paths` adds ``areas_mm2.csv`` (one row per image, one column per class) when a pixel spacing
 is given, and ``qc.csv`` (``image,predicted_dice,flag,reason``) with the quality control of every image
 (:mod:`evaluator.qc`; its per-bone detail goes into each annotation JSON's ``attributes.qc``). An unreadable
-image gets one line on stderr and the others are still predicted.
+image gets one line on stderr and the others are still predicted. Two inputs that would write the same output
+files are refused before any work (:func:`output_stems`).
 """
 
 from __future__ import annotations
@@ -104,6 +106,36 @@ def input_images(target: str | Path) -> tuple[Path, list[Path]]:
     return path, images
 
 
+OUTPUT_SUFFIXES = (".overlay.png", ".json", ".masks.npz")  # what predict_image may write next to a stem
+
+
+def output_stems(root: Path, images: list[Path], out_dir: str | Path) -> list[Path]:
+    """The output stem of each image: ``out_dir`` / its path under ``root`` without the suffix.
+
+    Two inputs that would write the same files (``x.png`` and ``x.PNG``, or names that differ only in case,
+    which are one file on macOS and Windows file systems), or an output that would overwrite an input (an
+    ``x.overlay.png`` beside ``x.png`` when ``out_dir`` is the input folder), are one DataFormatError naming
+    both paths; it is raised before anything is loaded or written.
+    """
+    inputs = {str(p.resolve()).casefold(): p for p in images}
+    claimed: dict[str, Path] = {}
+    stems = []
+    for path in images:
+        stem = Path(out_dir) / path.relative_to(root).with_suffix("")
+        key = str(stem.resolve()).casefold()
+        if key in claimed:
+            raise DataFormatError(path, f"would write the same output files as {claimed[key]} ({stem}.json, ...); "
+                                        "rename one or predict them into separate --out folders")
+        claimed[key] = path
+        for suffix in OUTPUT_SUFFIXES:
+            hit = inputs.get(key + suffix)
+            if hit is not None:
+                raise DataFormatError(hit, f"would be overwritten by the output {stem}{suffix} of {path}; "
+                                           "choose another --out folder")
+        stems.append(stem)
+    return stems
+
+
 def save_masks_npz(path: Path, masks: ClassMasks) -> Path:
     """Write ``masks`` (29, H, W) bool and ``classes`` (29,) to a compressed ``.npz``, atomically."""
     buf = io.BytesIO()
@@ -159,12 +191,13 @@ def predict_paths(predictor: Predictor, target: str | Path, out_dir: str | Path,
         pixel_area_mm2(pixel_spacing)  # a bad spacing fails before any work
     root, images = input_images(target)
     out_dir = Path(out_dir)
+    stems = output_stems(root, images, out_dir)
     result, areas, qc_rows = PredictResult(), [], []
-    bar = tqdm(images, desc="predict", unit="image", disable=not progress or len(images) < 2)
-    for path in bar:
+    bar = tqdm(list(zip(images, stems)), desc="predict", unit="image", disable=not progress or len(images) < 2)
+    for path, stem in bar:
         rel = path.relative_to(root).with_suffix("")
         try:
-            written, pixels, qc = predict_image(predictor, path, out_dir / rel, masks_format)
+            written, pixels, qc = predict_image(predictor, path, stem, masks_format)
         except DataFormatError as exc:
             result.failed.append((path, exc.problem))
             tqdm.write(f"error: {path}: {exc.problem}", file=sys.stderr)

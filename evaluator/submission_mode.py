@@ -20,7 +20,7 @@ from evaluator.qc.files import FLAGGED_DIR, QC_CSV, flagged_overlay_name, qc_row
 from evaluator.report_html import refresh_report
 from handseg.data.dataset_index import index_split
 from handseg.data.image_io import read_image, write_png
-from handseg.format.submission import write_submission
+from handseg.format.submission import check_image_names, write_submission
 from handseg.inference.pipeline import PostProcess
 from handseg.inference.scoring import gather_rows, shard
 from handseg.runtime.errors import DataFormatError, HandSegError
@@ -31,13 +31,15 @@ class SubmissionIncompleteError(HandSegError):
 
 
 def test_samples(data_root: str | Path) -> list:
-    """The test images (sorted by path under ``test/DCM``); a folder without PNGs is a DataFormatError."""
+    """The test images (sorted by path under ``test/DCM``); a folder without PNGs, or two images with one bare
+    file name (which a submission could not tell apart), is a DataFormatError."""
     folder = Path(data_root) / "test" / "DCM"
     if folder.is_dir() and not any(folder.rglob("*.png")):
         raise DataFormatError(folder, "no PNG images found")
     samples = index_split(data_root, "test")
     if not samples:
         raise DataFormatError(folder, "no PNG images found")
+    check_image_names([s.image_path for s in samples])
     return samples
 
 

@@ -42,7 +42,7 @@ train_stage 2 config/demo/train_stage2.yaml runs/demo_stage2 "$DATA/phantom.json
 step "5/13 ahead-of-time compiled engines (AOTInductor on CPU; a cascade compiles both stages)"
 python tensorrt_aot.py --cfg-path config/demo/eval.yaml
 
-step "6/13 per-class thresholds, post-processing and the hand reference (size, axis), from the validation fold"
+step "6/13 per-class thresholds, post-processing, the hand reference (size, axis) and the tile selection margin, from the validation fold"
 python scripts/tune_thresholds.py --cfg-path config/demo/eval.yaml --out "$EVAL/thresholds.yaml"
 
 step "7/13 quality-control model: predicted Dice from label-free signals, fitted on the validation fold"

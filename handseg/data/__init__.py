@@ -1,6 +1,7 @@
 """A data root in the competition layout: its images and labels grouped by person (``dataset_index``: the index,
-group K-fold, the one validation split), image I/O (``image_io``) and the ``data:`` section of a training config
-(``data_config``), which checkpoints record so that evaluation rebuilds the same split.
+group K-fold, the one validation split), the optional per-person table in English or Korean (``meta_data``),
+image I/O (``image_io``) and the ``data:`` section of a training config (``data_config``), which checkpoints
+record so that evaluation rebuilds the same split.
 
 May import: ``handseg.runtime``, ``handseg.format``.
 """
