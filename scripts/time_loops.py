@@ -62,7 +62,10 @@ def clock(seconds: float) -> str:
 def make(clone: Path, target: str, log_dir: Path) -> Run:
     """``make <target>`` in ``clone``, its output kept line by line with arrival times (seconds from its start)."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    # a fresh shell's make: no virtualenv, and nothing of a make this runs under (make test runs the tests, whose
+    # MAKELEVEL would make the inner make print its folder and name its failure make[1])
+    outer = ("VIRTUAL_ENV", "PYTHONPATH", "MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")
+    env = {k: v for k, v in os.environ.items() if k not in outer}
     t0 = time.monotonic()
     lines = []
     with open(log_dir / f"make_{target}.log", "w") as log:

@@ -102,7 +102,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Say so where pytest-xdist did not take the groups (it marks a grouped test's id with ``@group``): every
     worker would then build the shared fixtures of its own."""
-    if session.config.getvalue("loadgroup") and any(
+    if session.config.getoption("dist", None) == "loadgroup" and any(
             item.get_closest_marker("xdist_group") and "@" not in item.nodeid for item in session.items):
         import warnings
 
