@@ -17,19 +17,18 @@ one-line note.
 
 from __future__ import annotations
 
-import base64
 import datetime
 import html
 import io
 import os
 import re
-import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from evaluator.efficiency import COLUMNS as EFFICIENCY_COLUMNS
+from evaluator.html_image import img_tag
 from evaluator.overlays import class_key
 from evaluator.qc.report_section import flagged_section
 from evaluator.report import FN_RGB, FP_RGB, TP_RGB
@@ -97,21 +96,6 @@ def _candidate(c) -> str:
     dice = c.get("mean_dice")
     recorded = f", recorded Dice {dice:.4f}" if isinstance(dice, (int, float)) else ""
     return f"<code>{_e(c.get('checkpoint'))}</code> (stage {_e(c.get('stage', '?'))}{recorded})"
-
-
-def png_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG's header, or None when ``data`` is not a PNG."""
-    if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
-        return None
-    return struct.unpack(">II", data[16:24])
-
-
-def img_tag(data: bytes, alt: str) -> str:
-    """An ``<img>`` with the PNG ``data`` embedded as a data URI and its intrinsic size."""
-    size = png_size(data)
-    dims = f' width="{size[0]}" height="{size[1]}"' if size else ""
-    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-    return f'<img src="{uri}" alt="{_e(alt)}"{dims}>'
 
 
 def _figure(data: bytes, alt: str, caption: str) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -23,13 +23,24 @@ from evaluator.qc.model import MODEL_FILE, QCModel, load_qc_model
 from evaluator.qc.probes import UncertainCounter, flip_agreement, mask_areas, stage_agreement
 from evaluator.qc.signals import ImageSignals, ProbeResults, image_signals
 from handseg.format.class_masks import ClassMasks
+from handseg.inference.engine import Engine
 from handseg.inference.hand_norm import unwarp_masks
 from handseg.inference.phase_timer import PhaseTimer, phase
-from handseg.inference.pipeline import masks_from_outputs, normalised_outputs
+from handseg.inference.pipeline import InferenceSettings, masks_from_outputs, normalised_outputs
 
 if TYPE_CHECKING:
     from evaluator.config import EvalConfig
-    from evaluator.predict import Predictor
+
+
+class PredictionSetup(Protocol):
+    """What a prediction needs (:class:`evaluator.predict.Predictor` has it): the engine, the inference settings,
+    the device, the 29 thresholds and the optional post-processing."""
+
+    engine: Engine
+    settings: InferenceSettings
+    device: str
+    thresholds: Sequence[float]
+    postprocess: Callable[[ClassMasks], ClassMasks] | None
 
 
 @dataclass(frozen=True)
@@ -81,7 +92,7 @@ def load_quality_control(cfg: "EvalConfig", echo: bool = True) -> QualityControl
     return QualityControl(load_qc_model(path), path)
 
 
-def predict_with_qc(predictor: "Predictor", image: np.ndarray, qc: QualityControl,
+def predict_with_qc(predictor: PredictionSetup, image: np.ndarray, qc: QualityControl,
                     timer: PhaseTimer | None = None) -> tuple[ClassMasks, QCResult]:
     """(the masks :func:`~handseg.inference.pipeline.predict_masks` gives, on the CPU; their QC) for one
     (H, W) uint8 image with the predictor's engine, settings, thresholds and post-processing. ``timer`` gets the

@@ -11,6 +11,7 @@ import html
 import json
 from pathlib import Path
 
+from evaluator.html_image import img_tag
 from evaluator.qc.files import FLAGGED_DIR, QC_CSV, flagged_overlay_name, read_qc_csv
 from handseg.runtime.errors import DataFormatError
 
@@ -45,8 +46,6 @@ def _reliability(out_dir: Path) -> str:
 
 def flagged_section(out_dir: str | Path) -> str:
     """The section's HTML for the evaluation folder ``out_dir``."""
-    from evaluator.report_html import img_tag  # the page's own image embedding (that module builds on this one)
-
     out_dir = Path(out_dir)
     head = '<section id="flagged"><h2>Flagged for review</h2>'
     if not (out_dir / QC_CSV).is_file():

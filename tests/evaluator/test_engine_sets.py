@@ -34,7 +34,8 @@ def test_gpu_rows_show_the_devices_memory_beside_the_allocators():
     row = {"engine": "tensorrt_fp16", "batch": 3, "tile_ms_p50": 1.0, "tile_ms_p90": 1.0, "tile_ms_p99": 1.0,
            "image_ms": 50.0, "images_per_s": 20.0, "peak_mem_mib": 900.0, "device_mem_peak_mib": 2500.0,
            "max_abs_diff_logits": 1e-3, "mask_dice_min": 0.999, "decode_ms": 5.0, "preprocess_ms": 5.0,
-           "engine_ms": 30.0, "blend_ms": 5.0, "threshold_rle_ms": 5.0, "model_share": 0.6}
+           "engine_ms": 30.0, "blend_ms": 5.0, "threshold_rle_ms": 5.0, "model_share": 0.6, "tiles_run": 7.0,
+           "tiles_possible": 9.0, "stage1_ms": 4.0, "stage2_ms": 26.0, "postprocess_ms": 10.0}
     result = {"results": [row], "image_size": 2048, "device": "cuda:0", "device_name": "H100", "torch_threads": 8,
               "memory_method": "m", "timing": "tile latency from a float32 tile batch already on the device"}
     table = format_table(result)

@@ -17,8 +17,8 @@ from handseg.inference.engine import Engine
 from handseg.inference.hand_norm import HandNorm, warp_image
 from handseg.inference.pipeline import (
     InferenceSettings,
-    _normalised_outputs,
     dense_probs,
+    normalised_outputs,
     predict_masks,
     predict_probs,
     run_model,
@@ -196,7 +196,7 @@ def test_hand_normalisation_comes_before_the_selection():
     bone near in the magnified image, not in the original."""
     engine, image = _engine(), _hand(centre=(128, 128), radius=(30, 20))
     settings = replace(_settings(margin=0), hand_norm=HandNorm(reference_fraction=0.2))
-    out, matrix = _normalised_outputs(engine, image, settings, "cpu", None)
+    out, matrix = normalised_outputs(engine, image, settings, "cpu", None)
     assert matrix is not None
     warped = warp_image(image, matrix)
     first = whole_image_logits(engine, warped, settings)
