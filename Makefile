@@ -4,6 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
+# make test: pytest-xdist workers (2: one per core of the CI machine) and the AOTInductor compile cache they share
+# (git-ignored, reused by later runs).
+TEST_WORKERS ?= 2
+TEST_CACHE ?= $(CURDIR)/.cache/inductor
 
 .PHONY: install demo test bench clean-demo
 
@@ -22,14 +26,18 @@ demo: install
 	sh scripts/demo.sh
 
 test: install
+	@echo "==> lint"
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q tests
+	@echo "==> tests"
+	OMP_NUM_THREADS=1 TORCHINDUCTOR_CACHE_DIR=$(TEST_CACHE) \
+	  $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15 tests
 
 bench: install
 	$(PY) benchmarks/bench_rle.py
 	$(PY) benchmarks/bench_loader.py
 	$(PY) benchmarks/bench_tiling.py
 	$(PY) benchmarks/bench_inference.py
+	$(PY) benchmarks/bench_qc.py
 
 clean-demo:
-	rm -rf data/phantom runs/demo_stage1 runs/demo_stage2 outputs/demo trt_models/demo*
+	rm -rf data/phantom data/phantom_failures runs/demo_stage1 runs/demo_stage2 outputs/demo trt_models/demo*

@@ -2,7 +2,8 @@
 
     python benchmarks/bench_inference.py [--stage1 runs/demo_stage1/best] [--stage2 runs/demo_stage2/best]
                                          [--size 2048] [--images 3] [--tile 1024] [--threads 2] [--no-aot]
-                                         [--deploy-batches 1 4]
+                                         [--deploy-batches 1 4] [--cascade-only] [--cascade-batch 1]
+                                         [--thresholds outputs/demo/eval/thresholds.yaml] [--baseline-rev REV]
 
 Modes: ``resize`` (stage 1 as trained: the whole image at its input size), ``tile`` (stage 1's network on native
 ``--tile`` px tiles, overlap 0.25, Gaussian blending: the form of a plain stage-2 checkpoint) and ``cascade``
@@ -20,38 +21,43 @@ Printed: pixels, RLE strings and counts that differ; engine ms and ms after the 
 (each in a fresh process, ``--child``); in resize mode, the whole-image time of an AOTInductor engine against
 eager's. Unless ``--no-aot``: the peak RSS of the deployed form, a process that loads AOTInductor engines (at each
 of ``--deploy-batches``) as the evaluator does, without building the model or importing its code.
+
+Last (alone with ``--cascade-only``), the deployed cascade on whole images (:mod:`cascade_deployed`): every tile
+against the tile selection (the margin tuned in ``--thresholds``), eager against the AOTInductor pair (stage 2 at
+``--cascade-batch``, above 1 with its batch-1 tail and also padded as before; stage 1 at batch 1), one process per
+engine: tiles run, stage-1, stage-2 and
+post-processing time, the model's share, whole-image time, peak RSS, and the compiled engine's per-tile and
+whole-image gains; with ``--baseline-rev``, the path before the selection (that revision) on the same engines.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
-import resource
 import subprocess
 import sys
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from bench_models import compile_mode, deployed_engine, mode_engine, stage1_model
 from bench_rle import baseline_rle_encode, best_time
-from torch import nn
+from cascade_deployed import baseline_paths, measure_paths, report
+from rss import peak_rss_mib, reset_peak_rss, status_mib
 
 from handseg.format.class_masks import ClassMasks
 from handseg.format.classes import CLASSES
 from handseg.format.rasterize import rasterize
 from handseg.inference.engine import Engine, eager_engine
 from handseg.inference.pipeline import dense_probs, inference_settings, masks_from_outputs, run_model, threshold_probs
-from handseg.model.checkpoint import load_checkpoint
-from handseg.model.factory import ModelConfig, build_model, cascade_refiner, size_divisor
-from handseg.model.io import InputSpec
+from handseg.model.presets import size_divisor
 from handseg.phantom import render_hand
 from handseg.runtime.errors import cli_main
 
 MODES = ("resize", "tile", "cascade")
+REPO = Path(__file__).resolve().parents[1]
 MODEL_CODE = "transformers.models.segformer.modeling_segformer"  # imported once a SegFormer model is built
 THRESHOLD = 0.5
 
@@ -68,73 +74,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-aot", action="store_true", help="skip the AOTInductor compile (about a minute on CPU)")
     p.add_argument("--deploy-batches", type=int, nargs="+", default=[1, 4],
                    help="tile batches of the compiled engines whose deployed peak RSS is measured")
+    p.add_argument("--thresholds", default="outputs/demo/eval/thresholds.yaml",
+                   help="thresholds file (tuned thresholds, post-processing, tile selection) of the cascade section")
+    p.add_argument("--cascade-only", action="store_true", help="only the deployed cascade: every tile vs selection")
+    p.add_argument("--baseline-rev", default=None,
+                   help="git revision of the path before the tile selection (e.g. a73e06e): its every-tile time on "
+                        "the same engine files, from a worktree")
+    p.add_argument("--cascade-batch", type=int, default=1,
+                   help="stage-2 tile batch of the deployed cascade (above 1: with its batch-1 tail, and padded)")
     p.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
+    p.add_argument("--child-cascade", metavar="KIND", help=argparse.SUPPRESS)
     p.add_argument("--child-engines", nargs=2, metavar=("DIR", "BATCH"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
-
-
-def stage1_model(folder: str):
-    """(model, model config, input spec, where it came from): the checkpoint, or a random `demo` SegFormer."""
-    if (Path(folder) / "model.safetensors").is_file():
-        ckpt = load_checkpoint(folder)
-        return ckpt.model, ckpt.model_cfg, ckpt.spec, folder
-    torch.manual_seed(0)
-    cfg = ModelConfig(arch="segformer", preset="demo")
-    return build_model(cfg).eval(), cfg, InputSpec(mode="resize", image_size=384, tile_size=384), "random demo model"
-
-
-def mode_networks(mode: str, args) -> tuple[nn.Module, nn.Module | None, InputSpec, str, ModelConfig]:
-    """The networks of a mode: (network, a cascade's stage-1 network or None, input spec, where the weights came
-    from, the network's model config)."""
-    model, cfg, spec, source = stage1_model(args.stage1)
-    if mode == "resize":
-        return model, None, spec, source, cfg
-    if mode == "tile":
-        tile = replace(spec, mode="tile", image_size=args.tile, tile_size=args.tile, overlap=0.25, prior=None)
-        return model, None, tile, source, cfg
-    if (Path(args.stage2) / "model.safetensors").is_file():
-        ckpt = load_checkpoint(args.stage2, lazy=True)  # the model is read only for a cascade
-        if ckpt.prior is not None:
-            return ckpt.model, ckpt.prior.model, ckpt.spec, args.stage2, ckpt.model_cfg
-    refiner, refiner_cfg = cascade_refiner(model, cfg)  # zero-initialised: predicts what stage 1 does
-    spec2 = InputSpec(mode="tile", image_size=512, tile_size=512, overlap=0.25, prior=spec)
-    return refiner, model, spec2, f"{source} + zero-initialised refiner (no cascade checkpoint)", refiner_cfg
-
-
-def mode_engine(mode: str, args) -> tuple[Engine, InputSpec, str]:
-    """The eager engine and input spec of a mode, and where its weights came from."""
-    net, prior, spec, source, _ = mode_networks(mode, args)
-    return eager_engine(net, prior=prior), spec, source
-
-
-def compile_mode(mode: str, batches: list[int], args, folder: Path) -> None:
-    """AOTInductor engines of a mode at each tile batch of ``batches`` (a cascade's stage 1 once, at batch 1) in
-    ``folder``, with the input spec beside them, for ``deployed`` children."""
-    from evaluator.compile_aoti import compile_aoti
-    from evaluator.export import export_logits
-
-    net, prior, spec, _, cfg = mode_networks(mode, args)
-    if prior is not None:
-        compile_aoti(export_logits(prior, 1, spec.prior.model_size, size_divisor(cfg)), None,
-                     folder / f"{mode}_prior.pt2")
-    for batch in batches:
-        compile_aoti(export_logits(net, batch, spec.model_size, size_divisor(cfg), channels=spec.channels), None,
-                     folder / f"{mode}_b{batch}.pt2")
-    (folder / f"{mode}_spec.json").write_text(json.dumps(spec.to_dict()))
-
-
-def deployed_engine(mode: str, batch: int, folder: Path) -> tuple[Engine, InputSpec]:
-    """The compiled engines of :func:`compile_mode`, loaded as the evaluator loads them (no model built)."""
-    from evaluator.compile_aoti import load_aoti
-
-    spec = InputSpec.from_dict(json.loads((folder / f"{mode}_spec.json").read_text()))
-    path = folder / f"{mode}_b{batch}.pt2"
-    engine = Engine(fn=load_aoti(path), backend="aot_inductor", batch_size=batch, side=spec.model_size, path=path)
-    if spec.prior is not None:
-        prior = folder / f"{mode}_prior.pt2"
-        engine.prior = Engine(fn=load_aoti(prior), backend="aot_inductor", batch_size=1,
-                              side=spec.prior.model_size, path=prior)
-    return engine, spec
 
 
 def hands(n: int, size: int) -> list[tuple[np.ndarray, list[np.ndarray]]]:
@@ -187,37 +138,6 @@ def compare_mode(mode: str, args, images) -> dict:
     return row
 
 
-def _status_mib(key: str) -> float | None:
-    """A ``/proc/self/status`` memory line (``VmRSS``, ``VmHWM``) in MiB; None where there is no procfs."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident set in MiB. ``VmHWM`` belongs to the process's own address space; ru_maxrss
-    (the fallback) also counts the parent's peak on Linux, since it survives ``exec``."""
-    hwm = _status_mib("VmHWM")
-    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def reset_peak_rss() -> None:
-    """Reset the peak to the current resident set (Linux: ``5`` into ``/proc/self/clear_refs``), so that what
-    follows is measured on its own; a no-op where that is not possible."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap (the phantoms' rendering) back first
-    except (OSError, AttributeError):
-        pass
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
 def child(mode: str, path: str, args) -> None:
     """One process, one (mode, path): every image through the engine and the path; prints the resident set in MiB
     once torch, the engine and the images are loaded (``before``; the peak is reset there, so rendering the
@@ -233,7 +153,7 @@ def child(mode: str, path: str, args) -> None:
     images = hands(args.images, args.size)
     gc.collect()
     reset_peak_rss()
-    before = _status_mib("VmRSS") or peak_rss_mib()
+    before = status_mib("VmRSS") or peak_rss_mib()
     peaks = []
     for image, polys in images:
         outputs = run_model(engine, image, settings)
@@ -247,21 +167,51 @@ def child(mode: str, path: str, args) -> None:
                       "model_code": MODEL_CODE in sys.modules}))
 
 
-def peak_rss(mode: str, path: str, argv: list[str], engines: tuple[Path, int] | None = None) -> dict:
-    extra = [] if engines is None else ["--child-engines", str(engines[0]), str(engines[1])]
-    proc = subprocess.run([sys.executable, __file__, *argv, "--child", mode, path, *extra], capture_output=True,
-                          text=True)
+def child_json(argv: list[str], extra: list[str]) -> dict:
+    """Run this script as a child with ``extra`` arguments; the JSON it prints last."""
+    proc = subprocess.run([sys.executable, __file__, *argv, *extra], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def deployed_rss(mode: str, args, argv: list[str]) -> dict[int, dict]:
+def peak_rss(mode: str, path: str, argv: list[str], engines: tuple[Path, int] | None = None) -> dict:
+    extra = [] if engines is None else ["--child-engines", str(engines[0]), str(engines[1])]
+    return child_json(argv, ["--child", mode, path, *extra])
+
+
+def deployed_rss(mode: str, args, argv: list[str], folder: Path) -> dict[int, dict]:
     """Peak RSS of a process that runs the mode's compiled engines (one per tile batch; resize mode: batch 1)."""
     batches = [1] if mode == "resize" else args.deploy_batches
-    with tempfile.TemporaryDirectory() as tmp:
-        compile_mode(mode, batches, args, Path(tmp))
-        return {batch: peak_rss(mode, "deployed", argv, (Path(tmp), batch)) for batch in batches}
+    compile_mode(mode, batches, args, folder)
+    return {batch: peak_rss(mode, "deployed", argv, (folder, batch)) for batch in batches}
+
+
+def cascade_child(kind: str, args) -> None:
+    """One engine kind (``eager``: the models; ``aot``: the compiled pair of ``--child-engines``, no model) on every
+    hand through each path of :mod:`cascade_deployed`; prints the figures and the process's peak RSS."""
+    if kind == "aot":
+        folder, batch = args.child_engines
+        engine, spec = deployed_engine("cascade", int(batch), Path(folder))
+    else:
+        engine, spec, _ = mode_engine("cascade", args)
+    result = measure_paths(engine, spec, [image for image, _ in hands(args.images, args.size)], args.thresholds,
+                           args.repeats, args.cascade_batch)
+    print(json.dumps({**result, "peak_mib": peak_rss_mib()}))
+
+
+def cascade_section(args, argv: list[str], folder: Path) -> list[str]:
+    """The deployed cascade: every tile vs the selection, eager vs AOTInductor (at ``--cascade-batch``, above 1
+    with its batch-1 tail)."""
+    kinds = ["eager"] if args.no_aot else ["eager", "aot"]
+    batch = args.cascade_batch
+    if not args.no_aot and not all((folder / f"cascade_{n}.pt2").is_file() for n in ("b1", f"b{batch}", "prior")):
+        compile_mode("cascade", sorted({1, batch}), args, folder)
+    results = {kind: child_json(argv, ["--child-cascade", kind, "--child-engines", str(folder), str(batch)])
+               for kind in kinds}
+    if args.baseline_rev and not args.no_aot:
+        results["before"] = {**baseline_paths(args.baseline_rev, folder, args, REPO), "rev": args.baseline_rev}
+    return report(results, args.images, args.size, args.threads)
 
 
 def aot_vs_eager(args, images) -> tuple[float, float]:
@@ -292,6 +242,18 @@ def main(argv=None) -> int:
     if args.child:
         child(*args.child, args)
         return 0
+    if args.child_cascade:
+        cascade_child(args.child_cascade, args)
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.cascade_only:
+            compare_paths(args, argv, Path(tmp))
+        print("\n".join(cascade_section(args, argv, Path(tmp))))
+    return 0
+
+
+def compare_paths(args, argv: list[str], folder: Path) -> None:
+    """The full-map path against the streamed one per mode, their RSS, the deployed RSS, AOT vs eager (resize)."""
     images = hands(args.images, args.size)
     print(f"{args.images} phantom hands at {args.size}x{args.size}, {args.threads} threads, threshold {THRESHOLD}, "
           f"best of {args.repeats}")
@@ -311,7 +273,7 @@ def main(argv=None) -> int:
                      f"{rss['full']['all']:.0f} MiB, streamed {rss['streamed']['before']:.0f} / "
                      f"{rss['streamed']['first']:.0f} / {rss['streamed']['all']:.0f} MiB")
         if not args.no_aot:
-            for batch, r in deployed_rss(mode, args, argv).items():
+            for batch, r in deployed_rss(mode, args, argv, folder).items():
                 deployed.append(f"{mode:<8} {batch:>10} {r['before']:>19.0f} {r['first']:>15.0f} {r['all']:>15.0f} "
                                 f"{'yes' if r['model_code'] else 'no':>22}")
     print("engine ms: preprocessing and the model; full map / streamed ms: everything after the engine (upsampling, "
@@ -327,7 +289,6 @@ def main(argv=None) -> int:
         eager, aot = aot_vs_eager(args, images)
         print(f"resize mode, whole image (engine + streamed path, batch 1): eager {eager:.1f} ms, AOTInductor "
               f"{aot:.1f} ms, {eager / aot:.2f}x")
-    return 0
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from handseg.data.dataset_index import index_split
 from handseg.format.classes import CLASS_TO_INDEX, NUM_CLASSES
+from handseg.format.markdown import markdown_table
 from handseg.format.rasterize import unpack_label_batch
 from handseg.model.io import IMAGENET_MEAN, IMAGENET_STD
 from handseg.runtime.errors import cli_main
@@ -181,12 +182,10 @@ def main(argv: list[str] | None = None) -> None:
         order = {name: i for i, name in enumerate(("packed", "float32", "uint8"))}
         rows.sort(key=lambda r: (order[r[2]], r[0], r[4]))
         print()
-        print("| loader input | labels | workers | baseline samples/s | handseg samples/s | speed-up |")
-        print("| --- | --- | ---: | ---: | ---: | ---: |")
-        for _, what, name, base_name, workers, b, o in rows:
-            label = ("**handseg (packed labels)** vs baseline float32" if name == "packed"
-                     else f"{name} (both)")
-            print(f"| {what} | {label} | {workers} | {b:.1f} | {o:.1f} | {o / b:.1f}x |")
+        cells = [[what, "**handseg (packed labels)** vs baseline float32" if name == "packed" else f"{name} (both)",
+                  workers, f"{b:.1f}", f"{o:.1f}", f"{o / b:.1f}x"] for _, what, name, base_name, workers, b, o in rows]
+        print(markdown_table(["loader input", "labels", "workers", "baseline samples/s", "handseg samples/s",
+                              "speed-up"], cells, "llrrrr"))
         print()
         for stage, (shape, sec) in unpack.items():
             b = shape[0]

@@ -22,8 +22,9 @@ import torch.nn.functional as F
 from handseg.inference.engine import eager_engine
 from handseg.inference.pipeline import InferenceSettings, predict_probs
 from handseg.inference.tiling import pad_amounts
-from handseg.model.factory import ModelConfig, build_model, count_parameters
+from handseg.model.factory import build_model, count_parameters
 from handseg.model.io import InputSpec, to_pixel_values
+from handseg.model.presets import ModelConfig
 from handseg.runtime.errors import cli_main
 
 

@@ -13,7 +13,8 @@ from handseg.data.image_io import read_image
 from handseg.format.classes import CLASSES
 from handseg.format.metrics import dice_counts, dice_from_counts
 from handseg.inference.pipeline import predict_probs, threshold_probs
-from handseg.model.io import model_input
+from handseg.model.intensity import intensity_map
+from handseg.model.io import model_input, to_pixel_values
 from handseg.phantom import render_hand
 from handseg.runtime.errors import DataFormatError
 
@@ -33,15 +34,19 @@ def sample_image(data_root: str | Path | None, size: int = 256, seed: int = 0) -
 
 def tile_batch(image: np.ndarray, spec, batch: int, side: int) -> torch.Tensor:
     """A (batch, channels, side, side) float32 batch of real tiles from ``image`` (resized when it is smaller);
-    a cascade's stage 2 gets its 29 prior channels at probability 0.5 (any input measures the network itself)."""
-    x = model_input(image, spec)[None]  # (1, 3, H, W), standardised as the checkpoint's input spec says
-    h, w = x.shape[-2:]
+    a cascade's stage 2 gets its 29 prior channels at probability 0.5 (any input measures the network itself).
+    Tiles are normalised one by one, with the intensity standardisation fitted to the whole image (as the
+    inference does): no full-size float image is made."""
+    h, w = image.shape
+    fitted = intensity_map(image, spec.intensity)
     if h < side or w < side or spec.mode == "resize":
+        x = model_input(image, spec)[None]  # (1, 3, H, W), standardised as the checkpoint's input spec says
         tiles = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False).repeat(batch, 1, 1, 1)
     else:
         ys = np.linspace(0, h - side, batch).round().astype(int)
         xs = np.linspace(0, w - side, batch).round().astype(int)[::-1]
-        tiles = torch.cat([x[..., y : y + side, x0 : x0 + side] for y, x0 in zip(ys, xs)])
+        tiles = torch.stack([to_pixel_values(fitted.image[y:y + side, x0:x0 + side], spec.mean, spec.std,
+                                             lut=fitted.lut) for y, x0 in zip(ys, xs)])
     if spec.channels > 3:
         tiles = torch.cat([tiles, tiles.new_full((batch, spec.channels - 3, side, side), 0.5)], dim=1)
     return tiles

@@ -7,6 +7,7 @@ module. ``auto`` picks the first available of :data:`AUTO_ORDER`.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -50,11 +51,32 @@ BACKEND_CHOICES = (*BACKENDS, "auto")
 COMPILED = tuple(name for name, b in BACKENDS.items() if b.compiled)
 
 
+def available(device: str) -> list[str]:
+    """The backends of :data:`AUTO_ORDER` that can run on ``device``, in that order. On a CUDA device, a backend
+    passed over (e.g. TensorRT not installed, or an install that does not import) is said once per process on
+    stderr, with why: ``auto`` never falls back without a word where a GPU was asked for."""
+    names = []
+    for name in AUTO_ORDER:
+        missing = BACKENDS[name].missing(device)
+        if missing is None:
+            names.append(name)
+        elif device.startswith("cuda") and (name, missing) not in _SAID:
+            _SAID.add((name, missing))
+            print(f"backend auto: {name} cannot run ({missing}); trying the next", file=sys.stderr, flush=True)
+    return names
+
+
+_SAID: set[tuple[str, str]] = set()
+
+
 def resolve_backend(name: str, device: str) -> str:
     """``auto`` -> the first backend of :data:`AUTO_ORDER` that can run on ``device``; other names unchanged."""
     if name != "auto":
         return name
-    return next(n for n in AUTO_ORDER if BACKENDS[n].missing(device) is None)
+    names = available(device)
+    if not names:
+        raise BackendUnavailableError(f"no backend can run on {device}: {BACKENDS[AUTO_ORDER[-1]].missing(device)}")
+    return names[0]
 
 
 def require(name: str, device: str) -> Backend:

@@ -1,11 +1,17 @@
 """Build the engine of a checkpoint: export, compile with its backend, measure agreement, write the manifest.
 
 A cascade's stage 2 is compiled with its stage 1 (the prior, at batch 1 and the prior's input side): two engine
-files, each with its manifest; stage 2's names the stage-1 engine it was built with.
+files, each with its manifest; stage 2's names the stage-1 engine it was built with. An engine with a static batch
+above 1 is also compiled at batch 1, its ``tail``, which runs the tiles left over after the full batches (a
+cascade's stage 2 runs on as many tiles as stage 1 finds bone in), so no tile is padded; the manifest names it.
+With ``backend: auto`` a TensorRT build that fails (a broken install can import and still fail to compile) is
+done again with AOTInductor, with one line saying why; an explicit ``tensorrt`` that fails is a one-line error.
 """
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +24,9 @@ from evaluator.export import example_input, export_logits
 from evaluator.manifest import build_manifest, write_manifest
 from handseg.inference.engine import Engine, eager_engine
 from handseg.model.checkpoint import LoadedCheckpoint
-from handseg.model.factory import size_divisor
 from handseg.model.io import InputSpec
+from handseg.model.presets import size_divisor
+from handseg.runtime.errors import HandSegError
 
 
 def _compile(cfg: EvalConfig, ckpt: LoadedCheckpoint, spec: InputSpec, name: str, path: Path, batch: int,
@@ -30,7 +37,6 @@ def _compile(cfg: EvalConfig, ckpt: LoadedCheckpoint, spec: InputSpec, name: str
                              source=source, channels=spec.channels)
     kind.compile(exported, example_input(batch, side, precision, device, spec.channels), path, device,
                  cfg.optimization_level if name == "tensorrt" else None)
-    ckpt.model.float()  # export may have cast the shared module; the reference stays fp32
     return Engine(fn=kind.load(path, device), backend=name, precision=precision, device=device, batch_size=batch,
                   side=side, path=path)
 
@@ -47,6 +53,8 @@ def _manifest(cfg: EvalConfig, ckpt: LoadedCheckpoint, spec: InputSpec, engine: 
         optimization_level=cfg.optimization_level if engine.backend == "tensorrt" else None, agreement=agreement,
         prior=paired,
     )
+    if engine.tail is not None:
+        manifest["tail"] = {"engine": engine.tail.path.name, "batch_size": engine.tail.batch_size}
     write_manifest(engine.path, manifest)
     return manifest
 
@@ -55,12 +63,39 @@ def build_engine(cfg: EvalConfig, ckpt: LoadedCheckpoint, image: np.ndarray, bac
                  batch: int | None = None, precision: str | None = None, source: str = "config") -> tuple[Path, dict]:
     """Compile ``ckpt`` for (batch, channels, side, side) (and a cascade's stage 1) and write engines + manifests;
     returns (engine path, manifest). Agreement with eager fp32 is measured on ``image`` (H, W) uint8, through the
-    whole inference path (both parts for a cascade)."""
-    name = resolve_backend(backend or cfg.backend, cfg.device)
+    whole inference path (both parts for a cascade). ``auto``: see the module docstring."""
+    requested = backend or cfg.backend
+    name = resolve_backend(requested, cfg.device)
     if not require(name, cfg.device).compiled:  # fail before the export, with the one-line hint
         raise ValueError(f"{name} needs no engine")
-    precision = precision or cfg.precision
-    batch = batch or cfg.batch_size_eval
+    job = BuildJob(name, batch or cfg.batch_size_eval, precision or cfg.precision, source)
+    try:
+        return _build(cfg, ckpt, image, job)
+    except Exception as exc:  # noqa: BLE001 - whatever TensorRT raises; other backends' errors pass unchanged
+        if name != "tensorrt":
+            raise
+        reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        if requested != "auto":
+            raise HandSegError(f"TensorRT could not compile {ckpt.folder} ({reason}); use --backend aot_inductor "
+                               "instead") from None
+    print(f"backend auto: TensorRT could not compile {ckpt.folder} ({reason}); using aot_inductor", file=sys.stderr,
+          flush=True)
+    return _build(cfg, ckpt, image, replace(job, backend="aot_inductor"))
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    """What one build makes: the backend, the static tile batch, the precision, and the config file it came from."""
+
+    backend: str
+    batch: int
+    precision: str
+    source: str
+
+
+def _build(cfg: EvalConfig, ckpt: LoadedCheckpoint, image: np.ndarray, job: BuildJob) -> tuple[Path, dict]:
+    """Compile ``job`` and write engines + manifests (see :func:`build_engine`)."""
+    name, batch, precision, source = job.backend, job.batch, job.precision, job.source
     prior = None
     if ckpt.prior is not None:
         prior = _compile(cfg, ckpt.prior, ckpt.spec.prior, name, engine_path(cfg, ckpt, name, 1, precision, "prior"),
@@ -69,6 +104,10 @@ def build_engine(cfg: EvalConfig, ckpt: LoadedCheckpoint, image: np.ndarray, bac
     engine = _compile(cfg, ckpt, ckpt.spec, name, engine_path(cfg, ckpt, name, batch, precision), batch, precision,
                       source)
     engine.prior = prior
+    if batch > 1:  # the remainder of a batch runs at batch 1 (also the batch-1 engine of these settings)
+        engine.tail = _compile(cfg, ckpt, ckpt.spec, name, engine_path(cfg, ckpt, name, 1, precision), 1, precision,
+                               source)
+        _manifest(cfg, ckpt, ckpt.spec, engine.tail, agreement=None, prior=prior)
     ref = eager_engine(ckpt.model, "fp32", cfg.device, prior=ckpt.prior.model if ckpt.prior else None)
     agreement = compare(engine, ref, image, eval_settings(cfg, ckpt, engine, hand_norm=False),
                         eval_settings(cfg, ckpt, ref, hand_norm=False), cfg.device)

@@ -14,17 +14,19 @@ import re
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import yaml
 
 from evaluator.backends import BACKEND_CHOICES, BACKENDS
+from evaluator.checkpoint_hint import missing_checkpoint_hint
 from evaluator.robustness_config import RobustnessConfig
 from handseg.format.classes import CLASSES, NUM_CLASSES
 from handseg.inference.engine import DTYPES
 from handseg.inference.hand_norm import HandNorm
 from handseg.inference.postprocess import PostProcessing
-from handseg.model.checkpoint import best_checkpoint
+from handseg.inference.tile_selection import TileSelection
+from handseg.model.selection import best_checkpoint
 from handseg.runtime.config_schema import FieldError, load_config
 from handseg.runtime.errors import ConfigError, DataFormatError
 
@@ -35,7 +37,7 @@ _DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
 
 @dataclass
 class EfficiencyConfig:
-    """Benchmark settings: ``batch_sizes`` empty means ``[1, batch_size_eval]``."""
+    """Benchmark settings: ``batch_sizes`` empty means ``[batch_size_eval]``; ``tensorrt_aot.py`` builds these too."""
 
     warmup: int = 3
     iters: int = 20
@@ -81,6 +83,7 @@ class EvalConfig:
     flip_tta: bool = False
     thresholds: float | list[float] | str = 0.5
     hand_norm: bool = True  # size and orientation normalisation stored with tuned thresholds (inference.hand_norm)
+    tile_selection: bool = True  # a cascade's stage 2 only near the bones stage 1 finds; false: every tile
     engine_dir: Path = Path("trt_models")
     engine: Path | None = None  # explicit engine file; default: derived name under engine_dir
     output_dir: Path = Path("outputs/eval")
@@ -131,11 +134,13 @@ class ChosenCheckpoint:
 
 def resolve_checkpoint(cfg: EvalConfig, file: str | Path = "<config>", echo: bool = True) -> ChosenCheckpoint:
     """The config's checkpoint folder, or the candidate with the best validation Dice recorded by training
-    (printed to stderr when ``echo``). A missing folder, or candidates validated on other images, is a
-    ConfigError naming ``checkpoint``."""
+    (printed to stderr when ``echo``). A missing folder (the error then names the configs whose checkpoints
+    exist), or candidates validated on other images, is a ConfigError naming ``checkpoint``."""
+    missing = [c for c in (cfg.checkpoint if isinstance(cfg.checkpoint, list) else [cfg.checkpoint])
+               if not Path(c).is_dir()]
+    if missing:  # the hint names the configs whose checkpoints do exist (e.g. the demo's)
+        raise ConfigError(file, "checkpoint", f"folder not found: {missing[0]}{missing_checkpoint_hint(file)}")
     if not isinstance(cfg.checkpoint, list):
-        if not Path(cfg.checkpoint).is_dir():
-            raise ConfigError(file, "checkpoint", f"folder not found: {cfg.checkpoint}")
         return ChosenCheckpoint(Path(cfg.checkpoint))
     try:
         folder, rows = best_checkpoint(cfg.checkpoint)  # a missing folder is a DataFormatError naming it
@@ -155,10 +160,10 @@ def _check_threshold_list(values: list[float]) -> None:
         raise FieldError("thresholds", f"every threshold must be in (0, 1), got {bad[0]}")
 
 
-def load_eval_config(path: str | Path, overrides: dict | None = None) -> EvalConfig:
-    """Read and check an eval YAML (bad keys, types or values -> ConfigError naming the key); nothing else is
-    read or chosen here (see :func:`resolve_checkpoint`)."""
-    return load_config(path, EvalConfig, overrides=overrides)
+def load_eval_config(path: str | Path, overrides: dict | None = None, sets: Sequence[str] = ()) -> EvalConfig:
+    """Read and check an eval YAML and its ``--set`` strings (bad keys, types or values -> ConfigError naming the
+    key); nothing else is read or chosen here (see :func:`resolve_checkpoint`)."""
+    return load_config(path, EvalConfig, overrides=overrides, sets=sets)
 
 
 def read_thresholds_file(path: str | Path) -> list[float]:
@@ -236,6 +241,26 @@ def resolve_hand_norm(cfg: EvalConfig) -> HandNorm | None:
         raise ConfigError(cfg.thresholds, f"{key}.{exc.key}", exc.problem) from None
     except (ValueError, TypeError, AttributeError) as exc:
         raise ConfigError(cfg.thresholds, key, str(exc)) from None
+
+
+def resolve_tile_selection(cfg: EvalConfig) -> TileSelection | None:
+    """Which tiles a cascade's stage 2 runs on (:mod:`handseg.inference.tile_selection`): the selection stored with
+    tuned thresholds (the thresholds file's ``tile_selection``: the margin chosen on validation), else the default
+    one (also while the file is not written yet: engines are compiled before thresholds are tuned); None (every
+    tile) with ``tile_selection: false``."""
+    if not cfg.tile_selection:
+        return None
+    if isinstance(cfg.thresholds, str) and not Path(cfg.thresholds).is_file():
+        return TileSelection()
+    entry = _thresholds_file_entry(cfg, "tile_selection")
+    if entry is None:
+        return TileSelection()
+    try:
+        return TileSelection.from_dict(entry)
+    except FieldError as exc:
+        raise ConfigError(cfg.thresholds, f"tile_selection.{exc.key}", exc.problem) from None
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ConfigError(cfg.thresholds, "tile_selection", str(exc)) from None
 
 
 def resolve_input_spec(cfg: EvalConfig, spec):

@@ -1,183 +1,91 @@
-"""Efficiency benchmark: latency percentiles, throughput, peak memory and agreement for every available engine.
+"""Efficiency benchmark: latency, throughput, peak memory and agreement of every available engine, each measured in
+the process that deploys it.
 
-Timing: CUDA events around each call on GPU (after a synchronise), ``time.perf_counter`` on CPU. Peak memory:
-on CUDA ``torch.cuda.reset_peak_memory_stats`` before each measurement and ``max_memory_allocated`` after; on CPU
-a background thread samples the process RSS (psutil) every 2 ms during the measurement and reports the maximum
-(absolute RSS of the whole process, and its increase over the RSS just before the measurement).
+:func:`run_efficiency` compiles what is missing, then starts one process per engine and tile batch
+(:mod:`evaluator.efficiency_child`): a compiled engine is loaded there as the evaluator loads it (no model, no
+modelling or training code), so its peak resident memory is the deployed figure. Each process times the engine on
+a batch of tiles and one whole image through the deployed path, phase by phase: decode, preprocess, stage 1 (the
+whole-image pass), stage 2 (the tiles; a cascade's only where stage 1 finds bone, with the tiles run of those
+possible), blend, threshold + RLE. Timing: CUDA events around each call on GPU (after a synchronise),
+``time.perf_counter`` on CPU. The per-tile latency starts from a float32 tile batch already on the device (the
+host-to-device copy is not in it); the whole-image time starts from the PNG on disk (decoding and the upload of the
+image are in it). Peak memory: on CPU the process's peak resident set (``VmHWM``); on CUDA
+``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` and, beside it, the device's used memory
+(``torch.cuda.mem_get_info``, which also sees what TensorRT and AOTInductor allocate outside torch's allocator),
+sampled every 2 ms (:mod:`evaluator.memory_peak`). Agreement (max |logit diff| on the tiles, mask Dice of the
+image) is against the eager fp32 process's outputs.
 """
 
 from __future__ import annotations
 
+import json
 import platform
+import subprocess
+import sys
 import tempfile
-import threading
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Sequence
 
 import numpy as np
-import psutil
 import torch
 from matplotlib.figure import Figure
 
-from evaluator.agreement import mask_dice, tile_batch
+from evaluator.agreement import mask_dice
 from evaluator.backends import BACKENDS
 from evaluator.build_engine import build_engine
-from evaluator.config import EvalConfig, resolve_postprocess, resolve_thresholds
-from evaluator.engines import eval_settings, load_engine
+from evaluator.config import EvalConfig
+from evaluator.engines import efficiency_batches, load_engine
 from evaluator.manifest import StaleEngineError
 from evaluator.report import save_figure
-from handseg.data.image_io import read_image, write_png
-from handseg.format.class_masks import ClassMasks
-from handseg.inference.engine import Engine, eager_engine
-from handseg.inference.phase_timer import PhaseTimer, phase
-from handseg.inference.pipeline import predict_masks
+from handseg.data.image_io import write_png
+from handseg.format.rle import rle_decode
 from handseg.model.checkpoint import LoadedCheckpoint
 from handseg.phantom import render_hand
+from handseg.runtime.errors import HandSegError
 
-PHASES = ("decode", "preprocess", "engine", "blend", "threshold")
-CPU_MEMORY_METHOD = "peak RSS of the process, psutil sampling thread every 2 ms during the measurement"
-CUDA_MEMORY_METHOD = "torch.cuda.max_memory_allocated after reset_peak_memory_stats"
+CPU_MEMORY_METHOD = "peak resident set (VmHWM) of the process that loads the engine and runs it, no model code"
+CUDA_MEMORY_METHOD = ("torch.cuda.max_memory_allocated after reset_peak_memory_stats; device MiB: the GPU's used "
+                      "memory (mem_get_info, all allocations incl. TensorRT/AOTInductor), sampled every 2 ms")
+TIMING_NOTE = ("tile latency from a float32 tile batch already on the device (host-to-device copy excluded); "
+               "whole image from the PNG on disk (decode and upload included)")
 
 
 @dataclass
 class Measurement:
-    """One engine at one tile batch. Times in milliseconds, memory in MiB."""
+    """One engine at one tile batch, as ``efficiency.json`` stores it. Times in milliseconds, memory in MiB."""
 
     engine: str
     batch: int
-    tile_ms_p50: float  # per tile: call latency / batch
+    tile_ms_p50: float  # per tile: call latency / batch (a cascade: its stage 2)
     tile_ms_p90: float
     tile_ms_p99: float
     batch_ms_p50: float
     tiles_per_s: float
-    image_ms: float  # whole image: decode, tiling, engine, blending, thresholds and RLE
+    stage1_call_ms: float | None  # a cascade's stage 1 on one whole image
+    image_ms: float  # whole image: decode, preprocessing, both stages, blending, thresholds and RLE
     images_per_s: float
     peak_mem_mib: float
     peak_mem_increase_mib: float
     decode_ms: float  # the phases of the whole image (PhaseTimer; they add up to about image_ms)
     preprocess_ms: float
-    engine_ms: float
+    stage1_ms: float
+    stage2_ms: float
     blend_ms: float
     threshold_rle_ms: float
+    engine_ms: float  # stage1_ms + stage2_ms
+    postprocess_ms: float  # blend_ms + threshold_rle_ms: everything after the model
     model_share: float  # engine_ms / the sum of the phases
+    tiles_run: float  # per image: the tiles a cascade's stage 2 ran on, of tiles_possible
+    tiles_possible: float
+    tile_selection: bool
+    torch_threads: int
+    model_code_loaded: bool
     max_abs_diff_logits: float
     mask_dice_min: float
     mask_dice_mean: float
-
-
-class PeakRSS:
-    """Context manager sampling this process's RSS in a background thread; ``peak`` and ``base`` in bytes."""
-
-    def __init__(self, interval_s: float = 0.002):
-        self._proc = psutil.Process()
-        self._interval = interval_s
-        self._stop = threading.Event()
-        self.base = self.peak = 0
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-            self._stop.wait(self._interval)
-
-    def __enter__(self) -> "PeakRSS":
-        self.base = self.peak = self._proc.memory_info().rss
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
-
-
-def timed(fn: Callable[[], object], iters: int, device: str) -> list[float]:
-    """Milliseconds of ``iters`` calls of ``fn``, each properly synchronised on CUDA."""
-    times = []
-    for _ in range(iters):
-        if device.startswith("cuda"):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize(device)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize(device)
-            times.append(float(start.elapsed_time(end)))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1000.0)
-    return times
-
-
-def whole_image(engine, png: Path, settings, device: str, thresholds, postprocess=None,
-                timer: PhaseTimer | None = None) -> tuple[ClassMasks, list[str]]:
-    """The deployed path for one image file: decode, preprocess, engine, blend, threshold, RLE (the phases
-    ``timer`` collects). Returns (masks, rles)."""
-    with phase(timer, "decode"):
-        image = read_image(png)
-    masks = predict_masks(engine, image, settings, thresholds, device, postprocess, timer)
-    with phase(timer, "threshold"):
-        rles = masks.rle()
-    return masks, rles
-
-
-def measure(engine: Engine, cfg: EvalConfig, ckpt: LoadedCheckpoint, png: Path, image: np.ndarray, batch: int,
-            ref_logits, ref_masks, thresholds, postprocess=None) -> Measurement:
-    """Time and measure ``engine`` at tile batch ``batch`` against the eager fp32 references."""
-    eff, device = cfg.efficiency, engine.device
-    settings = eval_settings(cfg, ckpt, engine)
-    settings.batch_size = batch
-    x = tile_batch(image, ckpt.spec, batch, ckpt.spec.model_size)
-    with torch.inference_mode():
-        for _ in range(eff.warmup):
-            engine(x)
-        calls = np.asarray(timed(lambda: engine(x), eff.iters, device))
-        diff = float((engine(x).cpu() - ref_logits).abs().max().item())
-    whole_image(engine, png, settings, device, thresholds, postprocess)  # warm-up of the whole-image path
-    timer = PhaseTimer(device)
-
-    def run_image():
-        return whole_image(engine, png, settings, device, thresholds, postprocess, timer=timer)
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        image_ms = float(np.mean(timed(run_image, eff.image_iters, device)))
-        peak, increase = torch.cuda.max_memory_allocated(device), torch.cuda.max_memory_allocated(device) - base
-    else:
-        with PeakRSS() as rss:
-            image_ms = float(np.mean(timed(run_image, eff.image_iters, device)))
-        peak, increase = rss.peak, rss.peak - rss.base
-    phases = {name: 1000.0 * timer.seconds.get(name, 0.0) / eff.image_iters for name in PHASES}
-    masks, _ = whole_image(engine, png, settings, device, thresholds, postprocess)
-    dice = mask_dice(masks.to_dense().cpu(), ref_masks)
-    tiles = calls / batch
-    return Measurement(
-        engine=engine.name,
-        batch=batch,
-        tile_ms_p50=float(np.percentile(tiles, 50)),
-        tile_ms_p90=float(np.percentile(tiles, 90)),
-        tile_ms_p99=float(np.percentile(tiles, 99)),
-        batch_ms_p50=float(np.percentile(calls, 50)),
-        tiles_per_s=float(1000.0 * batch / np.median(calls)),
-        image_ms=image_ms,
-        images_per_s=1000.0 / image_ms,
-        peak_mem_mib=peak / 2**20,
-        peak_mem_increase_mib=increase / 2**20,
-        decode_ms=phases["decode"],
-        preprocess_ms=phases["preprocess"],
-        engine_ms=phases["engine"],
-        blend_ms=phases["blend"],
-        threshold_rle_ms=phases["threshold"],
-        model_share=phases["engine"] / max(sum(phases.values()), 1e-9),
-        max_abs_diff_logits=diff,
-        mask_dice_min=float(dice.min()),
-        mask_dice_mean=float(dice.mean()),
-    )
+    device_mem_peak_mib: float | None = None  # CUDA: the device's used memory (see the module docstring)
+    device_mem_increase_mib: float | None = None
 
 
 def available_engines(cfg: EvalConfig) -> list[str]:
@@ -189,59 +97,109 @@ def available_engines(cfg: EvalConfig) -> list[str]:
     return ["eager_fp32", "eager_autocast", *compiled]
 
 
-def engine_named(name: str, cfg: EvalConfig, ckpt: LoadedCheckpoint, batch: int, image) -> Engine:
-    """The engine called ``name`` (see :func:`available_engines`); a missing AOTInductor engine is compiled
-    when ``efficiency.compile_missing`` allows."""
-    prior = ckpt.prior.model if ckpt.prior else None
-    if name == "eager_fp32":
-        return eager_engine(ckpt.model, "fp32", cfg.device, prior=prior)
-    if name == "eager_autocast":
-        return eager_engine(ckpt.model, "fp16" if cfg.device.startswith("cuda") else "bf16", cfg.device, prior=prior)
+def ensure_engine(name: str, cfg: EvalConfig, ckpt: LoadedCheckpoint, batch: int, image: np.ndarray) -> bool:
+    """Whether engine ``name`` at ``batch`` can be measured: eager always; a compiled engine that exists and matches
+    the checkpoint, or that is missing and compiled now (AOTInductor, where ``efficiency.compile_missing`` allows).
+    A missing compiled engine of another backend (e.g. TensorRT, where ``tensorrt_aot.py`` fell back to
+    AOTInductor) is skipped with one line when the backends were not listed in the config, and an error when they
+    were."""
+    if name.startswith("eager"):
+        return True
     try:
-        return load_engine(cfg, ckpt, backend=name, batch=batch)
-    except StaleEngineError:
+        load_engine(cfg, ckpt, backend=name, batch=batch)
+        return True
+    except StaleEngineError as exc:
         if not cfg.efficiency.compile_missing or name != "aot_inductor":
-            raise
+            if cfg.efficiency.backends or "no " not in str(exc):
+                raise
+            print(f"  {name}: skipped ({exc})", file=sys.stderr)
+            return False
     build_engine(cfg, ckpt, image, backend=name, batch=batch)
-    return load_engine(cfg, ckpt, backend=name, batch=batch)
+    return True
 
 
-def run_efficiency(cfg: EvalConfig, ckpt: LoadedCheckpoint, progress: bool = True) -> dict:
-    """Measure every available engine at batch 1 and ``batch_size_eval``; returns the JSON-ready result."""
-    spec = ckpt.spec
-    thresholds, postprocess = resolve_thresholds(cfg), resolve_postprocess(cfg)
-    image, _ = render_hand(0, cfg.efficiency.image_size, "R")
-    batches = cfg.efficiency.batch_sizes or sorted({1, cfg.batch_size_eval})
-    ref = eager_engine(ckpt.model, "fp32", cfg.device, prior=ckpt.prior.model if ckpt.prior else None)
+def measure_in_child(cfg_path: str | Path, sets: Sequence[str], ckpt: LoadedCheckpoint, name: str, batch: int,
+                     png: Path, out: Path) -> dict:
+    """Run :mod:`evaluator.efficiency_child` for one engine and batch on the config ``cfg_path`` with the ``--set``
+    strings ``sets``; its row and outputs are written to ``out``."""
+    cmd = [sys.executable, "-m", "evaluator.efficiency_child", "--cfg-path", str(cfg_path), "--checkpoint",
+           str(ckpt.folder), "--engine", name, "--batch", str(batch), "--image", str(png), "--out", str(out),
+           *[arg for s in sets for arg in ("--set", s)]]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise HandSegError(f"efficiency of {name} at batch {batch} failed: {tail}")
+    return json.loads((out / "row.json").read_text())
+
+
+def _masks(folder: Path, hw: tuple[int, int]) -> torch.Tensor:
+    return torch.from_numpy(np.stack([rle_decode(r, hw) for r in json.loads((folder / "rles.json").read_text())]))
+
+
+def agreement(folder: Path, ref: Path, hw: tuple[int, int]) -> dict:
+    """Max |logit diff| on the tile batch and mask Dice of the image, of the outputs in ``folder`` against ``ref``
+    (eager fp32's)."""
+    diff = (torch.load(folder / "logits.pt") - torch.load(ref / "logits.pt")).abs().max()
+    dice = mask_dice(_masks(folder, hw).bool(), _masks(ref, hw).bool())
+    return {"max_abs_diff_logits": float(diff), "mask_dice_min": float(dice.min()),
+            "mask_dice_mean": float(dice.mean())}
+
+
+def run_efficiency(cfg: EvalConfig, ckpt: LoadedCheckpoint, cfg_path: str | Path, sets: Sequence[str] = (),
+                   progress: bool = True) -> dict:
+    """Measure every available engine at each tile batch of :func:`evaluator.engines.efficiency_batches`, one
+    process each; returns the JSON-ready result."""
+    size = cfg.efficiency.image_size
+    image, _ = render_hand(0, size, "R")
+    batches = efficiency_batches(cfg)
+    names = available_engines(cfg)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         png = write_png(Path(tmp) / "hand.png", image)  # the whole-image time includes decoding a real file
-        ref_masks = whole_image(ref, png, eval_settings(cfg, ckpt, ref), cfg.device, thresholds, postprocess)[0]
-        ref_masks = ref_masks.to_dense().cpu()
         for batch in batches:
-            x = tile_batch(image, spec, batch, spec.model_size)
-            with torch.inference_mode():
-                ref_logits = ref(x).cpu()
-            for name in available_engines(cfg):
-                engine = engine_named(name, cfg, ckpt, batch, image)
-                row = measure(engine, cfg, ckpt, png, image, batch, ref_logits, ref_masks, thresholds, postprocess)
+            names_here = [n for n in names if ensure_engine(n, cfg, ckpt, batch, image)]
+            ref = Path(tmp) / f"eager_fp32_b{batch}"
+            order = ["eager_fp32"] + [n for n in names_here if n != "eager_fp32"]  # the reference first
+            for name in order:
+                row = measure_in_child(cfg_path, sets, ckpt, name, batch, png, Path(tmp) / f"{name}_b{batch}")
+                row.update(agreement(Path(tmp) / f"{name}_b{batch}", ref, (size, size)))
+                if name not in names_here:
+                    continue
                 if progress:
-                    print(f"  {row.engine:<22} batch {batch}: {row.image_ms:9.1f} ms/image, "
-                          f"model {100 * row.model_share:4.1f}%, {row.peak_mem_mib:8.1f} MiB")
-                rows.append(asdict(row))
+                    print(f"  {row['engine']:<22} batch {batch}: {row['image_ms']:9.1f} ms/image, "
+                          f"tiles {row['tiles_run']:.0f}/{row['tiles_possible']:.0f}, "
+                          f"model {100 * row['model_share']:4.1f}%, {row['peak_mem_mib']:8.1f} MiB")
+                rows.append(row)
     return {
         "device": cfg.device,
         "device_name": torch.cuda.get_device_name(cfg.device) if cfg.device.startswith("cuda") else cpu_name(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": rows[0]["torch_threads"] if rows else torch.get_num_threads(),
         "checkpoint": str(ckpt.folder),
-        "input": spec.to_dict(),
-        "image_size": cfg.efficiency.image_size,
+        "input": ckpt.spec.to_dict(),
+        "image_size": size,
         "warmup": cfg.efficiency.warmup,
         "iters": cfg.efficiency.iters,
         "image_iters": cfg.efficiency.image_iters,
         "memory_method": CUDA_MEMORY_METHOD if cfg.device.startswith("cuda") else CPU_MEMORY_METHOD,
+        "timing": TIMING_NOTE,
         "results": rows,
+        "compiled_gain": compiled_gain(rows),
     }
+
+
+def compiled_gain(rows: list[dict]) -> list[dict]:
+    """Per compiled engine and batch: its per-tile gain over eager fp32 (tile p50 ratio) and its whole-image gain
+    (image ms ratio), and how much of the first reaches the second (``reaches``: image gain / tile gain)."""
+    eager = {r["batch"]: r for r in rows if r["engine"] == "eager_fp32"}
+    out = []
+    for r in rows:
+        ref = eager.get(r["batch"])
+        if ref is None or r["engine"].startswith("eager"):
+            continue
+        tile, whole = ref["tile_ms_p50"] / r["tile_ms_p50"], ref["image_ms"] / r["image_ms"]
+        out.append({"engine": r["engine"], "batch": r["batch"], "tile_gain": tile, "image_gain": whole,
+                    "reaches": whole / tile})
+    return out
 
 
 def cpu_name() -> str:
@@ -256,10 +214,16 @@ COLUMNS = [
     ("mask_dice_min", "mask Dice min", "{:.5f}"),
 ]
 PHASE_COLUMNS = [
-    ("engine", "engine", "{}"), ("batch", "batch", "{}"), ("decode_ms", "decode ms", "{:.1f}"),
-    ("preprocess_ms", "preprocess ms", "{:.1f}"), ("engine_ms", "engine ms", "{:.1f}"),
-    ("blend_ms", "blend ms", "{:.1f}"), ("threshold_rle_ms", "threshold + RLE ms", "{:.1f}"),
+    ("engine", "engine", "{}"), ("batch", "batch", "{}"), ("tiles_run", "tiles run", "{:.0f}"),
+    ("tiles_possible", "of", "{:.0f}"), ("decode_ms", "decode ms", "{:.1f}"),
+    ("preprocess_ms", "preprocess ms", "{:.1f}"), ("stage1_ms", "stage 1 ms", "{:.1f}"),
+    ("stage2_ms", "stage 2 ms", "{:.1f}"), ("blend_ms", "blend ms", "{:.1f}"),
+    ("threshold_rle_ms", "threshold + RLE ms", "{:.1f}"), ("postprocess_ms", "after the model ms", "{:.1f}"),
     ("model_share", "model share", "{:.0%}"),
+]
+GAIN_COLUMNS = [
+    ("engine", "engine", "{}"), ("batch", "batch", "{}"), ("tile_gain", "per-tile gain", "{:.2f}x"),
+    ("image_gain", "whole-image gain", "{:.2f}x"), ("reaches", "image / tile gain", "{:.0%}"),
 ]
 
 
@@ -269,15 +233,24 @@ def _markdown(rows: list[dict], columns: list[tuple[str, str, str]]) -> list[str
 
 
 def format_table(result: dict) -> str:
-    """Markdown: the engines table, then where one whole image's time goes (phase by phase)."""
+    """Markdown: the engines table (on CUDA with the device's used memory too), where one whole image's time goes
+    (phase by phase, with the tiles a cascade's stage 2 ran on), and how much of each compiled engine's per-tile
+    gain over eager reaches the whole image."""
     rows = result["results"]
+    columns = COLUMNS
+    if any(r.get("device_mem_peak_mib") is not None for r in rows):
+        columns = [*COLUMNS[:8], ("device_mem_peak_mib", "device MiB", "{:.0f}"), *COLUMNS[8:]]
     note = (
         f"\n{result['image_size']}x{result['image_size']} image on {result['device']} ({result['device_name']}), "
-        f"{result['torch_threads']} threads; whole-image time: decoding the PNG, preprocessing, the engine, "
-        f"blending, thresholds and RLE; memory: {result['memory_method']}.\n"
+        f"{result['torch_threads']} threads, one process per row; whole-image time: decoding the PNG, "
+        f"preprocessing, both stages, blending, thresholds and RLE; timing: {result.get('timing', 'not recorded')}; "
+        f"memory: {result['memory_method']}.\n"
     )
     phases = ["", "Where one whole image's time goes (mean per image):", ""] + _markdown(rows, PHASE_COLUMNS)
-    return "\n".join(_markdown(rows, COLUMNS)) + "\n" + note + "\n".join(phases) + "\n"
+    gains = result.get("compiled_gain") or []
+    if gains:
+        phases += ["", "Compiled engine against eager fp32:", ""] + _markdown(gains, GAIN_COLUMNS)
+    return "\n".join(_markdown(rows, columns)) + "\n" + note + "\n".join(phases) + "\n"
 
 
 def efficiency_chart(result: dict, path) -> None:

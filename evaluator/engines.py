@@ -4,7 +4,8 @@
 loads it with the config's tile-size and overlap overrides; :func:`load_engine` returns the
 :class:`handseg.inference.engine.Engine` the config asks for: the eager model, or a compiled engine whose manifest must
 match the checkpoint (a stale engine is refused). A cascade is two engines, its stage 2 and its stage 1 (the
-prior: batch 1, the prior's input side), each compiled and checked against its own weights.
+prior: batch 1, the prior's input side), each compiled and checked against its own weights; an engine whose
+manifest names a ``tail`` (the same network at batch 1) runs a batch's remainder on it instead of padding.
 """
 
 from __future__ import annotations
@@ -12,21 +13,41 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from evaluator.backends import BACKENDS, require, resolve_backend
-from evaluator.config import EvalConfig, resolve_checkpoint, resolve_hand_norm, resolve_input_spec
+from evaluator.backends import BACKENDS, available, require, resolve_backend
+from evaluator.config import (
+    EvalConfig,
+    resolve_checkpoint,
+    resolve_hand_norm,
+    resolve_input_spec,
+    resolve_tile_selection,
+)
 from evaluator.manifest import StaleEngineError, check_manifest, read_manifest
 from handseg.inference.engine import Engine, eager_engine
 from handseg.inference.pipeline import InferenceSettings, inference_settings
 from handseg.model.checkpoint import LoadedCheckpoint, load_checkpoint
+from handseg.runtime.devices import require_device
 
 
 def load_eval_checkpoint(cfg: EvalConfig, device: str | None = None, file: str | Path = "<config>",
                          echo: bool = True) -> LoadedCheckpoint:
     """The config's checkpoint (see :func:`evaluator.config.resolve_checkpoint`), model on ``device``, with the
-    config's ``tile_size`` / ``overlap`` applied to its input spec."""
+    config's ``tile_size`` / ``overlap`` applied to its input spec. A CUDA device that is not usable here is a
+    one-line ConfigError naming ``device`` (and how to run on the CPU) before anything is read."""
+    require_device(device or cfg.device, file)
     chosen = resolve_checkpoint(cfg, file, echo=echo)
     ckpt = load_checkpoint(chosen.folder, device=device or cfg.device, lazy=True)  # built if an eager engine needs it
     return replace(ckpt, spec=resolve_input_spec(cfg, ckpt.spec), candidates=chosen.candidates)
+
+
+def efficiency_batches(cfg: EvalConfig) -> list[int]:
+    """The tile batches ``evaluate_efficiency.py`` measures."""
+    return sorted(set(cfg.efficiency.batch_sizes)) or [cfg.batch_size_eval]
+
+
+def engine_batches(cfg: EvalConfig) -> list[int]:
+    """The tile batches ``tensorrt_aot.py`` builds engines for: the evaluation's and every one the efficiency
+    benchmark measures, so that each engine a later step loads exists."""
+    return sorted({cfg.batch_size_eval, *efficiency_batches(cfg)})
 
 
 def engine_path(cfg: EvalConfig, ckpt: LoadedCheckpoint, backend: str, batch: int, precision: str | None = None,
@@ -51,14 +72,20 @@ def load_engine(cfg: EvalConfig, ckpt: LoadedCheckpoint, backend: str | None = N
     """The engine the config asks for; a compiled one must exist and its manifest must match the checkpoint (a
     cascade's stage 2 and stage 1 both)."""
     device = device or cfg.device
-    name = resolve_backend(backend or cfg.backend, device)
-    kind = require(name, device)
     precision = precision or cfg.precision
+    batch = batch or cfg.batch_size_eval
+    name = backend or cfg.backend
+    if name == "auto":
+        name = built_backend(cfg, ckpt, batch, precision, device)
+    kind = require(name, device)
     if not kind.compiled:
         return eager_engine(ckpt.model, precision, device, prior=ckpt.prior.model if ckpt.prior else None)
-    batch = batch or cfg.batch_size_eval
     engine = _load_compiled(engine_path(cfg, ckpt, name, batch, precision), ckpt, name, precision, device, batch,
                             ckpt.spec)
+    tail = read_manifest(engine.path).get("tail")
+    if tail:  # the same network at batch 1, for the tiles left over after full batches (nothing padded)
+        engine.tail = _load_compiled(engine.path.with_name(tail["engine"]), ckpt, name, precision, device,
+                                     int(tail["batch_size"]), ckpt.spec)
     if ckpt.prior is None:
         return engine
     prior = _load_compiled(engine_path(cfg, ckpt, name, 1, precision, part="prior"), ckpt.prior, name, precision,
@@ -68,6 +95,16 @@ def load_engine(cfg: EvalConfig, ckpt: LoadedCheckpoint, backend: str | None = N
         raise StaleEngineError(f"{engine.path.name}: built with stage-1 engine {paired.get('engine')!r}, not "
                                f"{prior.path.name}; recompile both with `python tensorrt_aot.py`")
     return replace(engine, prior=prior)
+
+
+def built_backend(cfg: EvalConfig, ckpt: LoadedCheckpoint, batch: int, precision: str, device: str) -> str:
+    """What ``auto`` loads: the first backend that can run on ``device`` and has an engine for these settings (a
+    TensorRT build that fell back to AOTInductor left an AOTInductor engine), else the first that can run."""
+    names = available(device)
+    if not names:
+        return resolve_backend("auto", device)  # raises, naming what is missing
+    built = [n for n in names if engine_path(cfg, ckpt, n, batch, precision).is_file()]
+    return (built or names)[0]
 
 
 def _load_compiled(path: Path, ckpt: LoadedCheckpoint, name: str, precision: str, device: str, batch: int,
@@ -90,6 +127,8 @@ def eval_settings(cfg: EvalConfig, ckpt: LoadedCheckpoint, engine: Engine,
                   hand_norm: bool = True) -> InferenceSettings:
     """The inference settings of an evaluation: the config's tile batch, blending and TTA at the checkpoint's
     input spec, with the hand normalisation stored with the tuned thresholds (``hand_norm=False``: without,
-    as threshold tuning and the engine agreement check run)."""
-    return inference_settings(ckpt.spec, engine, batch_size=cfg.batch_size_eval, blend=cfg.blend,
-                              flip_tta=cfg.flip_tta, hand_norm=resolve_hand_norm(cfg) if hand_norm else None)
+    as threshold tuning and the engine agreement check run) and the tile selection of a cascade's stage 2
+    (:func:`evaluator.config.resolve_tile_selection`)."""
+    settings = inference_settings(ckpt.spec, engine, batch_size=cfg.batch_size_eval, blend=cfg.blend,
+                                  flip_tta=cfg.flip_tta, hand_norm=resolve_hand_norm(cfg) if hand_norm else None)
+    return replace(settings, selection=resolve_tile_selection(cfg))

@@ -6,6 +6,8 @@ Ahead-of-time compilers (AOTInductor, Torch-TensorRT) specialise on one input sh
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from handseg.inference.engine import DTYPES
@@ -31,8 +33,11 @@ def example_input(batch: int, side: int, precision: str = "fp32", device: str = 
 
 
 def logits_module(model, precision: str = "fp32", device: str = "cpu") -> torch.nn.Module:
-    """The model wrapped to return plain logits, cast to ``precision`` (strongly typed engines need that)."""
-    module = LogitsModule(model).eval().to(device)
+    """The model wrapped to return plain logits, cast to ``precision`` (strongly typed engines need that). A
+    reduced precision casts a copy: the checkpoint's model stays float32 bit for bit, for the agreement reference
+    and any later eager use in the process."""
+    source = model if precision == "fp32" else copy.deepcopy(model)
+    module = LogitsModule(source).eval().to(device)
     return module.to(DTYPES[precision])
 
 
@@ -43,7 +48,8 @@ def export_logits(
     """Export ``model`` (HF segmentation model) as logits (B,C,side,side) -> (B,29,side/s,side/s), static shape
     (C: 3, or 3 + 29 for a cascade's stage 2).
 
-    ``precision`` casts weights and the example input (fp16/bf16 engines run in that dtype end to end).
+    ``precision`` casts the weights (of a copy) and the example input (fp16/bf16 engines run in that dtype end to
+    end).
     """
     check_tile_size(side, divisor, source=source)
     module = logits_module(model, precision, device)

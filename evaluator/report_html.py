@@ -6,29 +6,31 @@ Built from what the evaluator leaves in its output folder (only ``dice.json`` is
     overlays/*.png                      worst-case overlays, ``<rank>_<image stem>_dice<mean>.png``
     robustness/robustness.json, .png    optional (shape: handseg.format.result_files)
     efficiency/efficiency.json, .png    optional (evaluate_efficiency.py)
+    qc.csv, qc_flagged/*.png            optional (the submission run's quality control; evaluator.qc)
 
-Sections: run configuration, per-class Dice (table and chart), worst-case overlays with their legend,
-robustness (chart and table), efficiency (table and chart). Images are embedded as base64 data URIs and the
-style is inline: the page needs no network, no other file and no JavaScript, so it can be mailed or archived
-as it is. A missing optional part is left out with a one-line note.
+Sections: run configuration, per-class Dice (table and chart), worst-case overlays with their legend, images
+flagged for review (:mod:`evaluator.qc.report_section`), robustness (chart and table), efficiency (table and
+chart). Images are embedded as base64 data URIs and the style is inline: the page needs no network, no other
+file and no JavaScript, so it can be mailed or archived as it is. A missing optional part is left out with a
+one-line note.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime
 import html
 import io
 import os
 import re
-import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from evaluator.efficiency import COLUMNS as EFFICIENCY_COLUMNS
+from evaluator.html_image import img_tag
 from evaluator.overlays import class_key
+from evaluator.qc.report_section import flagged_section
 from evaluator.report import FN_RGB, FP_RGB, TP_RGB
 from handseg.format.classes import CLASSES, describe_bone
 from handseg.format.result_files import Robustness, describe_strength, parse_efficiency, parse_robustness, read_json
@@ -94,21 +96,6 @@ def _candidate(c) -> str:
     dice = c.get("mean_dice")
     recorded = f", recorded Dice {dice:.4f}" if isinstance(dice, (int, float)) else ""
     return f"<code>{_e(c.get('checkpoint'))}</code> (stage {_e(c.get('stage', '?'))}{recorded})"
-
-
-def png_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG's header, or None when ``data`` is not a PNG."""
-    if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
-        return None
-    return struct.unpack(">II", data[16:24])
-
-
-def img_tag(data: bytes, alt: str) -> str:
-    """An ``<img>`` with the PNG ``data`` embedded as a data URI and its intrinsic size."""
-    size = png_size(data)
-    dims = f' width="{size[0]}" height="{size[1]}"' if size else ""
-    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-    return f'<img src="{uri}" alt="{_e(alt)}"{dims}>'
 
 
 def _figure(data: bytes, alt: str, caption: str) -> str:
@@ -434,7 +421,7 @@ def build_report(out_dir: str | os.PathLike, title: str | None = None) -> str:
         f"<header><h1>{_e(title)}</h1><p class=\"sub\">Hand-bone X-ray segmentation, 29 classes, evaluation "
         f"folder <code>{_e(run)}</code>.</p>{headline}</header>"
         + _config_section(dice) + _dice_section(out_dir, dice) + _overlays_section(out_dir, dice)
-        + _robustness_section(out_dir, dice) + _efficiency_section(out_dir, dice)
+        + flagged_section(out_dir) + _robustness_section(out_dir, dice) + _efficiency_section(out_dir, dice)
         + f"<footer>Written by handseg on {generated} from the files of the evaluation folder.</footer>"
         "</main></body></html>\n"
     )

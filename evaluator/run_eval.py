@@ -1,11 +1,13 @@
 """Evaluation entry point, run under ``accelerate launch`` by ``accelerate_eval.sh``.
 
-    python -m evaluator.run_eval --mode validation|submission [--cfg-path config/eval.yaml]
+    python -m evaluator.run_eval --mode validation|submission [--cfg-path config/eval.yaml] [--set key.sub=value]
 
 validation: per-class and mean Dice on the training run's validation fold (dice.md/.csv/.json, chart, overlays).
 submission: the competition CSV for ``test/DCM``. Images are sharded across processes (process i takes [i::n]) and
 the results gathered on the main process. ``output_dir`` is locked while the run writes it: a second evaluation
-on the same folder is refused with one line naming the folder and the holder's PID.
+on the same folder is refused with one line naming the folder and the holder's PID. At start the main process
+prints one line: every process's device, the world size, the engine's precision and the effective tile batch; a
+``device: cuda...`` where CUDA is not usable stops before any work (``--set device=cpu`` runs on the CPU).
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ from __future__ import annotations
 import argparse
 
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 
 from evaluator.backends import BACKEND_CHOICES
 from evaluator.config import EvalConfig, load_eval_config, resolve_postprocess, resolve_thresholds
 from evaluator.engines import eval_settings, load_engine, load_eval_checkpoint
-from evaluator.submission_mode import run_submission
+from evaluator.submission_mode import run_submission, test_samples
 from evaluator.validation_mode import run_validation
+from handseg.runtime.devices import device_label, require_device, start_line
 from handseg.runtime.errors import cli_main
+from handseg.runtime.overrides import add_set_argument
 from handseg.runtime.run_lock import locked_folder
 
 
@@ -29,6 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cfg-path", default="config/eval.yaml")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default=None)
     p.add_argument("--output-dir", default=None)
+    add_set_argument(p)
     return p.parse_args(argv)
 
 
@@ -56,8 +62,14 @@ def run(mode: str, cfg: EvalConfig, accelerator=None, file: str = "<config>") ->
 def main(argv=None) -> dict:
     args = parse_args(argv)
     overrides = {k: v for k, v in {"backend": args.backend, "output_dir": args.output_dir}.items() if v}
-    cfg = load_eval_config(args.cfg_path, overrides=overrides)
+    cfg = load_eval_config(args.cfg_path, overrides=overrides, sets=args.set)
+    require_device(cfg.device, args.cfg_path)
+    if args.mode == "submission":
+        test_samples(cfg.data_root)  # missing, empty or name-colliding test images: refused before any work or write
     accelerator = Accelerator(cpu=cfg.device == "cpu")
+    devices = gather_object([device_label(process_device(cfg.device, accelerator))])
+    if accelerator.is_main_process:
+        print(start_line(devices, cfg.precision, cfg.batch_size_eval, what="tiles"), flush=True)
     with locked_folder(cfg.output_dir, "evaluation", accelerator):
         out = run(args.mode, cfg, accelerator, file=args.cfg_path)
     if accelerator.is_main_process:

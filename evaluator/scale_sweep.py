@@ -13,12 +13,13 @@ import time
 from dataclasses import replace
 from typing import Sequence
 
+from handseg.format.markdown import markdown_table
 from handseg.inference.engine import eager_engine
 from handseg.inference.pipeline import InferenceSettings
 from handseg.inference.scoring import score_images
 from handseg.model.checkpoint import LoadedCheckpoint
-from handseg.model.factory import size_divisor
 from handseg.model.io import InputSpec
+from handseg.model.presets import size_divisor
 
 SMALL_CLASSES = ("finger-16", "Trapezoid", "Pisiform")
 
@@ -60,11 +61,8 @@ def run_scale_sweep(ckpt: LoadedCheckpoint, samples: list, specs: Sequence[Input
 
 def format_sweep_table(rows: list[dict], n_images: int) -> str:
     """Markdown table of the sweep (the trained scale marked)."""
-    lines = ["| input | mean Dice | finger-16 | Trapezoid | Pisiform | s / image |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for r in rows:
-        name = f"**{r['input']}** (trained)" if r["trained"] else r["input"]
-        lines.append(f"| {name} | {r['mean_dice']:.4f} | {r['finger-16']:.3f} | {r['Trapezoid']:.3f} | "
-                     f"{r['Pisiform']:.3f} | {r['seconds_per_image']:.2f} |")
-    lines += ["", f"{n_images} validation image(s); Dice at the original resolution, threshold 0.5."]
-    return "\n".join(lines)
+    cells = [[f"**{r['input']}** (trained)" if r["trained"] else r["input"], f"{r['mean_dice']:.4f}",
+              f"{r['finger-16']:.3f}", f"{r['Trapezoid']:.3f}", f"{r['Pisiform']:.3f}", f"{r['seconds_per_image']:.2f}"]
+             for r in rows]
+    table = markdown_table(["input", "mean Dice", "finger-16", "Trapezoid", "Pisiform", "s / image"], cells, "lrrrrr")
+    return table + f"\n\n{n_images} validation image(s); Dice at the original resolution, threshold 0.5."

@@ -7,8 +7,10 @@ intersection and predicted area, hence the exact per-image Dice. Memory stays at
 (:mod:`handseg.inference.postprocess`: largest component, hole filling) on the masks at the tuned thresholds, kept only
 where it raises validation Dice. The file also stores the reference of the hand normalisation
 (:mod:`handseg.inference.hand_norm`) from the first member's whole-image pass (a cascade's stage 1) over the validation
-images: the mean fraction of the image predicted as hand, the hands' mean axis and their spread about it.
-``scripts/tune_thresholds.py`` is the command.
+images: the mean fraction of the image predicted as hand, the hands' mean axis and their spread about it. For a
+cascade, it also chooses the margin of the tile selection (:mod:`handseg.inference.tile_selection`): the smallest
+candidate whose masks, at the tuned thresholds and post-processing, score as running every tile does on the
+validation fold (:func:`choose_selection`). ``scripts/tune_thresholds.py`` is the command.
 """
 
 from __future__ import annotations
@@ -26,13 +28,24 @@ from evaluator.engines import eval_settings, load_engine, load_eval_checkpoint
 from handseg.data.image_io import read_image
 from handseg.format.class_masks import ClassMasks
 from handseg.format.classes import CLASSES
-from handseg.format.metrics import DICE_EPS
+from handseg.format.metrics import DICE_EPS, dice_from_counts
 from handseg.inference.engine import Engine
 from handseg.inference.hand_norm import HandNorm, angle_difference, hand_angle, hand_fraction
-from handseg.inference.pipeline import InferenceSettings, predict_probs, threshold_probs, whole_image_logits
+from handseg.inference.pipeline import (
+    InferenceSettings,
+    masks_from_outputs,
+    predict_probs,
+    run_model,
+    threshold_probs,
+    whole_image_logits,
+)
 from handseg.inference.postprocess import OPTIONS, choose, option_counts
 from handseg.inference.scoring import ground_truth, ground_truth_masks
+from handseg.inference.tile_selection import MARGINS, TileSelection, selected_tiles
 from handseg.model.checkpoint import LoadedCheckpoint
+
+SELECTION_MEAN_DROP = 1e-4  # the tile selection may cost this much mean validation Dice against every tile ...
+SELECTION_CLASS_DROP = 5e-4  # ... and this much of any class's
 
 
 def histograms(probs: torch.Tensor, gt: torch.Tensor, bins: int) -> np.ndarray:
@@ -84,7 +97,9 @@ def voters(cfg: EvalConfig, checkpoints: list[str], backend: str | None,
         member_cfg = replace(member_cfg, backend=backend or cfg.backend)
         ckpt = load_eval_checkpoint(member_cfg, file=file)
         engine = load_engine(member_cfg, ckpt)
-        out.append((engine, eval_settings(member_cfg, ckpt, engine, hand_norm=False), ckpt))
+        settings = eval_settings(member_cfg, ckpt, engine, hand_norm=False)
+        # The default selection, not one a previous tuning stored: the result must not depend on an older file.
+        out.append((engine, replace(settings, selection=TileSelection() if cfg.tile_selection else None), ckpt))
     return out
 
 
@@ -142,19 +157,74 @@ def hand_reference(samples, members, device: str, progress: bool = True) -> Hand
     return HandNorm(reference_fraction=fraction, reference_angle=mean, angle_spread=spread)
 
 
+def selection_counts(samples, members, device: str, thresholds, postprocess, progress: bool = True) -> dict:
+    """Dice counts (N, 29, 3) of the first member's masks (at ``thresholds``, then ``postprocess``) on ``samples``
+    with every tile (key None) and with the tile selection at each margin of :data:`MARGINS`; ``tiles``: how
+    many tiles each ran, of ``possible``. Every tile runs once per image; a selection keeps the tiles it would
+    run (:meth:`~handseg.inference.box_blend.ModelOutputs.keep`)."""
+    engine, settings, _ckpt = members[0]
+    probability = settings.selection.probability if settings.selection is not None else TileSelection().probability
+    every = replace(settings, selection=None)
+    counts: dict = {None: [], **{m: [] for m in MARGINS}}
+    tiles = dict.fromkeys(MARGINS, 0)
+    possible = 0
+    for sample in tqdm(samples, desc="tile selection margin", disable=not progress):
+        image = read_image(sample.image_path)
+        truth = ground_truth_masks(sample, image.shape)
+        out = run_model(engine, image, every, device)
+        counts[None].append(masks_from_outputs(out, thresholds, postprocess).counts(truth))
+        possible += len(out.windows)
+        for margin in MARGINS:
+            run = selected_tiles(out.prior, out.image_hw, out.pad, out.windows, out.window_hw,
+                                 TileSelection(probability, margin))
+            tiles[margin] += len(run)
+            counts[margin].append(masks_from_outputs(out.keep(run), thresholds, postprocess).counts(truth))
+    return {"counts": {k: np.stack(v) for k, v in counts.items()}, "tiles": tiles, "possible": possible,
+            "probability": probability}
+
+
+def choose_selection(samples, members, device: str, thresholds, postprocess, progress: bool = True) -> dict | None:
+    """The tile selection of a cascade (the first member): the smallest margin of :data:`MARGINS` whose mean
+    validation Dice is at most :data:`SELECTION_MEAN_DROP` below every tile's and no class's mean Dice more than
+    :data:`SELECTION_CLASS_DROP` below it (the largest margin when none is); with each margin's figures. None
+    when the first member is not a cascade."""
+    if members[0][1].input.prior is None:
+        return None
+    found = selection_counts(samples, members, device, thresholds, postprocess, progress)
+    every = dice_from_counts(found["counts"][None]).mean(0)  # (29,) per-class mean over images
+    rows, chosen = {}, MARGINS[-1]
+    for margin in reversed(MARGINS):
+        dice = dice_from_counts(found["counts"][margin]).mean(0)
+        rows[margin] = {"mean_dice": round(float(dice.mean()), 6),
+                        "largest_class_drop": round(float((every - dice).max()), 6),
+                        "tiles_run": round(found["tiles"][margin] / max(found["possible"], 1), 4)}
+        if every.mean() - dice.mean() <= SELECTION_MEAN_DROP and (every - dice).max() <= SELECTION_CLASS_DROP:
+            chosen = margin
+    return {"selection": TileSelection(found["probability"], chosen).to_dict(),
+            "every_tile_mean_dice": round(float(every.mean()), 6),
+            "margins": {m: rows[m] for m in MARGINS}}
+
+
 def tune(cfg: EvalConfig, members, samples, bins: int = 100, progress: bool = True) -> dict:
     """The thresholds file's content: per-class thresholds, mean Dice tuned and at 0.5, per-class tuned Dice, the
-    post-processing chosen at the tuned thresholds (with the mean Dice it reaches) and the hand
-    normalisation's reference."""
+    post-processing chosen at the tuned thresholds (with the mean Dice it reaches), the hand normalisation's
+    reference and, for a cascade, the tile selection (with what each candidate margin scored)."""
     thresholds, tuned, at_default = best_thresholds(collect(samples, members, cfg.device, bins, progress))
     postprocess, option_dice = choose_postprocess(samples, members, cfg.device, thresholds, progress)
     reference = hand_reference(samples, members, cfg.device, progress)
+    selection = None
+    if cfg.tile_selection:
+        selection = choose_selection(samples, members, cfg.device, list(thresholds),
+                                     postprocess if postprocess.active else None, progress)
     chosen = option_dice[[OPTIONS.index((lc, fh)) for lc, fh in zip(postprocess.largest_component,
                                                                     postprocess.fill_holes)], np.arange(len(CLASSES))]
     return {
         "thresholds": {c: round(float(t), 4) for c, t in zip(CLASSES, thresholds)},
         "postprocess": postprocess.to_dict(),
         "hand_norm": None if reference is None else reference.to_dict(),
+        "tile_selection": None if selection is None else selection["selection"],
+        "tile_selection_search": None if selection is None else {k: v for k, v in selection.items()
+                                                                 if k != "selection"},
         "mean_dice_tuned": round(float(tuned.mean()), 6),
         "mean_dice_at_0.5": round(float(at_default.mean()), 6),
         "mean_dice_tuned_postprocessed": round(float(chosen.mean()), 6),

@@ -3,8 +3,9 @@
     python scripts/dataset_summary.py --data data/phantom [--folds 5] [--seed 0] [--stratify sex]
                                       [--save runs/folds.json] [--decode]
 
-Every PNG header (or, with --decode, every image) and every annotation JSON is validated; problems are
-listed one per line and the command exits non-zero after the summary when there are any.
+Every PNG header (or, with --decode, every image) and every annotation JSON is validated, and test images must
+have distinct file names (a submission names them by file name alone); problems are listed one per line and
+the command exits non-zero after the summary when there are any.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from handseg.data.dataset_index import (
     assign_folds,
     fold_summary,
     index_split,
-    read_meta,
     save_folds,
     validate_samples,
 )
+from handseg.data.meta_data import meta_mapping, read_meta
+from handseg.format.submission import check_image_names
 from handseg.runtime.errors import ConfigError, DataFormatError, cli_main
 
 
@@ -28,7 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, required=True, help="data root holding train/ and test/")
     parser.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="fold shuffle seed (default 0)")
-    parser.add_argument("--stratify", default=None, help="meta_data column to stratify folds by (e.g. sex, age)")
+    parser.add_argument("--stratify", default=None,
+                        help="meta_data column to stratify folds by (e.g. sex, age; Korean headers such as 성별 too)")
     parser.add_argument("--save", type=Path, default=None, help="write the folds here (.json or .csv)")
     parser.add_argument("--decode", action="store_true", help="decode every image, not only the PNG header")
     return parser.parse_args(argv)
@@ -48,11 +51,17 @@ def main(argv: list[str] | None = None) -> None:
     print(f"train: {n_train_ids} person(s), {len(train)} image(s), {len(train)} annotation(s)")
     print(f"test:  {n_test_ids} person(s), {len(test)} image(s)" + ("" if test else " (no test/DCM folder)"))
     if meta is not None:
-        print(f"meta data: {len(meta)} row(s), columns: {', '.join(map(str, meta.columns))}")
+        print(f"meta data: {Path(meta.attrs['path']).name}, {len(meta)} row(s)")
+        for line in meta_mapping(meta):
+            print(f"  {line}")
     else:
         print("meta data: none (no meta_data.csv or meta_data.xlsx)")
 
     problems = validate_samples(train + test, decode=args.decode)
+    try:
+        check_image_names([s.image_path for s in test])  # a submission names test images by bare file name
+    except DataFormatError as exc:
+        problems.append(exc)
     print(f"validation problems: {len(problems)}")
     for exc in problems:
         print(f"  {exc}")

@@ -1,6 +1,7 @@
 #!/bin/sh
 # The whole job on bundled phantom data, CPU only: data -> stage 1 -> stage 2 (cascade) -> engines -> thresholds
-# -> validation and report, submission, leaderboard score, efficiency, robustness, predictions for new images.
+# -> QC model -> validation and report, submission, leaderboard score, efficiency, robustness, predictions for new
+# images, quality-control report.
 # Each step reuses what an earlier run already produced where that is safe (the data set; a stage trained with
 # the same config and inputs), so a second `make demo` is quick.
 set -eu
@@ -14,10 +15,10 @@ START=$(date +%s)
 elapsed() { t=$(( $(date +%s) - START )); printf '%d:%02d' $((t / 60)) $((t % 60)); }
 step() { printf '\n==> [%s] %s\n' "$(elapsed)" "$*"; }
 
-step "1/11 phantom data set (40 train IDs, 10 test IDs, 2048x2048) in $DATA"
+step "1/13 phantom data set (40 train IDs, 10 test IDs, 2048x2048) in $DATA"
 python scripts/make_phantom.py --out "$DATA" --train-ids 40 --test-ids 10 --size 2048 --seed 0 --preview
 
-step "2/11 data set summary and folds"
+step "2/13 data set summary and folds"
 python scripts/dataset_summary.py --data "$DATA" --folds 5 --seed 0
 
 train_stage() {  # $1: stage number, $2: config, $3: output folder, $4...: files the stage depends on
@@ -32,34 +33,41 @@ train_stage() {  # $1: stage number, $2: config, $3: output folder, $4...: files
   fi
 }
 
-step "3/11 stage 1: whole images at 384 px, strong pose, zoom and exposure augmentation"
+step "3/13 stage 1: whole images at 384 px, strong pose, zoom and exposure augmentation"
 train_stage 1 config/demo/train_stage1.yaml runs/demo_stage1 "$DATA/phantom.json"
 
-step "4/11 stage 2: a cascade on native 512 px crops, stage 1's probabilities as extra input channels"
+step "4/13 stage 2: a cascade on native 512 px crops, stage 1's probabilities as extra input channels"
 train_stage 2 config/demo/train_stage2.yaml runs/demo_stage2 "$DATA/phantom.json" runs/demo_stage1/DONE
 
-step "5/11 ahead-of-time compiled engines (AOTInductor on CPU; a cascade compiles both stages)"
+step "5/13 ahead-of-time compiled engines (AOTInductor on CPU; a cascade compiles both stages)"
 python tensorrt_aot.py --cfg-path config/demo/eval.yaml
 
-step "6/11 per-class thresholds, post-processing and the hand reference (size, axis), from the validation fold"
+step "6/13 per-class thresholds, post-processing, the hand reference (size, axis) and the tile selection margin, from the validation fold"
 python scripts/tune_thresholds.py --cfg-path config/demo/eval.yaml --out "$EVAL/thresholds.yaml"
 
-step "7/11 validation (per-class Dice at 2048x2048, report.html) and submission CSV"
+step "7/13 quality-control model: predicted Dice from label-free signals, fitted on the validation fold"
+python scripts/fit_qc.py --cfg-path config/demo/eval.yaml
+
+step "8/13 validation (per-class Dice at 2048x2048, report.html) and submission CSV with its quality control"
 sh accelerate_eval.sh --mode validation --cfg-path config/demo/eval.yaml
 sh accelerate_eval.sh --mode submission --cfg-path config/demo/eval.yaml
 
-step "8/11 leaderboard score of the submission against the held-out test labels (half of them strongly bent)"
+step "9/13 leaderboard score of the submission against the held-out test labels (half of them strongly bent)"
 python scripts/score_submission.py --csv "$EVAL/submission.csv" --labels "$DATA/test_labels"
 
-step "9/11 efficiency: eager vs AOTInductor, per tile and per 2048x2048 image, time by phase"
+step "10/13 efficiency: eager vs AOTInductor, per tile and per 2048x2048 image, time by phase"
 python evaluate_efficiency.py --cfg-path config/demo/eval.yaml
 
-step "10/11 robustness: Dice under rotation, zoom, translation, exposure, noise, blur and JPEG"
+step "11/13 robustness: Dice under rotation, zoom, translation, exposure, noise, blur and JPEG"
 python scripts/robustness.py --cfg-path config/demo/eval.yaml
 
-step "11/11 predictions for new X-rays: overlay, annotation JSON, masks (two test images)"
+step "12/13 predictions for new X-rays: overlay, annotation JSON, masks, qc.csv (two test images)"
 python predict.py "$DATA/test/DCM/ID041" --cfg-path config/demo/eval.yaml --out outputs/demo/predict --masks npz \
   --pixel-spacing 0.1
+
+step "13/13 quality control measured: test split, perturbed test images, phantom failure cases"
+python scripts/make_failure_cases.py --out data/phantom_failures --persons 2 --size 2048 --seed 0 --preview
+python scripts/qc_report.py --cfg-path config/demo/eval.yaml --failures data/phantom_failures
 
 cat <<EOT
 
@@ -68,10 +76,11 @@ Demo finished in $(elapsed) (min:s, after the install). Results:
   data set preview           $DATA/preview.png (training images) and $DATA/preview_test.png (test images)
   stage 1 / 2 checkpoints    runs/demo_stage1/best, runs/demo_stage2/best (model cards README.md; TensorBoard logs)
   compiled engines           trt_models/ (engines + manifests)
-  thresholds                 $EVAL/thresholds.yaml (with the chosen post-processing)
+  thresholds                 $EVAL/thresholds.yaml (with the chosen post-processing); QC model $EVAL/qc_model.json
   validation                 $EVAL/ (dice.md, dice.csv, dice.json, chart, overlays/)
-  submission                 $EVAL/submission.csv
+  submission                 $EVAL/submission.csv, $EVAL/qc.csv (flagged overlays in $EVAL/qc_flagged/)
   efficiency                 $EVAL/efficiency/ (efficiency.md, efficiency.json, chart)
   robustness                 $EVAL/robustness/ (robustness.md, robustness.json, chart)
-  predictions                outputs/demo/predict/ (overlay PNG, annotation JSON, masks, areas_mm2.csv)
+  predictions                outputs/demo/predict/ (overlay PNG, annotation JSON, masks, areas_mm2.csv, qc.csv)
+  quality control            $EVAL/qc_report/ (qc_report.md, qc_report.json, chart); failure cases data/phantom_failures/
 EOT

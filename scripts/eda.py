@@ -19,8 +19,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from handseg.data.dataset_index import index_split, read_meta
+from handseg.data.dataset_index import index_split
 from handseg.data.image_io import read_image_size
+from handseg.data.meta_data import meta_mapping, read_meta
 from handseg.format.annotations import read_annotation
 from handseg.format.classes import CLASSES
 from handseg.runtime.atomic import atomic_write_text
@@ -52,26 +53,21 @@ def class_areas(label_paths: list[Path], progress: bool = True) -> np.ndarray:
 
 def plot_class_areas(mean_area: np.ndarray, path: Path, title: str) -> list[str]:
     """Bar chart of mean area per class (competition order); returns the highlighted smallest classes."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from evaluator.report import save_figure
 
     order = np.argsort(np.where(np.isnan(mean_area), np.inf, mean_area))
     smallest = [CLASSES[i] for i in order[:N_SMALLEST]]
     colours = ["#d62728" if c in smallest else "#4c72b0" for c in CLASSES]
-    fig, ax = plt.subplots(figsize=(11, 4.2), dpi=100)
+    fig = Figure(figsize=(11, 4.2), dpi=100)
+    ax = fig.subplots()
     ax.bar(range(len(CLASSES)), mean_area, color=colours)
     ax.set_xticks(range(len(CLASSES)), [c.replace("finger-", "f") for c in CLASSES], rotation=60, fontsize=8)
     ax.set_ylabel("mean area (px$^2$)")
     ax.set_title(title + f"  (red: the {N_SMALLEST} smallest: {', '.join(smallest)})", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)  # atomic: a unique temporary name, then a rename
     return smallest
 
 
@@ -90,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     print("image sizes (h x w): " + ", ".join(f"{h}x{w}: {n}" for (h, w), n in sizes.most_common()))
     meta = read_meta(args.data)
     if meta is not None:
-        print(f"meta data: {len(meta)} IDs, columns {', '.join(map(str, meta.columns))}")
+        print(f"meta data: {len(meta)} IDs; " + "; ".join(meta_mapping(meta)))
 
     areas = class_areas([s.label_path for s in train], progress=not args.quiet)
     with np.errstate(all="ignore"):

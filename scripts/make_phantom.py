@@ -2,10 +2,13 @@
 """Generate a phantom hand X-ray data set in the competition layout (or reuse one made with the same parameters).
 
     python scripts/make_phantom.py --out data/phantom --train-ids 40 --test-ids 10 [--size 2048] [--seed 0] [--preview]
+                                   [--meta csv|xlsx-ko]
 
 The parameters are stored in ``<out>/phantom.json``; running again with the same ones reuses the data set.
 A phantom folder made with other parameters (or left incomplete) is regenerated; a non-empty folder that is
-not a phantom data set is left alone unless ``--force`` is given.
+not a phantom data set is left alone unless ``--force`` is given. ``--meta xlsx-ko`` writes the per-person table
+as the competition releases it (``meta_data.xlsx``, Korean headers, sex ``남`` / ``여``) instead of the English
+``meta_data.csv``; switching forms on a reused data set rewrites only that table.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import sys
 from pathlib import Path
 
 from handseg.data.phantom_record import read_params
-from handseg.phantom.dataset import dataset_params, generate_dataset, is_complete, remove_outputs
+from handseg.phantom.dataset import dataset_params, generate_dataset, is_complete, meta_rows, remove_outputs
+from handseg.phantom.meta_table import META_FILES, META_FORMATS, write_meta_table
 from handseg.runtime.errors import DataFormatError, cli_main
 
 
@@ -28,6 +32,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--preview", action="store_true",
                    help="also write contact sheets: <out>/preview.png (training), preview_test.png")
+    p.add_argument("--meta", choices=META_FORMATS, default="csv",
+                   help="per-person table: csv (meta_data.csv, English; default) or xlsx-ko (meta_data.xlsx with the "
+                        "competition's Korean headers and sex values)")
     p.add_argument("--force", action="store_true", help="regenerate even where the folder holds other files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
@@ -64,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"phantom data set already present, reusing it: {_summary(out, args)}")
         if args.preview:
             write_missing_previews(out, args.size)
+        if not (out / META_FILES[args.meta]).is_file():
+            rows = meta_rows(args.seed, args.train_ids + args.test_ids)
+            print(f"meta data rewritten: {write_meta_table(out, rows, args.meta)}")
         return 0
     if out.exists() and not out.is_dir():
         raise DataFormatError(out, "exists and is not a folder")
@@ -78,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                                        "folder, or pass --force to write the phantom data set into it")
     generate_dataset(out, args.train_ids, args.test_ids, size=args.size, seed=args.seed,
                      preview=args.preview, progress=not args.quiet)
+    if args.meta != "csv":
+        write_meta_table(out, meta_rows(args.seed, args.train_ids + args.test_ids), args.meta)
     print(f"wrote {_summary(out, args)}")
     if args.preview:
         print(f"preview: {out / 'preview.png'}, {out / 'preview_test.png'}")

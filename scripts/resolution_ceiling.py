@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from handseg.data.dataset_index import assign_folds, index_split, split_fold
 from handseg.data.image_io import read_image
 from handseg.format.classes import CLASSES
+from handseg.format.markdown import markdown_table
 from handseg.format.metrics import dice_counts, dice_from_counts
 from handseg.inference.scoring import ground_truth
 from handseg.runtime.errors import cli_main
@@ -58,12 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for side in args.sizes:
             counts[side].append(ceiling_counts(masks, side))
     print(f"{len(val)} validation image(s) of {args.data}, fold {args.fold} of {args.n_folds}")
-    print("| logit grid | mean Dice | finger bones | lowest class |")
-    print("| ---: | ---: | ---: | --- |")
+    rows = []
     for side in args.sizes:
         dice = dice_from_counts(np.stack(counts[side])).mean(axis=0)
         low = int(dice.argmin())
-        print(f"| {side} | {dice.mean():.4f} | {dice[:19].mean():.4f} | {CLASSES[low]} {dice[low]:.4f} |")
+        rows.append([side, f"{dice.mean():.4f}", f"{dice[:19].mean():.4f}", f"{CLASSES[low]} {dice[low]:.4f}"])
+    print(markdown_table(["logit grid", "mean Dice", "finger bones", "lowest class"], rows, "rrrl"))
     return 0
 
 

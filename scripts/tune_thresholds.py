@@ -50,6 +50,12 @@ def main(argv=None) -> dict:
           f"{result['mean_dice_tuned_postprocessed']:.4f} with post-processing on {kept} class(es) "
           f"({len(samples)} validation images, {len(members)} member(s))")
     print(f"hand normalisation: {describe_reference(result['hand_norm'])}")
+    if result["tile_selection"] is not None:
+        search = result["tile_selection_search"]
+        margin = result["tile_selection"]["margin"]
+        print(f"tile selection: stage 2 within {margin} px of stage 1's bones, "
+              f"{100 * search['margins'][margin]['tiles_run']:.0f}% of the tiles, mean Dice "
+              f"{search['margins'][margin]['mean_dice']:.4f} (every tile {search['every_tile_mean_dice']:.4f})")
     print(f"thresholds -> {out} (set `thresholds: {out}` in eval.yaml)")
     return result
 

@@ -77,3 +77,64 @@ def test_the_check_catches_an_upward_import(tmp_path):
     (pkg / "model" / "ok.py").write_text("from handseg.data.image_io import read_image\n")
     assert upward_imports(pkg) == ["handseg/data/lazy.py:2 imports trainer.train",
                                    "handseg/format/bad.py:1 imports handseg.model.factory"]
+
+
+def module_graph(roots: list[Path]) -> dict[str, set[str]]:
+    """Project module -> the project modules it imports (anywhere in its source), by dotted name."""
+    modules = {}
+    for root in roots:
+        for path in root.rglob("*.py"):
+            rel = path.relative_to(root.parent).with_suffix("")
+            name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+            modules[name] = path
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for _, module in imported_modules(path):
+            while module and module not in modules:  # ``from a.b import c``: a.b, or the package a
+                module = module.rpartition(".")[0]
+            if module and module != name and not name.startswith(module + "."):  # a package's own __init__
+                targets.add(module)
+        graph[name] = targets
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected set of two or more modules (Tarjan), each sorted."""
+    index, low, stack, on_stack, cycles, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            part = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                part.append(w)
+                if w == v:
+                    break
+            if len(part) > 1:
+                cycles.append(sorted(part))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_no_import_circle():
+    assert import_cycles(module_graph([REPO / "handseg", REPO / "trainer", REPO / "evaluator"])) == []
+
+
+def test_the_cycle_check_finds_a_circle():
+    graph = {"a.x": {"a.y"}, "a.y": {"a.z"}, "a.z": {"a.x"}, "a.w": {"a.x"}}
+    assert import_cycles(graph) == [["a.x", "a.y", "a.z"]]

@@ -32,100 +32,28 @@ in each process and never pickled, so a Dataset holding an ImageCache is cheap t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Sequence
 
-import cv2
 import numpy as np
 from filelock import FileLock
 from tqdm.auto import tqdm
 
-from handseg.data.image_io import read_image, read_image_size
-from handseg.format.annotations import polygons_in_order, read_annotation
+from handseg.data.image_io import read_image_size
 from handseg.format.classes import NUM_CLASSES
-from handseg.format.rasterize import pack_bits, rasterize
-from handseg.runtime.atomic import atomic_write_text
+from handseg.format.rasterize import pack_bits
+from handseg.runtime.atomic import atomic_folder
 from handseg.runtime.errors import DataFormatError
 from handseg.runtime.file_digest import file_record, file_sha256
+from trainer.decoding import CACHE_VERSION, SampleLike, class_boxes, data_fingerprint, decode_sample, resolution_tag
 
-CACHE_VERSION = 1  # enters data_fingerprint, so checkpoints compare their data: change only with the data's meaning
 LAYOUT_VERSION = 2  # the files of one cache entry (2: sizes and checksums in meta.json)
 ARRAYS = ("images", "masks", "sizes", "areas", "boxes")
 CHECKSUMMED = ("sizes", "areas", "boxes")  # small: hashed on every open
-
-
-class SampleLike(Protocol):
-    """What the cache needs of :class:`handseg.data.dataset_index.Sample`."""
-
-    image_path: Path
-    label_path: Path | None
-    rel: str
-
-
-def _stat(path: Path) -> str:
-    try:
-        st = os.stat(path)
-    except OSError:
-        raise DataFormatError(path, "file not found") from None
-    return f"{st.st_size}:{st.st_mtime_ns}"
-
-
-def data_fingerprint(samples: Sequence[SampleLike]) -> str:
-    """A 16-hex-digit hash of the sample list: relative paths, sizes and mtimes of every PNG and JSON.
-
-    Any added, removed, renamed, rewritten or touched file changes it. It does not depend on where the data
-    root lies, so a copy that preserves mtimes shares the cache.
-    """
-    h = hashlib.sha256(f"handseg-data-v{CACHE_VERSION}\n".encode())
-    for s in samples:
-        label = _stat(Path(s.label_path)) if s.label_path is not None else "-"
-        h.update(f"{s.rel}\t{_stat(Path(s.image_path))}\t{label}\n".encode())
-    return h.hexdigest()[:16]
-
-
-def resolution_tag(resolution: int | None) -> str:
-    """Folder name of one resolution: ``r512`` (square side) or ``native``."""
-    return "native" if resolution is None else f"r{int(resolution)}"
-
-
-def class_boxes(masks: np.ndarray) -> np.ndarray:
-    """(C, H, W) {0,1} masks -> (C, 4) int32 boxes (y0, x0, y1, x1), end-exclusive; -1 for an empty class."""
-    rows = masks.any(axis=2)  # (C, H)
-    cols = masks.any(axis=1)  # (C, W)
-    boxes = np.full((masks.shape[0], 4), -1, dtype=np.int32)
-    for c in range(masks.shape[0]):
-        ys, xs = np.flatnonzero(rows[c]), np.flatnonzero(cols[c])
-        if ys.size:
-            boxes[c] = (ys[0], xs[0], ys[-1] + 1, xs[-1] + 1)
-    return boxes
-
-
-def decode_sample(
-    sample: SampleLike, resolution: int | None, require_all: bool = True
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Decode one sample as the cache stores it.
-
-    Returns:
-        image (h, w) uint8 (resized to ``resolution`` x ``resolution`` with INTER_AREA, or native) and the
-        (29, h, w) uint8 masks rasterised from the polygons at that size (None without an annotation).
-    """
-    image = read_image(sample.image_path)
-    native_hw = image.shape
-    out_hw = native_hw if resolution is None else (int(resolution), int(resolution))
-    if out_hw != native_hw:
-        image = cv2.resize(image, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_AREA)
-    if sample.label_path is None:
-        return image, None
-    ann = read_annotation(sample.label_path, image_hw=native_hw, require_all=require_all)
-    masks = rasterize(polygons_in_order(ann), native_hw, out_hw)
-    return image, masks
 
 
 def _file_problem(path: Path, expected: dict) -> str | None:
@@ -210,6 +138,8 @@ class ImageCache:
         return None
 
     def _build(self, progress: bool, num_threads: int, require_all: bool) -> None:
+        """Decode every sample into a new version of the entry and swap it in (the caller holds the lock); it
+        replaces an incomplete or outdated entry."""
         n = len(self.samples)
         has_masks = all(s.label_path is not None for s in self.samples)
         if self.resolution is None:
@@ -217,38 +147,9 @@ class ImageCache:
         else:
             sizes = np.full((n, 2), self.resolution, dtype=np.int32)
         H, W = int(sizes[:, 0].max()), int(sizes[:, 1].max())
-        tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent))
-        try:
-            images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(n, H, W))
-            masks = (
-                np.lib.format.open_memmap(tmp / "masks.npy", mode="w+", dtype=np.uint32, shape=(n, H, W))
-                if has_masks
-                else None
-            )
-            areas = np.zeros((n, NUM_CLASSES), dtype=np.int64)
-            boxes = np.full((n, NUM_CLASSES, 4), -1, dtype=np.int32)
-
-            def work(i: int) -> None:
-                # Each thread writes its own rows of the memory maps; cv2 and numpy release the GIL.
-                image, m = decode_sample(self.samples[i], self.resolution, require_all)
-                h, w = image.shape
-                if (h, w) != tuple(sizes[i]):
-                    raise DataFormatError(self.samples[i].image_path, f"decoded size {w}x{h} differs from header")
-                images[i, :h, :w] = image
-                if masks is not None and m is not None:
-                    masks[i, :h, :w] = pack_bits(m)
-                    areas[i] = m.reshape(m.shape[0], -1).sum(axis=1, dtype=np.int64)
-                    boxes[i] = class_boxes(m)
-
-            bar = tqdm(total=n, desc=f"caching {n} images ({resolution_tag(self.resolution)})", disable=not progress)
-            with ThreadPoolExecutor(max_workers=num_threads) as pool:
-                for _ in pool.map(work, range(n)):
-                    bar.update(1)
-            bar.close()
-            images.flush()
-            if masks is not None:
-                masks.flush()
-            images = masks = None  # close the memory maps before the folder is renamed
+        payload = n * H * W * (5 if has_masks else 1)  # uint8 images and uint32 masks
+        with atomic_folder(self.path, "the data cache", payload) as tmp:
+            areas, boxes = self._decode_all(tmp, sizes, has_masks, progress, num_threads, require_all)
             np.save(tmp / "sizes.npy", sizes)
             np.save(tmp / "areas.npy", areas)
             np.save(tmp / "boxes.npy", boxes)
@@ -263,13 +164,39 @@ class ImageCache:
                 "files": {f"{a}.npy": file_record(tmp / f"{a}.npy", a in CHECKSUMMED)
                           for a in ARRAYS if (tmp / f"{a}.npy").exists()},
             }
-            atomic_write_text(tmp / "meta.json", json.dumps(meta) + "\n")
-            if self.path.exists():  # an incomplete or outdated cache (we hold the lock)
-                shutil.rmtree(self.path)
-            os.replace(tmp, self.path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            (tmp / "meta.json").write_text(json.dumps(meta) + "\n")
+
+    def _decode_all(self, folder: Path, sizes: np.ndarray, has_masks: bool, progress: bool, num_threads: int,
+                    require_all: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Decode every sample into ``images.npy`` (and ``masks.npy``) memory maps in ``folder``, threads writing
+        their own rows; returns per-class areas (N, 29) int64 and boxes (N, 29, 4) int32."""
+        n, (H, W) = len(self.samples), (int(sizes[:, 0].max()), int(sizes[:, 1].max()))
+        images = np.lib.format.open_memmap(folder / "images.npy", mode="w+", dtype=np.uint8, shape=(n, H, W))
+        masks = (np.lib.format.open_memmap(folder / "masks.npy", mode="w+", dtype=np.uint32, shape=(n, H, W))
+                 if has_masks else None)
+        areas = np.zeros((n, NUM_CLASSES), dtype=np.int64)
+        boxes = np.full((n, NUM_CLASSES, 4), -1, dtype=np.int32)
+
+        def work(i: int) -> None:
+            # Each thread writes its own rows of the memory maps; cv2 and numpy release the GIL.
+            image, m = decode_sample(self.samples[i], self.resolution, require_all)
+            h, w = image.shape
+            if (h, w) != tuple(sizes[i]):
+                raise DataFormatError(self.samples[i].image_path, f"decoded size {w}x{h} differs from header")
+            images[i, :h, :w] = image
+            if masks is not None and m is not None:
+                masks[i, :h, :w] = pack_bits(m)
+                areas[i] = m.reshape(m.shape[0], -1).sum(axis=1, dtype=np.int64)
+                boxes[i] = class_boxes(m)
+
+        with tqdm(total=n, desc=f"caching {n} images ({resolution_tag(self.resolution)})", disable=not progress) as bar:
+            with ThreadPoolExecutor(max_workers=num_threads) as pool:
+                for _ in pool.map(work, range(n)):
+                    bar.update(1)
+        images.flush()
+        if masks is not None:
+            masks.flush()
+        return areas, boxes  # the memory maps close here, before the folder is renamed
 
     # ----------------------------------------------------------------------------------------------- access
     def _open(self) -> dict[str, np.ndarray]:

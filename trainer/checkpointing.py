@@ -29,10 +29,9 @@ Model folders and the state folder are written beside their target under a uniqu
 from __future__ import annotations
 
 import json
-import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 from accelerate import Accelerator
@@ -43,50 +42,18 @@ from handseg.format.classes import CLASSES
 from handseg.inference.scoring import ScoreResult
 from handseg.model.card import card_for_folder
 from handseg.model.checkpoint import save_checkpoint
-from handseg.runtime.atomic import atomic_write_text, recover_folder, remove_stale_staging, staging_dir, swap_in
+from handseg.runtime.atomic import StagedFolder, atomic_write_text, recover_folder
 from handseg.runtime.disk import DiskFullError, disk_full_guard, folder_bytes
 from handseg.runtime.errors import DataFormatError, HandSegError
 from handseg.runtime.file_digest import file_record, file_sha256
 from trainer import rng
+from trainer.state import TrainProgress, TrainState
 from trainer.tree_io import load_tree, save_tree, tree_nbytes
-
-if TYPE_CHECKING:
-    from trainer.loop import TrainState
 
 STATE_DIR = "state"
 STATE_RECORD = "trainer_state.json"
 STATE_FORMAT = 1
 _RECORD_KEYS = ("num_processes", "progress", "schedule", "accumulation_step", "files")
-
-
-@dataclass
-class TrainProgress:
-    """Counters saved with the Accelerate state: ``epoch`` = completed epochs, ``step`` = optimiser steps,
-    ``batch_in_epoch`` = micro-batches of the current epoch already trained (for a mid-epoch resume)."""
-
-    epoch: int = 0
-    step: int = 0
-    batch_in_epoch: int = 0
-    best_dice: float = -1.0
-    best_epoch: int = 0
-    bad_validations: int = 0
-    last_dice: float | None = None
-
-    def record_validation(self, mean_dice: float) -> bool:
-        """Book a validation's mean Dice; True when it is the best so far (``best_epoch`` is this epoch)."""
-        self.last_dice = mean_dice
-        if mean_dice > self.best_dice:
-            self.best_dice, self.best_epoch, self.bad_validations = mean_dice, self.epoch, 0
-            return True
-        self.bad_validations += 1
-        return False
-
-    def state_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key, value in state.items():
-            setattr(self, key, value)
 
 
 @dataclass
@@ -121,7 +88,7 @@ def save_models(model: nn.Module, output_dir: Path, info: dict[str, Any], best: 
         raise exc.with_note(f"; the previous version is intact; {describe_state(output_dir)}") from None
 
 
-def save_state(accelerator: Accelerator, output_dir: Path, state: "TrainState") -> Path:
+def save_state(accelerator: Accelerator, output_dir: Path, state: TrainState) -> Path:
     """Write the resumable state (see the module docstring) into a staging folder and swap it in as
     ``<output_dir>/state``: every process writes its generator states, the main process the shared files and,
     last, ``trainer_state.json`` with the size and sha256 of every file."""
@@ -129,28 +96,23 @@ def save_state(accelerator: Accelerator, output_dir: Path, state: "TrainState") 
     trees = _shared_trees(accelerator, state) if accelerator.is_main_process else {}
     own = rng.capture(cuda=accelerator.device.type == "cuda")
     needed = max(sum(tree_nbytes(t) for t in trees.values()) + tree_nbytes(own), folder_bytes(final))
-    staging = [None]
-    if accelerator.is_main_process:
-        recover_folder(final)
-        remove_stale_staging(final)
-        staging = [str(staging_dir(final))]
-    if accelerator.num_processes > 1:
+    staged = StagedFolder(final)
+    staging = [str(staged.begin())] if accelerator.is_main_process else [None]
+    if accelerator.num_processes > 1:  # every process writes its generators into the main process's staging
         broadcast_object_list(staging, from_process=0)
-    tmp = Path(staging[0])
     try:
         with disk_full_guard(final, "the training state", needed):
             try:
-                _write_state(accelerator, tmp, final, state, own=own, trees=trees)
+                _write_state(accelerator, Path(staging[0]), staged, state, own=own, trees=trees)
             finally:
-                if accelerator.is_main_process and tmp.exists():
-                    shutil.rmtree(tmp, ignore_errors=True)
+                staged.discard()  # the main process's staging (other processes hold none)
     except DiskFullError as exc:
         raise exc.with_note(f"; nothing was replaced; {describe_state(output_dir)}") from None
     accelerator.wait_for_everyone()
     return final
 
 
-def _write_state(accelerator: Accelerator, tmp: Path, final: Path, state: "TrainState", *, own: dict,
+def _write_state(accelerator: Accelerator, tmp: Path, staged: StagedFolder, state: TrainState, *, own: dict,
                  trees: dict[str, Any]) -> None:
     """Every process: its generators; the main process: the shared files, then the record, then the swap."""
     save_tree(tmp, f"rng_{accelerator.process_index}", own)
@@ -163,10 +125,10 @@ def _write_state(accelerator: Accelerator, tmp: Path, final: Path, state: "Train
                   "accumulation_step": accelerator.step,
                   "files": {p.name: file_record(p) for p in sorted(tmp.iterdir())}}
         (tmp / STATE_RECORD).write_text(json.dumps(record, indent=1))
-        swap_in(tmp, final)
+        staged.commit()
 
 
-def _shared_trees(accelerator: Accelerator, state: "TrainState") -> dict[str, Any]:
+def _shared_trees(accelerator: Accelerator, state: TrainState) -> dict[str, Any]:
     """The state files every process shares (written by the main process): model, optimiser, EMA, scaler."""
     trees = {"model": accelerator.unwrap_model(state.model).state_dict(), "optimizer": state.optimizer.state_dict()}
     if state.ema is not None:
@@ -223,7 +185,7 @@ def describe_state(output_dir: Path) -> str:
         return "no resumable state was saved yet"
 
 
-def load_state(accelerator: Accelerator, output_dir: Path, state: "TrainState") -> None:
+def load_state(accelerator: Accelerator, output_dir: Path, state: TrainState) -> None:
     """Restore model, optimiser, schedule, progress (the sampler position), EMA and scaler from
     ``<output_dir>/state``, then, last, this process's generators. Every file is checked first (size, sha256);
     a missing, damaged or foreign file is a one-line DataFormatError naming it."""

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 from handseg.data.data_config import DataConfig
 from handseg.data.dataset_index import PHANTOM_HINT
 from handseg.data.image_io import read_image_size
 from handseg.model.checkpoint import read_info
-from handseg.model.factory import ModelConfig, size_divisor
 from handseg.model.intensity import Intensity
 from handseg.model.io import InputSpec
+from handseg.model.presets import ModelConfig, size_divisor
 from handseg.runtime.config_schema import FieldError, load_config
 from handseg.runtime.errors import ConfigError, DataFormatError
 from trainer.ema import EMAConfig
@@ -189,9 +189,10 @@ def checkpoint_problem(folder: Path, model: ModelConfig) -> str | None:
     return None
 
 
-def load_train_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
-    """Read and check a training YAML (``overrides``: nested dict merged on top, for tests and sweeps)."""
-    return load_config(path, TrainConfig, overrides=overrides)
+def load_train_config(path: str | Path, overrides: dict | None = None, sets: Sequence[str] = ()) -> TrainConfig:
+    """Read and check a training YAML (``overrides``: nested dict merged on top, for tests and sweeps; ``sets``: the
+    command line's ``--set key.sub=value`` strings)."""
+    return load_config(path, TrainConfig, overrides=overrides, sets=sets)
 
 
 def input_spec(cfg: TrainConfig, prior: InputSpec | None = None) -> InputSpec:

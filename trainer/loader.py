@@ -83,6 +83,12 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+def open_cache(cfg: DataConfig, samples: Sequence[Sample], stage: Literal[1, 2], progress: bool = True) -> ImageCache:
+    """The stage's cache of ``samples`` (built now when it is missing or damaged): stage 1 at ``image_size``,
+    stage 2 at native resolution."""
+    return ImageCache(list(samples), cfg.cache_dir, cfg.image_size if stage == 1 else None, progress=progress)
+
+
 def build_dataset(
     cfg: DataConfig,
     samples: Sequence[Sample],
@@ -103,9 +109,7 @@ def build_dataset(
     every process may call this: the first builds the cache under a file lock and the others open it; pass
     ``progress=accelerator.is_main_process``.
     """
-    cache_samples = list(samples if cache_samples is None else cache_samples)
-    resolution = cfg.image_size if stage == 1 else None
-    cache = ImageCache(cache_samples, cfg.cache_dir, resolution, progress=progress)
+    cache = open_cache(cfg, samples if cache_samples is None else cache_samples, stage, progress)
     indices = [cache.index_of(s.rel) for s in samples]
     transform = build_transforms(cfg.augmentations) if augment else None
     seed = cfg.seed if seed is None else seed

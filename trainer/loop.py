@@ -6,22 +6,19 @@ loader's format (bit-packed by default) on the accelerator's device and are unpa
 optimiser really steps, and DDP really all-reduces, once per ``grad_accum_steps`` micro-batches); mixed
 precision comes from the Accelerate config. A NaN or infinite loss, or a stop request (SIGINT/SIGTERM, or the
 launcher gone), is agreed on by all processes before anyone acts on it, so no process is left waiting in a
-collective. Each epoch iterates :func:`trainer.loader.epoch_loader`: the data of (seed, epoch), and in a resumed
-epoch only the batches not yet trained.
+collective; a check waits for the device, so on a GPU it happens every ``plan.check_every`` optimiser steps rather
+than after every micro-batch (:class:`trainer.loss_watch.LossWatch` names the first bad step). Each epoch iterates
+:func:`trainer.loader.epoch_loader`: the data of (seed, epoch), and in a resumed epoch only the batches not yet
+trained.
 
 :func:`validate`: the evaluator's own scoring code (:func:`handseg.inference.scoring.score_sharded`) on this process's
-shard of the validation fold, gathered; every image is counted exactly once (checked).
+shard of the validation fold, gathered; every image is counted exactly once (checked). On a GPU it runs under the
+run's mixed precision (autocast), on the CPU in float32.
 """
 
 from __future__ import annotations
 
-import math
-import os
-import signal
-import sys
-import threading
 import time
-from dataclasses import dataclass, field
 
 import torch
 from accelerate import Accelerator
@@ -35,14 +32,11 @@ from handseg.inference.scoring import ScoreResult, score_sharded
 from handseg.model.factory import forward_logits, forward_train
 from handseg.model.io import logits_over_windows
 from handseg.runtime.errors import HandSegError
-from handseg.runtime.launcher import LAUNCHER_ENV
-from trainer.checkpointing import TrainProgress
-from trainer.ema import EMA
 from trainer.labels import labels_to_float
 from trainer.loader import epoch_loader
-from trainer.losses import SegLoss
-from trainer.optim import LRSchedule
-from trainer.output_guard import SurvivingStream
+from trainer.loss_watch import LossWatch
+from trainer.state import EpochRun, TrainState
+from trainer.stop_flag import StopFlag
 
 
 class NonFiniteLossError(HandSegError):
@@ -56,12 +50,17 @@ class TrainModule(nn.Module):
     A cascade's stage 2 also holds its stage 1 (``prior``, frozen, always in eval mode) and takes
     ``prior_pixel_values`` (B, 3, S, S) and ``window`` (B, 4) (see :class:`trainer.datasets.CascadeCropDataset`):
     stage 1's probabilities over each crop are 29 more input channels, and stage 1's logits are added to the
-    output, which is how inference combines them."""
+    output, which is how inference combines them. ``aux=False`` (``aux_loss_weight: 0``): UperNet's auxiliary head
+    is not run and its parameters are frozen, so under DDP no trained parameter goes without a gradient."""
 
-    def __init__(self, model: nn.Module, prior: nn.Module | None = None):
+    def __init__(self, model: nn.Module, prior: nn.Module | None = None, aux: bool = True):
         super().__init__()
         self.model = model
         self.prior = prior
+        self.aux = aux
+        head = getattr(model, "auxiliary_head", None)
+        if not aux and head is not None:
+            head.requires_grad_(False)
         if prior is not None:
             prior.requires_grad_(False)
 
@@ -74,103 +73,16 @@ class TrainModule(nn.Module):
     def forward(self, pixel_values: torch.Tensor, prior_pixel_values: torch.Tensor | None = None,
                 window: torch.Tensor | None = None):
         if self.prior is None:
-            return forward_train(self.model, pixel_values)
+            return forward_train(self.model, pixel_values, aux=self.aux)
         crop = pixel_values.shape[-1]
         with torch.no_grad():
             prior = forward_logits(self.prior, prior_pixel_values)
             over_crop = logits_over_windows(torch.sigmoid(prior), window, crop, crop)  # probabilities, upsampled
-        logits, aux = forward_train(self.model, torch.cat([pixel_values, over_crop], dim=1))
+        logits, aux = forward_train(self.model, torch.cat([pixel_values, over_crop], dim=1), aux=self.aux)
         logits = logits + logits_over_windows(prior, window, crop, logits.shape[-1])
         if aux is not None:
             aux = aux + logits_over_windows(prior, window, crop, aux.shape[-1])
         return logits, aux
-
-
-@dataclass
-class TrainState:
-    """What an optimiser step changes and a resume restores: the prepared model (a :class:`TrainModule`), the
-    optimiser, the schedule, the EMA weights (when enabled) and the progress counters."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    schedule: LRSchedule
-    ema: EMA | None
-    progress: TrainProgress
-
-    def network(self, accelerator: Accelerator) -> nn.Module:
-        """The Hugging Face model that is validated and saved: the EMA copy when enabled, else the live one."""
-        return self.ema.module if self.ema is not None else accelerator.unwrap_model(self.model).model
-
-    def prior(self, accelerator: Accelerator) -> nn.Module | None:
-        """A cascade's stage 1 (frozen), else None."""
-        return accelerator.unwrap_model(self.model).prior
-
-
-@dataclass
-class EpochPlan:
-    """How long the run is: micro-batches per epoch (per process), epochs, optimiser steps in all."""
-
-    batches: int
-    epochs: int
-    grad_accum_steps: int
-
-    @property
-    def total_steps(self) -> int:
-        return self.epochs * math.ceil(self.batches / self.grad_accum_steps)
-
-
-@dataclass
-class StopFlag:
-    """Set by SIGINT/SIGTERM while installed (``with StopFlag() as stop:``), or when the launcher that started this
-    process (:mod:`handseg.runtime.launcher`, whose PID is in ``HANDSEG_LAUNCHER_PID``) is gone; the loop saves a
-    resumable state at the next step boundary and exits. Signals within ``repeat_window`` seconds of the first
-    count once (a terminal, a launcher and a scheduler may each deliver one); a later one gives up on the graceful
-    path. A process started otherwise (``python -m trainer.train``, also under ``nohup``) does not watch its
-    parent."""
-
-    signum: int | None = None
-    repeat_window: float = 2.0
-    previous: dict = field(default_factory=dict)
-    _first_at: float = 0.0
-    _done: threading.Event = field(default_factory=threading.Event)
-    streams: tuple = ()
-
-    def __enter__(self) -> "StopFlag":
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.previous[sig] = signal.signal(sig, self._handle)
-        self._done.clear()
-        if os.environ.get(LAUNCHER_ENV) == str(os.getppid()):
-            threading.Thread(target=self._watch_launcher, args=(os.getppid(),), daemon=True).start()
-            # A launcher that reads this process's output through a pipe may die first (trainer.output_guard).
-            self.streams = (sys.stdout, sys.stderr)
-            sys.stdout, sys.stderr = (SurvivingStream(s, self._launcher_gone) for s in self.streams)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._done.set()
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        self.previous.clear()
-        if self.streams:
-            sys.stdout, sys.stderr = self.streams
-            self.streams = ()
-
-    def _launcher_gone(self) -> None:
-        if self.signum is None:
-            self.signum, self._first_at = signal.SIGTERM, time.monotonic()
-
-    def _handle(self, signum, frame) -> None:
-        if self.signum is None:
-            self.signum, self._first_at = signum, time.monotonic()
-        elif time.monotonic() - self._first_at > self.repeat_window:
-            raise KeyboardInterrupt
-
-    def _watch_launcher(self, parent: int) -> None:
-        """A launcher killed without passing a signal on leaves this process to another parent: stop then."""
-        while not self._done.wait(1.0):
-            if os.getppid() != parent:
-                self._launcher_gone()
-                return
 
 
 def agree(accelerator: Accelerator, *flags: bool) -> list[bool]:
@@ -195,9 +107,9 @@ def sync_buffers(accelerator: Accelerator, *modules: nn.Module) -> None:
             torch.distributed.broadcast(buf.data, src=0)
 
 
-def train_one_epoch(accelerator: Accelerator, state: TrainState, loader, *, epoch: int, plan: EpochPlan,
-                    loss_fn: SegLoss, clip_grad_norm: float | None, log_every: int, stop: StopFlag) -> bool:
-    """Train ``epoch`` until the end of ``loader`` or ``plan.batches`` micro-batches, resuming after
+def train_one_epoch(accelerator: Accelerator, state: TrainState, loader, *, epoch: int, run: EpochRun,
+                    stop: StopFlag) -> bool:
+    """Train ``epoch`` until the end of ``loader`` or ``run.plan.batches`` micro-batches, resuming after
     ``progress.batch_in_epoch``. Returns False when a stop was requested (state not yet saved).
 
     The loader's sampler order and every item's augmentation depend on (seed, epoch): the epoch is set here
@@ -206,13 +118,7 @@ def train_one_epoch(accelerator: Accelerator, state: TrainState, loader, *, epoc
     progress, model = state.progress, state.model
     model.train()
     loader = epoch_loader(loader, epoch, skip=progress.batch_in_epoch)
-    bar = tqdm(total=plan.batches, initial=progress.batch_in_epoch, desc=f"epoch {epoch + 1}",
-               disable=not accelerator.is_local_main_process, leave=False, dynamic_ncols=True)
-    try:
-        stopped = _train_batches(accelerator, state, loader, epoch=epoch, plan=plan, loss_fn=loss_fn,
-                                 clip_grad_norm=clip_grad_norm, log_every=log_every, stop=stop, bar=bar)
-    finally:
-        bar.close()  # also before an error is printed, so it does not land on the bar's line
+    stopped = train_batches(accelerator, state, loader, epoch=epoch, run=run, stop=stop)
     sync_buffers(accelerator, accelerator.unwrap_model(model), *([state.ema.module] if state.ema else []))
     if stopped:
         return False
@@ -220,56 +126,92 @@ def train_one_epoch(accelerator: Accelerator, state: TrainState, loader, *, epoc
     return True
 
 
-def _train_batches(accelerator: Accelerator, state: TrainState, loader, *, epoch: int, plan: EpochPlan,
-                   loss_fn: SegLoss, clip_grad_norm: float | None, log_every: int, stop: StopFlag, bar) -> bool:
-    """The batches of one epoch (see :func:`train_one_epoch`); returns whether a stop was requested."""
-    progress, model = state.progress, state.model
-    seen, t0 = 0, time.perf_counter()
-    stopped = False
-    for batch in ([] if progress.batch_in_epoch >= plan.batches else loader):
-        with accelerator.accumulate(model):
-            logits, aux = model(**{k: v for k, v in batch.items() if k != "labels"})
-            labels = labels_to_float(batch["labels"])  # packed (B, h, w) int32 -> (B, 29, h, w), on the device
-            loss, parts = loss_fn(logits, labels, aux)
-            bad, stopped = agree(accelerator, not bool(torch.isfinite(loss.detach())), stop.signum is not None)
-            if bad:
-                raise NonFiniteLossError(
-                    f"loss is {float(loss.detach())} at step {progress.step + 1} (epoch {epoch + 1}, batch "
-                    f"{progress.batch_in_epoch + 1}); lower optim.lr, check the data, or turn on clip_grad_norm")
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and clip_grad_norm is not None:
-                accelerator.clip_grad_norm_(model.parameters(), clip_grad_norm)
-            state.optimizer.step()
-            state.optimizer.zero_grad(set_to_none=True)
-        progress.batch_in_epoch += 1
-        seen += batch["pixel_values"].shape[0] * accelerator.num_processes
-        bar.update(1)
-        if accelerator.sync_gradients:
-            progress.step += 1
-            state.schedule.step()
-            if state.ema is not None:
-                state.ema.update(accelerator.unwrap_model(model).model)
-            if progress.step % log_every == 0:
-                log = {f"train/{k}": float(v) for k, v in parts.items()}
-                log.update({"train/loss": float(loss.detach()), "train/lr": state.schedule.get_last_lr()[0],
-                            "train/images_per_s": seen / max(time.perf_counter() - t0, 1e-9),
-                            "train/epoch": epoch + progress.batch_in_epoch / plan.batches})
-                accelerator.log(log, step=progress.step)
-                bar.set_postfix(loss=f"{log['train/loss']:.4f}", lr=f"{log['train/lr']:.2e}")
-        if (stopped and accelerator.sync_gradients) or progress.batch_in_epoch >= plan.batches:
-            if hasattr(loader, "end") and hasattr(loader, "gradient_state"):
-                loader.end()  # tell Accelerate's loader we left early (it only does so at the end of the data)
-            break
+def train_batches(accelerator: Accelerator, state: TrainState, loader, *, epoch: int, run: EpochRun,
+                  stop: StopFlag) -> bool:
+    """The batches of one epoch (see :func:`train_one_epoch`; ``loader``: any iterable of batch dicts on the
+    device, as ``scripts/gpu_smoke.py`` times it), with a progress bar on the main process; returns whether a
+    stop was requested."""
+    progress, plan = state.progress, run.plan
+    with tqdm(total=plan.batches, initial=progress.batch_in_epoch, desc=f"epoch {epoch + 1}", leave=False,
+              disable=not accelerator.is_local_main_process, dynamic_ncols=True) as bar:  # closed before an error
+        seen, t0 = 0, time.perf_counter()
+        stopped, watch = False, LossWatch()
+        for batch in ([] if progress.batch_in_epoch >= plan.batches else loader):
+            with accelerator.accumulate(state.model):
+                logits, aux = state.model(**{k: v for k, v in batch.items() if k != "labels"})
+                labels = labels_to_float(batch["labels"])  # packed (B, h, w) int32 -> (B, 29, h, w), on the device
+                loss, parts = run.loss_fn(logits, labels, aux)
+                watch.add(loss, step=progress.step + 1, epoch=epoch + 1, batch=progress.batch_in_epoch + 1)
+                if plan.check_every == 1 or progress.batch_in_epoch + 1 >= plan.batches:
+                    stopped = check_flags(accelerator, watch, stop)  # before the step: a bad loss is never applied
+                optimiser_step(accelerator, state, loss, run.clip_grad_norm)
+            progress.batch_in_epoch += 1
+            seen += batch["pixel_values"].shape[0] * accelerator.num_processes
+            bar.update(1)
+            if accelerator.sync_gradients:
+                progress.step += 1
+                state.schedule.step()
+                if state.ema is not None:
+                    state.ema.update(accelerator.unwrap_model(state.model).model)
+                if progress.step % run.log_every == 0:
+                    log_step(accelerator, state, bar, (loss, parts), seen / max(time.perf_counter() - t0, 1e-9),
+                             epoch + progress.batch_in_epoch / plan.batches)
+                if plan.check_every > 1 and progress.step % plan.check_every == 0:
+                    stopped = check_flags(accelerator, watch, stop)
+            if (stopped and accelerator.sync_gradients) or progress.batch_in_epoch >= plan.batches:
+                if hasattr(loader, "end") and hasattr(loader, "gradient_state"):
+                    loader.end()  # tell Accelerate's loader we left early (it only does so at the end of the data)
+                break
     return stopped
+
+
+def optimiser_step(accelerator: Accelerator, state: TrainState, loss, clip_grad_norm: float | None) -> None:
+    """Backward, clipping (at the end of an accumulation cycle) and the optimiser step (Accelerate skips it inside
+    a cycle)."""
+    accelerator.backward(loss)
+    if accelerator.sync_gradients and clip_grad_norm is not None:
+        accelerator.clip_grad_norm_(state.model.parameters(), clip_grad_norm)
+    state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
+
+
+def log_step(accelerator: Accelerator, state: TrainState, bar, loss_parts: tuple, images_per_s: float,
+             epoch: float) -> None:
+    """Log loss (and its parts), learning rate and throughput to the trackers and the progress bar."""
+    loss, parts = loss_parts
+    log = {f"train/{k}": float(v) for k, v in parts.items()}
+    log.update({"train/loss": float(loss.detach()), "train/lr": state.schedule.get_last_lr()[0],
+                "train/images_per_s": images_per_s, "train/epoch": epoch})
+    accelerator.log(log, step=state.progress.step)
+    bar.set_postfix(loss=f"{log['train/loss']:.4f}", lr=f"{log['train/lr']:.2e}")
+
+
+def check_flags(accelerator: Accelerator, watch: LossWatch, stop: StopFlag) -> bool:
+    """Agree on the loss and stop flags over all processes: a non-finite loss raises NonFiniteLossError naming its
+    step; returns whether a stop was requested. Waits for the device (reads the losses)."""
+    bad_here = watch.first_bad()
+    bad, stopped = agree(accelerator, bad_here is not None, stop.signum is not None)
+    if bad:
+        raise NonFiniteLossError(watch.message(bad_here))
+    return stopped
+
+
+def validation_precision(mixed_precision: str, device: torch.device) -> str:
+    """The precision validation runs in: the run's mixed precision (fp16, bf16) on a GPU, float32 on the CPU (where
+    the run's Dice figures were measured in float32)."""
+    if device.type == "cpu" or mixed_precision not in ("fp16", "bf16"):
+        return "fp32"
+    return mixed_precision
 
 
 def validate(accelerator: Accelerator, model: nn.Module, samples: list, settings: InferenceSettings,
              threshold: float, prior: nn.Module | None = None) -> ScoreResult | None:
     """Score ``model`` (the unwrapped Hugging Face model, every process; with a cascade's ``prior``) on ``samples``
-    in float32 eager mode, like the evaluator's reference engine; the gathered result on the main process, None
-    elsewhere."""
+    in eager mode (under the run's mixed precision on a GPU, float32 on the CPU, like the evaluator's reference
+    engine); the gathered result on the main process, None elsewhere."""
     was_training = model.training
-    engine = eager_engine(model, "fp32", accelerator.device, prior=prior)
+    precision = validation_precision(str(accelerator.mixed_precision), accelerator.device)
+    engine = eager_engine(model, precision, accelerator.device, prior=prior)
     result = score_sharded(engine, samples, settings, accelerator.device, threshold, accelerator)
     model.train(was_training)
     if not accelerator.is_main_process:

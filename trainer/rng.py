@@ -16,6 +16,15 @@ import torch
 from handseg.runtime.errors import HandSegError
 
 
+def seed_process(seed: int, rank: int) -> None:
+    """Give each process its own stream of torch's global generators (dropout and drop-path masks differ across
+    GPUs, as in any data-parallel run): process ``rank`` > 0 reseeds them with ``seed + rank``, called once the
+    model is built, so that every process starts from the same weights. Process 0 keeps the stream
+    ``set_seed(seed)`` started: a single-process run draws exactly what it drew before."""
+    if rank > 0:
+        torch.manual_seed(seed + rank)
+
+
 def capture(cuda: bool) -> dict[str, Any]:
     """This process's generator states as a tree of tensors and numbers (see :mod:`trainer.tree_io`); ``cuda``:
     also the CUDA generators (a run on a CUDA device)."""

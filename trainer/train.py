@@ -12,34 +12,45 @@ the run with one line naming the last good state. Usually started through ``acce
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, InitProcessGroupKwargs
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, gather_object, set_seed
 
 from handseg.data.dataset_index import DataSplit, load_split
 from handseg.format.metrics import format_dice_table
 from handseg.inference.pipeline import InferenceSettings
 from handseg.model.checkpoint import LoadedCheckpoint, load_checkpoint
-from handseg.model.factory import ModelConfig, build_model, cascade_refiner, count_parameters
+from handseg.model.factory import build_model, cascade_refiner, count_parameters
+from handseg.model.presets import ModelConfig
 from handseg.runtime.config_schema import to_dict
+from handseg.runtime.devices import device_label, require_launched_device, start_line
 from handseg.runtime.errors import ConfigError, HandSegError, cli_main
+from handseg.runtime.overrides import add_set_argument, blame, parse_overrides
 from handseg.runtime.run_lock import locked_folder
 from trainer import checkpointing
-from trainer.cache import data_fingerprint
 from trainer.config import TrainConfig, check_paths, input_spec, load_train_config
+from trainer.decoding import data_fingerprint
 from trainer.ema import EMA
 from trainer.loader import build_dataset, build_train_loader
-from trainer.loop import EpochPlan, StopFlag, TrainModule, TrainState, agree, broadcast_mean, train_one_epoch, validate
+from trainer.loop import TrainModule, agree, broadcast_mean, train_one_epoch, validate
 from trainer.losses import SegLoss
 from trainer.optim import LRSchedule, build_optimizer
+from trainer.rng import seed_process
+from trainer.state import EpochPlan, EpochRun, TrainProgress, TrainState
+from trainer.stop_flag import StopFlag
+from trainer.tracking import check_trackers, tracking
 
 EXIT_INTERRUPTED = 130
+# Long enough for one process to wait while another checks a large cache or saves a large state; the cache itself
+# is built before the processes start (trainer.prepare, run by accelerate_train.sh).
+PROCESS_GROUP_TIMEOUT = timedelta(minutes=60)
+FLAG_CHECK_EVERY = 10  # optimiser steps between checks of the loss and stop flags on a GPU (each check syncs)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,30 +58,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cfg-path", required=True, type=Path, help="training YAML (config/train_stage1.yaml, ...)")
     parser.add_argument("--dryrun", action="store_true", help="a few train and validation steps, no files; exit 0")
     parser.add_argument("--check-config", action="store_true", help="only check the config (exit 0 when valid)")
+    add_set_argument(parser)
     return parser.parse_args(argv)
 
 
-def check_trackers(cfg: TrainConfig, cfg_path: Path) -> list[str]:
-    """Tracker names for Accelerate; wandb asked for but not installed is a config error."""
-    if "wandb" in cfg.logging.trackers:
-        try:
-            import wandb  # noqa: F401
-        except ImportError:
-            raise ConfigError(cfg_path, "logging.trackers", "wandb is not installed (pip install wandb, "
-                                                            "or use tensorboard)") from None
-    return list(dict.fromkeys(cfg.logging.trackers))
-
-
-def flat_hparams(data: dict, prefix: str = "") -> dict:
-    """Nested config -> flat {dotted.key: scalar} (TensorBoard hparams accept only scalars and strings)."""
-    out = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flat_hparams(value, f"{name}."))
-        else:
-            out[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return out
+def check_config(cfg_path: Path, sets: list[str], dryrun: bool) -> tuple[TrainConfig, list[str]]:
+    """Load the config with its ``--set`` overrides and check what it points at and the trackers it names: every
+    problem a one-line ConfigError before any work. Returns the config and the tracker names."""
+    cfg = load_train_config(cfg_path, sets=sets)
+    try:
+        check_paths(cfg, cfg_path)
+    except ConfigError as exc:
+        raise blame(exc, parse_overrides(sets, cfg_path)) from None
+    return cfg, [] if dryrun else check_trackers(cfg, cfg_path)
 
 
 @dataclass
@@ -124,7 +124,7 @@ def build_state(cfg: TrainConfig, accelerator: Accelerator, model, optimizer, pl
     return TrainState(model=model, optimizer=optimizer,
                       schedule=LRSchedule(optimizer, cfg.schedule, total_steps=plan.total_steps),
                       ema=EMA(accelerator.unwrap_model(model).model, cfg.ema.decay) if cfg.ema.enabled else None,
-                      progress=checkpointing.TrainProgress())
+                      progress=TrainProgress())
 
 
 def save_epoch(cfg: TrainConfig, accelerator: Accelerator, state: TrainState, record: checkpointing.RunRecord,
@@ -159,17 +159,27 @@ def build_accelerator(cfg: TrainConfig, trackers: list[str]) -> Accelerator:
     return Accelerator(
         gradient_accumulation_steps=cfg.grad_accum_steps, log_with=trackers or None,
         project_config=ProjectConfiguration(project_dir=str(cfg.run_dir), logging_dir=str(cfg.run_dir / "logs")),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed))
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=PROCESS_GROUP_TIMEOUT)])
 
 
-def plan_epochs(cfg: TrainConfig, loader_len: int, dryrun: bool) -> EpochPlan:
+def announce_start(cfg: TrainConfig, accelerator: Accelerator) -> None:
+    """The start line (main process): every process's device, world size, mixed precision, effective batch."""
+    devices = gather_object([device_label(accelerator.device)])
+    accelerator.print(start_line(devices, accelerator.mixed_precision, cfg.data.batch_size, cfg.grad_accum_steps),
+                      flush=True)
+
+
+def plan_epochs(cfg: TrainConfig, loader_len: int, dryrun: bool, device: torch.device) -> EpochPlan:
     """Micro-batches per epoch: the loader's length, capped at ``max_train_steps_per_epoch`` optimiser steps (a
-    dry run: ``dryrun_steps`` of one epoch)."""
+    dry run: ``dryrun_steps`` of one epoch). The loss and stop flags are checked after every optimiser step on the
+    CPU and every ``FLAG_CHECK_EVERY`` on a GPU, where a check waits for the device."""
     batches = min(loader_len, (cfg.max_train_steps_per_epoch or loader_len) * cfg.grad_accum_steps)
+    check = 1 if device.type == "cpu" else FLAG_CHECK_EVERY
     if dryrun:
         return EpochPlan(batches=min(batches, cfg.dryrun_steps * cfg.grad_accum_steps), epochs=1,
-                         grad_accum_steps=cfg.grad_accum_steps)
-    return EpochPlan(batches=batches, epochs=cfg.epochs, grad_accum_steps=cfg.grad_accum_steps)
+                         grad_accum_steps=cfg.grad_accum_steps, check_every=check)
+    return EpochPlan(batches=batches, epochs=cfg.epochs, grad_accum_steps=cfg.grad_accum_steps, check_every=check)
 
 
 def build_record(cfg: TrainConfig, network: Network, split: DataSplit,
@@ -182,31 +192,17 @@ def build_record(cfg: TrainConfig, network: Network, split: DataSplit,
                     "n_images": len(validation.samples)})
 
 
-@contextlib.contextmanager
-def tracking(accelerator: Accelerator, cfg: TrainConfig, trackers: list[str], config: dict):
-    """TensorBoard / wandb for the run (``logging.project``, run ``run_name``), ended on every way out (which also
-    ends the process group: collectives belong inside)."""
-    if trackers:
-        accelerator.init_trackers(cfg.logging.project, config=flat_hparams(config),
-                                  init_kwargs={"wandb": {"name": cfg.run_name}})
-    try:
-        yield
-    finally:
-        if trackers:
-            accelerator.end_training()
-
-
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = load_train_config(args.cfg_path)
-    check_paths(cfg, args.cfg_path)
-    trackers = [] if args.dryrun else check_trackers(cfg, args.cfg_path)
+    cfg, trackers = check_config(args.cfg_path, args.set, args.dryrun)
     if args.check_config:
         return 0
     if cfg.resume and not args.dryrun and not checkpointing.has_state(cfg.run_dir):
         raise ConfigError(args.cfg_path, "resume", f"no saved state in {cfg.run_dir / checkpointing.STATE_DIR}")
     accelerator = build_accelerator(cfg, trackers)
+    require_launched_device(accelerator.device)
+    announce_start(cfg, accelerator)
     with locked_folder(cfg.run_dir, "training", accelerator, enabled=not args.dryrun):
         return train(cfg, args, accelerator, trackers)
 
@@ -214,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
 def train(cfg: TrainConfig, args: argparse.Namespace, accelerator: Accelerator, trackers: list[str]) -> int:
     """The run itself, in the locked output folder: data, model, resume, then the epochs; the exit code."""
     set_seed(cfg.seed)
-    network = build_network(cfg)
+    network = build_network(cfg)  # the same initial weights on every process
+    seed_process(cfg.seed, accelerator.process_index)
     spec = input_spec(cfg, network.prior.spec if network.prior else None)
 
     # Data: the training fold as a loader (the main process builds the cache first), the validation fold as samples.
@@ -226,16 +223,18 @@ def train(cfg: TrainConfig, args: argparse.Namespace, accelerator: Accelerator, 
     validation = build_validation(cfg, spec, split, args.dryrun, accelerator.num_processes)
 
     # Model, optimiser and loss; prepare; then schedule, EMA and progress; resume (the generators restored last).
-    model = TrainModule(network.model, network.prior.model if network.prior else None)
+    model = TrainModule(network.model, network.prior.model if network.prior else None,
+                        aux=cfg.model.aux_loss_weight > 0)
     optimizer = build_optimizer(model, cfg.optim)
     loss_fn = SegLoss(cfg.loss, aux_weight=cfg.model.aux_loss_weight)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    plan = plan_epochs(cfg, len(loader), args.dryrun)
+    plan = plan_epochs(cfg, len(loader), args.dryrun, accelerator.device)
     state = build_state(cfg, accelerator, model, optimizer, plan)
     if cfg.resume and not args.dryrun:
         checkpointing.load_state(accelerator, cfg.run_dir, state)
         accelerator.print(f"resumed from {cfg.run_dir / checkpointing.STATE_DIR}: epoch {state.progress.epoch}, "
                           f"step {state.progress.step}")
+    run = EpochRun(plan, loss_fn, cfg.clip_grad_norm, cfg.logging.log_every)
     record = build_record(cfg, network, split, validation)
     if accelerator.is_main_process and not args.dryrun:
         checkpointing.write_config(cfg.run_dir, record.config)
@@ -243,8 +242,7 @@ def train(cfg: TrainConfig, args: argparse.Namespace, accelerator: Accelerator, 
         # Announced once SIGINT/SIGTERM are handled: a signal after this line saves a resumable state.
         announce(cfg, accelerator, model, split, validation, plan, args.dryrun)
         for epoch in range(state.progress.epoch, plan.epochs):
-            if not train_one_epoch(accelerator, state, loader, epoch=epoch, plan=plan, loss_fn=loss_fn,
-                                   clip_grad_norm=cfg.clip_grad_norm, log_every=cfg.logging.log_every, stop=stop):
+            if not train_one_epoch(accelerator, state, loader, epoch=epoch, run=run, stop=stop):
                 return interrupted(cfg, accelerator, state, save=not args.dryrun)
             result, best = None, False
             if validation.due(epoch, plan.epochs):

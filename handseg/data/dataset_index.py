@@ -1,7 +1,8 @@
 """Find the images and annotations of a data root, group them by person, and split them into folds.
 
 Layout (see the README): ``<root>/train/DCM/IDxxx/*.png`` paired with ``<root>/train/outputs_json/IDxxx/*.json``
-by relative path, ``<root>/test/DCM/IDxxx/*.png``, and an optional ``meta_data.csv`` / ``meta_data.xlsx``.
+by relative path, ``<root>/test/DCM/IDxxx/*.png``, and an optional ``meta_data.csv`` / ``meta_data.xlsx``
+(read by :mod:`handseg.data.meta_data`).
 One ``IDxxx`` folder is one person; folds are group K-fold on it, so a person's two hands never end up on
 both sides of a split.
 """
@@ -16,13 +17,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from handseg.data.meta_data import meta_column, read_meta
 from handseg.runtime.atomic import atomic_write_text
 from handseg.runtime.errors import ConfigError, DataFormatError
 
 if TYPE_CHECKING:
     from handseg.data.data_config import DataConfig
 
-META_NAMES = ("meta_data.csv", "meta_data.xlsx")
 PHANTOM_HINT = (
     "create phantom data with `python scripts/make_phantom.py --out data/phantom --train-ids 40 --test-ids 10` "
     "(or `make demo`), or set data.data_root to your copy of the data"
@@ -128,54 +129,13 @@ def validate_samples(samples: list[Sample], decode: bool = False) -> list[DataFo
     return problems
 
 
-def _normalise_id(value: object) -> str:
-    """Meta IDs as folder names: 7, 7.0 or "7" -> "ID007"; "ID007" stays."""
-    if isinstance(value, (int, np.integer)) or (isinstance(value, float) and float(value).is_integer()):
-        return f"ID{int(value):03d}"
-    text = str(value).strip()
-    return f"ID{int(text):03d}" if text.isdigit() else text
-
-
-def read_meta(root: str | os.PathLike):
-    """``meta_data.csv`` or ``meta_data.xlsx`` under ``root`` as a pandas DataFrame indexed by folder ID, or None.
-
-    The ID column (any case) may hold ``ID001`` or plain numbers (1 -> ``ID001``). Other columns are kept
-    as read (e.g. age, sex, weight, height). Malformed files raise DataFormatError.
-    """
-    import pandas as pd
-
-    root = Path(root)
-    for name in META_NAMES:
-        path = root / name
-        if not path.is_file():
-            continue
-        try:
-            df = pd.read_csv(path) if path.suffix == ".csv" else pd.read_excel(path)
-        except Exception as exc:  # pandas raises many types for malformed files
-            first_line = str(exc).splitlines()[0][:80]
-            raise DataFormatError(path, f"cannot read table ({type(exc).__name__}: {first_line})") from None
-        id_cols = [c for c in df.columns if str(c).strip().lower() == "id"]
-        if not id_cols:
-            raise DataFormatError(path, f"no ID column (columns: {', '.join(map(str, df.columns))})")
-        df = df.dropna(subset=[id_cols[0]])
-        df.index = pd.Index([_normalise_id(v) for v in df[id_cols[0]]], name="ID")
-        df = df.drop(columns=id_cols[0])
-        if df.index.has_duplicates:
-            dup = df.index[df.index.duplicated()].unique().tolist()
-            raise DataFormatError(path, f"ID repeats: {', '.join(dup[:3])}")
-        return df
-    return None
-
-
 def _strata(patients: list[str], meta, column: str) -> list[str]:
     """Stratum label per patient: category, or quantile bin for a numeric column with many values."""
     import pandas as pd
 
     if meta is None:
         raise ValueError(f"stratify={column!r} needs meta_data.csv or meta_data.xlsx in the data root")
-    if column not in meta.columns:
-        raise ValueError(f"stratify column {column!r} not in meta data (columns: {', '.join(map(str, meta.columns))})")
-    values = meta[column].reindex(patients)
+    values = meta[meta_column(meta, column)].reindex(patients)
     numeric = pd.to_numeric(values, errors="coerce")
     if numeric.notna().sum() == values.notna().sum() and values.nunique() > MAX_CATEGORIES:
         values = pd.qcut(numeric, STRATIFY_BINS, duplicates="drop").astype(str)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from handseg.format.classes import CLASSES
+from handseg.format.markdown import markdown_table
 
 DICE_EPS = 1e-4
 
@@ -96,11 +97,7 @@ def summarize_dice(per_image: np.ndarray, class_names: tuple[str, ...] | list[st
 
 def format_dice_table(summary: DiceSummary, digits: int = 4) -> str:
     """Markdown table: one row per class in CLASSES order, then the mean."""
-    width = max(len(n) for n in summary.per_class) if summary.per_class else 5
-    lines = [f"| {'class':<{width}} | dice |", f"| {'-' * width} | ---: |"]
-    for name, v in summary.per_class.items():
-        lines.append(f"| {name:<{width}} | {v:.{digits}f} |")
-    lines.append(f"| {'**mean**':<{width}} | **{summary.mean:.{digits}f}** |")
-    lines.append("")
-    lines.append(f"{summary.n_images} image(s); Dice per image and class, mean over images, then over classes.")
-    return "\n".join(lines)
+    rows = [[name, f"{v:.{digits}f}"] for name, v in summary.per_class.items()]
+    rows.append(["**mean**", f"**{summary.mean:.{digits}f}**"])
+    return (markdown_table(["class", "dice"], rows, "lr") + "\n\n"
+            f"{summary.n_images} image(s); Dice per image and class, mean over images, then over classes.")

@@ -47,6 +47,27 @@ def _read_rows(path: Path) -> list[tuple[int, list[str]]]:
     return body
 
 
+def check_image_names(paths: list[str | os.PathLike]) -> None:
+    """Refuse images whose bare file names repeat (``ID003/image200.png`` and ``ID004/image200.png``).
+
+    The submission's ``image_name`` is the bare file name, so the rows of two such images could not be told
+    apart and one would silently stand for the other. Raises DataFormatError naming both paths of the first
+    such pair (and how many names repeat), meant to run before any work starts.
+    """
+    first: dict[str, Path] = {}
+    clashes: list[tuple[Path, Path]] = []
+    for path in map(Path, paths):
+        if path.name in first:
+            clashes.append((first[path.name], path))
+        else:
+            first[path.name] = path
+    if clashes:
+        a, b = clashes[0]
+        more = f"; {len(clashes) - 1} more repeated name(s)" if len(clashes) > 1 else ""
+        raise DataFormatError(b, f"same file name as {a}: a submission names images by their bare file name, so "
+                                 f"their rows could not be told apart; rename one{more}")
+
+
 def _pairs_preview(pairs: list[tuple[str, str]], k: int = 3) -> str:
     return ", ".join(f"({a}, {b})" for a, b in pairs[:k]) + (", ..." if len(pairs) > k else "")
 

@@ -1,6 +1,7 @@
 """The one inference path every caller shares (training's validation, the evaluator, tuning, robustness,
 ``predict.py``, the benchmarks): an engine (``engine``), the whole image resized or native tiles (``pipeline``,
-``tiling``), blending and thresholds inside each class's box (``box_blend``, ``bilinear``), post-processing
+``tiling``, ``tiled``; a cascade's stage 2 only near the bones its stage 1 finds: ``tile_selection``), blending
+and thresholds inside each class's box (``box_blend``, ``bilinear``), post-processing
 (``postprocess``), hand normalisation (``hand_norm``), per-phase timing (``phase_timer``) and Dice of an engine on
 annotated images (``scoring``).
 

@@ -12,12 +12,17 @@ full-size path gives:
   (PyTorch's CPU kernel is compiled with fused multiply-add): ``fma(a, w0, b * w1)``, emulated in float64
   (exact for the product of two float32 numbers) and rounded once to float32.
 
+When the output is the grid enlarged by a power of two (a SegFormer tile's logits: 128 -> 512),
+:func:`upsample_region` lets PyTorch itself resize the few cells a window reads: the crop's scale and source
+coordinates are then exactly the whole map's shifted by whole cells, so the values are the same, at native speed.
+
 :func:`covering_range` goes the other way: the output pixels whose interpolation reads a given run of source
 cells, so a box of candidate cells on the low-resolution grid becomes a box of output pixels.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -71,11 +76,45 @@ def upsample_window(grid: torch.Tensor, out_hw: tuple[int, int], y0: int, y1: in
     return _fma_lerp(top, bottom, ay.w0[:, None], ay.w1[:, None])
 
 
+SMALL_OUTPUT = 128  # PyTorch's CPU bilinear resize takes a separable kernel when output height + width <= this
+
+
+def _power_of_two_factor(in_size: int, out_size: int) -> int | None:
+    """``out_size / in_size`` when it is a power of two (1, 2, 4, ...), else None."""
+    factor, rest = divmod(out_size, in_size)
+    return factor if rest == 0 and factor & (factor - 1) == 0 else None
+
+
+def _cells(start: int, stop: int, factor: int, in_size: int) -> tuple[int, int]:
+    """The source cells ``[first, last)`` that output positions ``[start, stop)`` read at an integer ``factor``,
+    with one more cell each side, so that no position of the window meets the crop's border clamping."""
+    first = max(math.floor((start + 0.5) / factor - 0.5) - 1, 0)
+    last = min(math.floor((stop - 0.5) / factor - 0.5) + 3, in_size)
+    return first, last
+
+
 def upsample_region(grid: torch.Tensor, out_hw: tuple[int, int], y0: int, y1: int, x0: int,
                     x1: int) -> torch.Tensor:
-    """Like :func:`upsample_window`, but a window of more than a quarter of the output is cut from PyTorch's own
-    full-size resize (fast native code, the same values), so a model that predicts everywhere costs no more
-    than the full-size path."""
+    """Like :func:`upsample_window`, computed the fastest way that gives the same values: when the output is the
+    grid enlarged by a power of two on both axes (a SegFormer tile: 128 -> 512), PyTorch's own resize of the
+    cells the window reads (the crop's scale and source coordinates are then exactly the whole map's, shifted by
+    whole cells); otherwise a window of more than a quarter of the output is cut from PyTorch's full-size resize,
+    a smaller one emulated (:func:`upsample_window`)."""
+    (h, w), (oh, ow) = grid.shape[-2:], out_hw
+    fy, fx = _power_of_two_factor(h, oh), _power_of_two_factor(w, ow)
+    if fy is not None and fx is not None:
+        cy0, cy1 = _cells(y0, y1, fy, h)
+        cx0, cx1 = _cells(x0, x1, fx, w)
+        # PyTorch resizes an output whose height + width is at most 128 with another (separable) kernel, whose
+        # rounding differs: such a crop is widened (then heightened) until the general kernel takes it.
+        short = -(-max(SMALL_OUTPUT + 1 - (cy1 - cy0) * fy - (cx1 - cx0) * fx, 0) // fx)
+        cx1 = min(cx1 + short, w)
+        cx0 = max(cx0 - short, 0) if (cy1 - cy0) * fy + (cx1 - cx0) * fx <= SMALL_OUTPUT else cx0
+        if (cy1 - cy0) * fy + (cx1 - cx0) * fx <= SMALL_OUTPUT:
+            cy0, cy1 = 0, h  # the whole grid's rows: at worst the full resize itself
+        crop = grid[None, :, cy0:cy1, cx0:cx1].float()
+        up = F.interpolate(crop, size=((cy1 - cy0) * fy, (cx1 - cx0) * fx), mode="bilinear", align_corners=False)
+        return up[0, :, y0 - cy0 * fy:y1 - cy0 * fy, x0 - cx0 * fx:x1 - cx0 * fx]
     if 4 * (y1 - y0) * (x1 - x0) <= out_hw[0] * out_hw[1]:
         return upsample_window(grid, out_hw, y0, y1, x0, x1)
     full = F.interpolate(grid[None].float(), size=tuple(out_hw), mode="bilinear", align_corners=False)[0]

@@ -10,18 +10,22 @@ the same pixels while time and memory follow the bones, not the 29 x H x W image
 
 A cascade's stage 2 adds its stage 1's logits (the ``prior``, upsampled to the image) to every tile's output:
 a pixel can then pass only where the tile's logit exceeds ``logit(t)`` minus the prior's largest value, and the
-prior exceeds ``logit(t)`` minus the largest tile logit; the candidate box is where both can hold.
+prior exceeds ``logit(t)`` minus the largest tile logit; the candidate box is where both can hold. Where stage 2
+skipped a tile (:mod:`handseg.inference.tile_selection`), that tile predicts stage 1's value (its residual is
+zero): it blends in as ``sigmoid(prior)``, a pixel no run tile covers is ``sigmoid(prior)`` itself, and the box
+also holds the pixels where the prior alone passes.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal, Sequence
 
 import torch
 
 from handseg.inference.bilinear import covering_range, upsample_region
+from handseg.inference.tile_selection import uncovered_rects
 from handseg.model.io import logits_in_window
 
 Box = tuple[int, int, int, int]
@@ -39,7 +43,10 @@ class ModelOutputs:
     the full path does); ``windows``: top-left corner of each input's (``window_hw``) output window in the padded
     image; ``pad``: (top, left) padding of an image smaller than a tile; ``weight``: (th, tw) blending weights
     (None in resize mode); ``accumulate``: the blending dtype; ``prior``: a cascade's stage-1 logits (C, h', w') of
-    the whole image, added (upsampled to the image) to every tile's logits."""
+    the whole image, added (upsampled to the image) to every tile's logits. ``rows``: for each window, its row of
+    ``logits`` (and ``flipped``), or None where stage 2 did not run (a cascade's skipped tile, which predicts stage
+    1's value); None: every window ran, row n is window n. ``uncovered``: the rectangles (y0, x0, y1, x1) of the
+    padded image that no run tile covers (their output is stage 1's)."""
 
     logits: torch.Tensor
     flipped: torch.Tensor | None
@@ -52,6 +59,32 @@ class ModelOutputs:
     weight: torch.Tensor | None
     accumulate: torch.dtype
     prior: torch.Tensor | None = None
+    rows: list[int | None] | None = None
+    uncovered: list[Box] = field(default_factory=list)
+
+    def row(self, n: int) -> int | None:
+        """The row of ``logits`` of window ``n``, or None where stage 2 skipped it."""
+        return n if self.rows is None else self.rows[n]
+
+    @property
+    def run_windows(self) -> list[tuple[int, int]]:
+        """The windows of the rows of ``logits``, in row order."""
+        return self.windows if self.rows is None else [w for w, r in zip(self.windows, self.rows) if r is not None]
+
+    def keep(self, run: Sequence[int]) -> "ModelOutputs":
+        """These outputs as if stage 2 had run on the windows ``run`` (ascending indices) only: the other tiles'
+        logits are dropped and they predict stage 1's value (a cascade's tile selection, applied afterwards)."""
+        if self.prior is None:
+            raise ValueError("only a cascade's tiles can be skipped: elsewhere there is no stage 1 to fall back on")
+        ran = [self.row(n) is not None for n in range(len(self.windows))]
+        kept = [n for n in run if ran[n]]
+        idx = torch.as_tensor([self.row(n) for n in kept], dtype=torch.int64, device=self.logits.device)
+        rows: list[int | None] = [None] * len(self.windows)
+        for k, n in enumerate(kept):
+            rows[n] = k
+        mask = [r is not None for r in rows]
+        return replace(self, logits=self.logits[idx], flipped=None if self.flipped is None else self.flipped[idx],
+                       rows=None if all(mask) else rows, uncovered=uncovered_rects(self.windows, mask, self.window_hw))
 
     def select(self, classes: Sequence[int]) -> "ModelOutputs":
         """The same outputs for a subset of the classes (channels)."""
@@ -96,8 +129,8 @@ def float32_thresholds(thresholds: float | Sequence[float], n_classes: int) -> t
 def _cell_ranges(grids: torch.Tensor, taus: torch.Tensor) -> list[tuple[int, int, int, int, int, int]]:
     """(input, class, first row, last row, first col, last col) of the cells above ``taus`` (C,) per input and
     class of ``grids`` (N, C, h, w)."""
-    hit = grids > taus.to(grids.device).view(1, -1, 1, 1)
-    rows, cols = hit.any(dim=3), hit.any(dim=2)  # (N, C, h), (N, C, w)
+    taus = taus.to(grids.device).view(1, -1, 1)
+    rows, cols = grids.amax(dim=3) > taus, grids.amax(dim=2) > taus  # (N, C, h), (N, C, w): any cell above
     present = rows.any(dim=2)
     if not bool(present.any()):
         return []
@@ -121,13 +154,14 @@ def _tile_spans(out: ModelOutputs, taus: torch.Tensor) -> list[list[int] | None]
     th, tw = out.window_hw
     spans: list[list[int] | None] = [None] * out.logits.shape[1]
     sources = [(out.logits, False)] + ([(out.flipped, out.flip_back == "output")] if out.flipped is not None else [])
+    windows = out.run_windows
     for grids, mirrored in sources:
         for n, c, r0, r1, c0, c1 in _cell_ranges(grids, taus):
             ys, ye = covering_range(r0, r1, h, th)
             xs, xe = covering_range(c0, c1, w, tw)
             if mirrored:  # these logits are flipped after upsampling
                 xs, xe = tw - xe, tw - xs
-            y, x = out.windows[n]
+            y, x = windows[n]
             spans[c] = _union(spans[c], [y + ys, x + xs, y + ye, x + xe])
     return spans
 
@@ -150,12 +184,17 @@ def candidate_boxes(out: ModelOutputs, thresholds: torch.Tensor) -> list[Box | N
     if out.prior is None:
         spans = _tile_spans(out, taus)
     else:  # tile logit + prior > tau: each part exceeds tau minus the other's largest value
-        grids = out.logits if out.flipped is None else torch.cat([out.logits, out.flipped])
-        tile_max = grids.amax(dim=(0, 2, 3)).cpu()
-        prior_max = out.prior.amax(dim=(1, 2)).cpu()
-        by_tiles, by_prior = _tile_spans(out, taus - prior_max), _prior_spans(out, taus - tile_max)
-        spans = [None if a is None or b is None else [max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]),
-                                                      min(a[3], b[3])] for a, b in zip(by_tiles, by_prior)]
+        spans = [None] * out.prior.shape[0]
+        if len(out.logits):
+            grids = out.logits if out.flipped is None else torch.cat([out.logits, out.flipped])
+            tile_max = grids.amax(dim=(0, 2, 3)).cpu()
+            prior_max = out.prior.amax(dim=(1, 2)).cpu()
+            by_tiles, by_prior = _tile_spans(out, taus - prior_max), _prior_spans(out, taus - tile_max)
+            spans = [None if a is None or b is None else [max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]),
+                                                          min(a[3], b[3])] for a, b in zip(by_tiles, by_prior)]
+        if out.rows is not None:  # a skipped tile predicts sigmoid(prior): it passes where the prior alone does
+            spans = [b if a is None else a if b is None else _union(a, b)
+                     for a, b in zip(spans, _prior_spans(out, taus))]
     (top, left), (ih, iw) = out.pad, out.image_hw
     boxes: list[Box | None] = []
     for span in spans:
@@ -180,27 +219,49 @@ def blend_box(out: ModelOutputs, c: int, box: Box) -> tuple[Box, torch.Tensor]:
         return box, probs
     top, left = out.pad
     py0, px0, py1, px1 = y0 + top, x0 + left, y1 + top, x1 + left  # padded coordinates
-    th, tw = out.window_hw
+    # A cascade's prior over the box, once: each pixel's value does not depend on the window it is computed in.
+    prior = None if out.prior is None else prior_region(out.prior[c:c + 1], out.image_hw, out.pad, py0, py1, px0,
+                                                        px1)[0]
+    stage1 = None if out.rows is None else torch.sigmoid(prior)  # what a skipped tile predicts
     num = torch.zeros((y1 - y0, x1 - x0), dtype=out.accumulate, device=out.logits.device)
     den = torch.zeros_like(num)
+    th, tw = out.window_hw
     for n, (ty, tx) in enumerate(out.windows):
         ly0, lx0 = max(py0, ty) - ty, max(px0, tx) - tx
         ly1, lx1 = min(py1, ty + th) - ty, min(px1, tx + tw) - tx
         if ly0 >= ly1 or lx0 >= lx1:
             continue
-        part = upsample_region(out.logits[n, c:c + 1], out.window_hw, ly0, ly1, lx0, lx1)[0]
-        prior = None
-        if out.prior is not None:
-            prior = prior_region(out.prior[c:c + 1], out.image_hw, out.pad, ty + ly0, ty + ly1, tx + lx0, tx + lx1)[0]
-            part = part + prior
-        part = torch.sigmoid(part)
-        if out.flipped is not None:
-            mirror = upsample_region(out.flipped[n, c:c + 1], out.window_hw, ly0, ly1, tw - lx1, tw - lx0)[0].flip(-1)
-            part.add_(torch.sigmoid(mirror if prior is None else mirror + prior)).mul_(0.5)
+        inside = (slice(ty + ly0 - py0, ty + ly1 - py0), slice(tx + lx0 - px0, tx + lx1 - px0))
+        row = out.row(n)
+        if row is None:  # stage 2 skipped: its residual is zero (and so is its mirror's: (a + a) / 2 = a)
+            part = stage1[inside].clone()
+        else:
+            part = _tile_part(out, row, c, (ly0, ly1, lx0, lx1), None if prior is None else prior[inside])
         weight = out.weight[ly0:ly1, lx0:lx1]
         part.mul_(weight)
-        oy, ox = ty + ly0 - py0, tx + lx0 - px0
-        num[oy:oy + ly1 - ly0, ox:ox + lx1 - lx0] += part.to(out.accumulate)
-        den[oy:oy + ly1 - ly0, ox:ox + lx1 - lx0] += weight.to(out.accumulate)
+        num[inside] += part.to(out.accumulate)
+        den[inside] += weight.to(out.accumulate)
     num /= den
-    return box, num.to(torch.float32)
+    probs = num.to(torch.float32)
+    for ry0, rx0, ry1, rx1 in out.uncovered:  # no run tile here: the output is stage 1's probability itself
+        oy0, ox0, oy1, ox1 = max(ry0, py0) - py0, max(rx0, px0) - px0, min(ry1, py1) - py0, min(rx1, px1) - px0
+        if oy0 < oy1 and ox0 < ox1:
+            probs[oy0:oy1, ox0:ox1] = stage1[oy0:oy1, ox0:ox1]
+    return box, probs
+
+
+def _tile_part(out: ModelOutputs, row: int, c: int, region: tuple[int, int, int, int],
+               prior: torch.Tensor | None) -> torch.Tensor:
+    """Probabilities of class ``c`` that the tile of ``row`` predicts over ``region`` (ly0, ly1, lx0, lx1) of its
+    window: its logits upsampled, plus the cascade's ``prior`` over the same pixels, through the sigmoid (the mean
+    with the mirrored input's under flip TTA)."""
+    ly0, ly1, lx0, lx1 = region
+    tw = out.window_hw[1]
+    part = upsample_region(out.logits[row, c:c + 1], out.window_hw, ly0, ly1, lx0, lx1)[0]
+    if prior is not None:
+        part = part + prior
+    part = torch.sigmoid(part)
+    if out.flipped is not None:
+        mirror = upsample_region(out.flipped[row, c:c + 1], out.window_hw, ly0, ly1, tw - lx1, tw - lx0)[0].flip(-1)
+        part.add_(torch.sigmoid(mirror if prior is None else mirror + prior)).mul_(0.5)
+    return part

@@ -3,8 +3,9 @@
 An :class:`Engine` maps a normalised float32 batch ``(B, 3, h, w)`` to float32 logits ``(B, 29, h', w')``,
 contiguous, on its device, whatever runs inside: the eager PyTorch model (training's validation, the
 evaluator's reference), an AOTInductor package or a Torch-TensorRT program (``evaluator.backends``). Compiled
-engines have a static batch and input side: the engine pads a short batch with zeros and splits a long one,
-so callers may pass any batch. Outputs given as a list/tuple (AOTInductor) or a Hugging Face output with
+engines have a static batch and input side: the engine splits a long batch and runs what is left over on its
+``tail`` (the same network compiled at a smaller static batch, e.g. 1), or, without one, pads it with zeros; so
+callers may pass any batch. Outputs given as a list/tuple (AOTInductor) or a Hugging Face output with
 ``logits`` are unwrapped here, once.
 """
 
@@ -40,7 +41,8 @@ def as_logits(out) -> torch.Tensor:
 class Engine:
     """A logits function and its constraints. ``batch_size``/``side``: the static batch and input side of a
     compiled engine (None: any); ``autocast``: run an eager model under ``torch.autocast(precision)``;
-    ``prior``: a cascade's stage-1 engine, whose logits this one's inputs and outputs build on."""
+    ``prior``: a cascade's stage-1 engine, whose logits this one's inputs and outputs build on; ``tail``: the same
+    network at a smaller static batch, which runs the remainder of a batch instead of padding it."""
 
     fn: Callable[[torch.Tensor], object]
     backend: str = "eager"  # eager | aot_inductor | tensorrt (see evaluator.backends)
@@ -51,6 +53,7 @@ class Engine:
     autocast: bool = False
     path: Path | None = None
     prior: "Engine | None" = None
+    tail: "Engine | None" = None
 
     @property
     def name(self) -> str:
@@ -80,6 +83,9 @@ class Engine:
         for start in range(0, x.shape[0], b):
             chunk = x[start:start + b]
             n = chunk.shape[0]
+            if n < b and self.tail is not None:  # the remainder on the smaller engine: nothing is padded
+                outs.append(self.tail(chunk))
+                continue
             if n < b:
                 chunk = torch.cat([chunk, chunk.new_zeros((b - n, *chunk.shape[1:]))])
             outs.append(self._run(chunk)[:n])

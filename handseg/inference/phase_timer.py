@@ -1,7 +1,9 @@
-"""Wall time per named phase of the inference path (decode, preprocess, engine, blend, threshold + RLE).
+"""Wall time per named phase of the inference path (decode, preprocess, stage1, stage2, blend, threshold + RLE).
 
 The inference functions take an optional :class:`PhaseTimer`; without one they time nothing. On CUDA the device
-is synchronised at each phase edge, so a phase's time is its own work, not whatever was queued before it.
+is synchronised at each phase edge, so a phase's time is its own work, not whatever was queued before it. The
+model's phases: ``stage1``, the whole-image pass (a resize-mode model, or a cascade's stage 1); ``stage2``, the
+tiles (a tile-mode model, or a cascade's stage 2).
 """
 
 from __future__ import annotations
@@ -14,11 +16,16 @@ import torch
 
 
 class PhaseTimer:
-    """Accumulates seconds per phase name over any number of calls: ``with timer.phase("engine"): ...``."""
+    """Accumulates seconds per phase name over any number of calls: ``with timer.phase("stage2"): ...``."""
 
     def __init__(self, device: str | torch.device = "cpu"):
         self.cuda = torch.device(device).type == "cuda"
         self.seconds: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def count(self, name: str, n: int) -> None:
+        """Add ``n`` to the count ``name`` (e.g. the tiles a cascade's stage 2 ran on, of those it could)."""
+        self.counts[name] = self.counts.get(name, 0) + n
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:

@@ -12,7 +12,9 @@ trained with:
   into native-resolution tiles of ``tile_size`` with ``overlap`` (a side shorter than a tile is padded with
   black), as training cuts its crops; run in batches; each tile's logits are upsampled to the tile size, passed
   through the sigmoid and blended with Gaussian (or constant) weights. Window placement and weights match MONAI's
-  ``sliding_window_inference`` (``mode="gaussian"``), which the tests check to 1e-4.
+  ``sliding_window_inference`` (``mode="gaussian"``), which the tests check to 1e-4. A cascade's stage 2 runs
+  only on the tiles near the bones its stage 1 finds (``settings.selection``,
+  :mod:`handseg.inference.tile_selection`); elsewhere the output is stage 1's (:mod:`handseg.inference.tiled`).
 
 Two results from the same logits: :func:`predict_masks` thresholds inside each class's candidate box only
 (:mod:`handseg.inference.box_blend`: memory and time follow the bones, not the image) and returns
@@ -34,7 +36,7 @@ import numpy as np
 import torch
 
 from handseg.format.class_masks import ClassMasks
-from handseg.inference.box_blend import ModelOutputs, blend_box, candidate_boxes, float32_thresholds, prior_region
+from handseg.inference.box_blend import ModelOutputs, blend_box, candidate_boxes, float32_thresholds
 from handseg.inference.engine import Engine
 from handseg.inference.hand_norm import (
     HandNorm,
@@ -49,21 +51,26 @@ from handseg.inference.hand_norm import (
     warp_image,
 )
 from handseg.inference.phase_timer import PhaseTimer, phase
-from handseg.inference.tiling import constant_importance, gaussian_importance, pad_amounts, tile_windows
-from handseg.model.intensity import intensity_map
-from handseg.model.io import InputSpec, model_input, to_pixel_values, upsample_logits
+from handseg.inference.tile_selection import TileSelection, uncovered_rects
+from handseg.inference.tiled import dense_probs, rows_of, run_tile_batches, tiles_to_run
+from handseg.inference.tiling import constant_importance, gaussian_importance
+from handseg.model.io import InputSpec, model_input
 from handseg.runtime.config_schema import FieldError
 
 _ACC_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 DENSE_CHUNK = 2  # classes blended together at full size when their boxes are large (bounds memory)
 PostProcess = Callable[[ClassMasks], ClassMasks]
+# (class, box (y0, x0, y1, x1), probabilities (y1 - y0, x1 - x0) float32) -> None: sees each class's probabilities
+# before they are thresholded (quality control counts the pixels near the threshold there)
+Probe = Callable[[int, tuple[int, int, int, int], torch.Tensor], None]
 
 
 @dataclass
 class InferenceSettings:
     """How to run an engine over one image: ``batch_size`` tiles per engine call, blending, flip TTA;
     ``accumulate_dtype: float16`` halves the blending buffer on CUDA; ``hand_norm``: hand normalisation, size and
-    orientation (:mod:`handseg.inference.hand_norm`; None: off). Build it with :func:`inference_settings`."""
+    orientation (:mod:`handseg.inference.hand_norm`; None: off); ``selection``: which tiles a cascade's stage 2
+    runs on (:mod:`handseg.inference.tile_selection`; None: every tile). Build it with :func:`inference_settings`."""
 
     input: InputSpec
     batch_size: int = 4
@@ -72,6 +79,7 @@ class InferenceSettings:
     accumulate_dtype: Literal["float32", "float16"] = "float32"
     sigma_scale: float = 0.125
     hand_norm: HandNorm | None = None
+    selection: TileSelection | None = TileSelection()
 
     def check(self) -> None:
         if self.batch_size < 1:
@@ -84,6 +92,8 @@ class InferenceSettings:
             raise FieldError("sigma_scale", f"must be positive, got {self.sigma_scale}")
         if self.hand_norm is not None:
             self.hand_norm.check()
+        if self.selection is not None:
+            self.selection.check()
         self.input.check()
 
 
@@ -138,8 +148,8 @@ def whole_image_logits(engine: Engine, image: np.ndarray, settings: InferenceSet
         return _run_resized(engine, image, replace(settings, flip_tta=False), device, timer).logits[0]
 
 
-def _normalised_outputs(engine: Engine, image: np.ndarray, settings: InferenceSettings, device: str | torch.device,
-                        timer: PhaseTimer | None) -> tuple[ModelOutputs, np.ndarray | None]:
+def normalised_outputs(engine: Engine, image: np.ndarray, settings: InferenceSettings, device: str | torch.device,
+                       timer: PhaseTimer | None) -> tuple[ModelOutputs, np.ndarray | None]:
     """The model's outputs over ``image`` and None or, when ``settings.hand_norm`` finds the hand far from the
     reference size or angle, over the image normalised by the returned (2, 3) affine matrix."""
     if settings.hand_norm is None:
@@ -170,7 +180,7 @@ def _run_resized(engine: Engine, image: np.ndarray, settings: InferenceSettings,
             x = model_input(small, settings.input, device)[None]
             if settings.flip_tta:
                 x = torch.cat([x, x.flip(-1)])
-        with phase(timer, "engine"):
+        with phase(timer, "stage1"):
             logits = engine(x)
     # Bilinear resizing commutes with a horizontal flip, so the flipped logits are flipped back at low resolution.
     flipped = logits[1:2].flip(-1) if settings.flip_tta else None
@@ -181,101 +191,52 @@ def _run_resized(engine: Engine, image: np.ndarray, settings: InferenceSettings,
 
 def _run_tiled(engine: Engine, image: np.ndarray, settings: InferenceSettings, device: torch.device,
                timer: PhaseTimer | None, first_pass: torch.Tensor | None = None) -> ModelOutputs:
-    h, w = image.shape
+    """Tile mode (module docstring, :mod:`handseg.inference.tiled`); a cascade's stage 1 runs first, on the
+    whole image (``first_pass``: its logits when already computed)."""
     tile = settings.input.tile_size
     prior = None
     if settings.input.prior is not None:  # a cascade: stage 1 sees the whole image first
         prior_settings = replace(settings, input=settings.input.prior, flip_tta=False)
         prior = _run_resized(engine.prior, image, prior_settings, device, timer, first_pass).logits[0]  # (C, h', w')
     with phase(timer, "preprocess"):
-        (top, bottom), (left, right) = pad_amounts(h, tile), pad_amounts(w, tile)
-        fitted = intensity_map(image, settings.input.intensity)  # the whole image's map, before padding and tiling
-        padded = fitted.image
-        if top + bottom + left + right:
-            padded = np.pad(padded, ((top, bottom), (left, right)))
-        x = to_pixel_values(padded, settings.input.mean, settings.input.std, device, fitted.lut)[None]
-        windows = tile_windows(*padded.shape, tile, settings.input.overlap)
-        prior_probs = None if prior is None else torch.sigmoid(prior)  # upsampled as probabilities, as in training
-        # One input buffer for every batch: a fresh one per batch costs its page faults each time.
-        channels = 3 if prior is None else 3 + prior.shape[0]
-        buffer = x.new_empty((min(settings.batch_size, len(windows)), channels, tile, tile))
-    plain, flipped = [], []
-    for start in range(0, len(windows), settings.batch_size):
-        batch = windows[start:start + settings.batch_size]
-        with phase(timer, "preprocess"):
-            tiles = buffer[:len(batch)]
-            for j, (y, x0) in enumerate(batch):
-                tiles[j, :3] = x[0, :, y:y + tile, x0:x0 + tile]
-                if prior is not None:  # stage 1's probabilities over the tile: 29 more input channels
-                    prior_region(prior_probs, (h, w), (top, left), y, y + tile, x0, x0 + tile, 0.0, out=tiles[j, 3:])
-            mirrored = tiles.flip(-1) if settings.flip_tta else None
-        with phase(timer, "engine"):
-            plain.append(engine(tiles))
-            if mirrored is not None:
-                flipped.append(engine(mirrored))
+        tiling = tiles_to_run(image, prior, settings)
+    windows, run = tiling.windows, tiling.run
+    if timer is not None:
+        timer.count("tiles_run", len(run))
+        timer.count("tiles_possible", len(windows))
+    plain, flipped = run_tile_batches(engine, tiling, prior, settings, device, timer)
     if settings.blend == "gaussian":
         weight = gaussian_importance((tile, tile), settings.sigma_scale, device=device)
     else:
         weight = constant_importance((tile, tile), device=device)
-    return ModelOutputs(logits=torch.cat(plain), flipped=torch.cat(flipped) if flipped else None, flip_back="output",
-                        windows=windows, window_hw=(tile, tile), image_hw=(h, w), padded_hw=padded.shape,
-                        pad=(top, left), weight=weight, accumulate=_ACC_DTYPES[settings.accumulate_dtype],
-                        prior=prior)
-
-
-def dense_probs(out: ModelOutputs, batch_size: int = 4) -> torch.Tensor:
-    """Sigmoid probabilities (C, H, W) float32 of the whole image from the model's outputs: every tile upsampled,
-    blended, cropped (the reference the per-box path reproduces)."""
-    probs = weight_sum = None
-    for start in range(0, len(out.windows), batch_size):
-        logits = out.logits[start:start + batch_size]
-        if out.weight is None:  # resize mode: one input is the whole image
-            probs = torch.sigmoid_(upsample_logits(logits, out.window_hw)[0])
-            if out.flipped is not None:
-                probs.add_(torch.sigmoid_(upsample_logits(out.flipped, out.window_hw)[0])).mul_(0.5)
-            return probs
-        th, tw = out.window_hw
-        windows = out.windows[start:start + batch_size]
-        tile_logits = upsample_logits(logits, out.window_hw)
-        prior = None
-        if out.prior is not None:  # a cascade: the prior's logits over each tile are added to the tile's own
-            prior = torch.stack([prior_region(out.prior, out.image_hw, out.pad, y, y + th, x0, x0 + tw)
-                                 for y, x0 in windows])
-            tile_logits = tile_logits + prior
-        tile_probs = torch.sigmoid(tile_logits)
-        if out.flipped is not None:
-            flipped = upsample_logits(out.flipped[start:start + batch_size], out.window_hw).flip(-1)
-            tile_probs.add_(torch.sigmoid(flipped if prior is None else flipped + prior)).mul_(0.5)
-        if probs is None:
-            probs = torch.zeros((tile_probs.shape[1], *out.padded_hw), dtype=out.accumulate, device=logits.device)
-            weight_sum = torch.zeros(out.padded_hw, dtype=out.accumulate, device=logits.device)
-        tile_probs.mul_(out.weight)
-        for j, (y, x0) in enumerate(windows):
-            probs[:, y:y + th, x0:x0 + tw] += tile_probs[j].to(out.accumulate)
-            weight_sum[y:y + th, x0:x0 + tw] += out.weight.to(out.accumulate)
-    probs /= weight_sum
-    del weight_sum
-    (top, left), (h, w) = out.pad, out.image_hw
-    return probs[:, top:top + h, left:left + w].to(torch.float32).contiguous()
+    skipped = len(run) < len(windows)
+    rows = rows_of(run, len(windows))
+    return ModelOutputs(logits=plain, flipped=flipped, flip_back="output", windows=windows, window_hw=(tile, tile),
+                        image_hw=tiling.image_hw, padded_hw=tiling.padded.shape, pad=tiling.pad, weight=weight,
+                        accumulate=_ACC_DTYPES[settings.accumulate_dtype], prior=prior,
+                        rows=rows if skipped else None,
+                        uncovered=uncovered_rects(windows, [r is not None for r in rows], (tile, tile)) if skipped
+                        else [])
 
 
 def predict_probs(engine: Engine, image: np.ndarray, settings: InferenceSettings,
                   device: str | torch.device = "cpu") -> torch.Tensor:
     """Sigmoid probabilities (29, H, W) float32 on ``device`` for a grayscale uint8 image (H, W), at the image's
     original size. Builds the full map: prefer :func:`predict_masks` where masks, RLE or counts are wanted."""
-    out, matrix = _normalised_outputs(engine, image, settings, device, None)
+    out, matrix = normalised_outputs(engine, image, settings, device, None)
     with torch.inference_mode():
         probs = dense_probs(out, settings.batch_size)
     return probs if matrix is None else unwarp_probs(probs, matrix)
 
 
 def masks_from_outputs(out: ModelOutputs, thresholds: float | Sequence[float],
-                       postprocess: PostProcess | None = None, timer: PhaseTimer | None = None) -> ClassMasks:
+                       postprocess: PostProcess | None = None, timer: PhaseTimer | None = None,
+                       probe: Probe | None = None) -> ClassMasks:
     """Per-class masks ``probability > threshold`` computed inside each class's candidate box only (equal to
     thresholding :func:`dense_probs`), then ``postprocess`` (e.g.
     :class:`handseg.inference.postprocess.PostProcessing`). Classes whose box covers more than a quarter of the
     image (a model that predicts everywhere) are blended at full size, :data:`DENSE_CHUNK` at a time: the same
-    pixels, at the full path's speed."""
+    pixels, at the full path's speed. ``probe`` (:data:`Probe`) sees every box's probabilities first."""
     n_classes = out.logits.shape[1]
     h, w = out.image_hw
     t = float32_thresholds(thresholds, n_classes)
@@ -288,6 +249,8 @@ def masks_from_outputs(out: ModelOutputs, thresholds: float | Sequence[float],
             if box is not None and c not in large:
                 with phase(timer, "blend"):
                     boxes[c], probs = blend_box(out, c, box)
+                if probe is not None:
+                    probe(c, boxes[c], probs)
                 with phase(timer, "threshold"):
                     masks[c] = probs > t[c]
         for start in range(0, len(large), DENSE_CHUNK):
@@ -297,6 +260,8 @@ def masks_from_outputs(out: ModelOutputs, thresholds: float | Sequence[float],
             with phase(timer, "threshold"):
                 for k, c in enumerate(chunk):
                     y0, x0, y1, x1 = boxes[c]
+                    if probe is not None:
+                        probe(c, boxes[c], probs[k, y0:y1, x0:x1])
                     masks[c] = probs[k, y0:y1, x0:x1] > t[c]
             del probs
     with phase(timer, "threshold"):
@@ -311,7 +276,7 @@ def predict_masks(engine: Engine, image: np.ndarray, settings: InferenceSettings
     :class:`~handseg.format.class_masks.ClassMasks` on ``device``: ``probability > threshold`` (one threshold or one per
     class), then ``postprocess``. Never builds a full-size float map (but for classes predicted nearly
     everywhere, :data:`DENSE_CHUNK` at a time)."""
-    out, matrix = _normalised_outputs(engine, image, settings, device, timer)
+    out, matrix = normalised_outputs(engine, image, settings, device, timer)
     if matrix is None:
         return masks_from_outputs(out, thresholds, postprocess, timer)
     masks = masks_from_outputs(out, thresholds, None, timer)

@@ -30,11 +30,10 @@ from transformers.utils import logging as hf_logging
 import handseg
 from handseg.data.data_config import DataConfig
 from handseg.format.classes import CLASSES
-from handseg.model.factory import ModelConfig, model_class
 from handseg.model.io import InputSpec
-from handseg.runtime.atomic import recover_folder, remove_stale_staging, staging_dir, swap_in
+from handseg.model.presets import ModelConfig, model_class
+from handseg.runtime.atomic import atomic_folder
 from handseg.runtime.config_schema import from_dict, to_dict
-from handseg.runtime.disk import disk_full_guard, folder_bytes
 from handseg.runtime.errors import ConfigError, DataFormatError, HandSegError
 from handseg.runtime.file_digest import file_sha256
 
@@ -63,8 +62,8 @@ def versions() -> dict[str, str]:
 class LoadedCheckpoint:
     """A checkpoint folder loaded for use: the model (eval mode, on ``device``), its ``handseg.json`` record, the
     model config and the input spec it was trained with (the evaluator may override tile size and overlap), and the
-    candidate checkpoints it was chosen from, if any (rows of :func:`best_checkpoint`); ``prior``: a cascade's
-    stage 1 (its ``prior/`` folder).
+    candidate checkpoints it was chosen from, if any (rows of :func:`handseg.model.selection.best_checkpoint`);
+    ``prior``: a cascade's stage 1 (its ``prior/`` folder).
 
     ``model`` is read from ``model.safetensors`` when first used (at load time unless loaded with ``lazy=True``):
     a process that only runs a compiled engine never builds the transformers model nor imports its code."""
@@ -140,9 +139,6 @@ def save_checkpoint(model: nn.Module, folder: str | os.PathLike, info: dict,
     """
     model = unwrap_model(model)
     folder = Path(folder)
-    recover_folder(folder)  # an earlier save died between its two renames
-    remove_stale_staging(folder)
-
     record = to_dict(dict(info))
     record.setdefault("classes", list(CLASSES))
     record.setdefault("versions", versions())
@@ -152,29 +148,24 @@ def save_checkpoint(model: nn.Module, folder: str | os.PathLike, info: dict,
     json.dumps(record, default=_json_default)  # fail before touching the disk
 
     weights = state_dict if state_dict is not None else model.state_dict()
-    needed = max(sum(t.numel() * t.element_size() for t in weights.values() if isinstance(t, torch.Tensor)),
-                 folder_bytes(folder))
-    tmp = staging_dir(folder)
-    with disk_full_guard(folder, "a checkpoint", needed):  # outside the cleanup: free space is measured after it
-        try:
-            with _quiet_hf():
-                model.save_pretrained(tmp, state_dict=state_dict)
-            missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (tmp / name).is_file()]
-            if missing:
-                raise RuntimeError(f"save_pretrained did not write {missing} (sharded or non-safetensors output?)")
-            record["weights_sha256"] = file_sha256(tmp / WEIGHTS_FILE)
-            text = json.dumps(record, indent=2, default=_json_default)
-            (tmp / INFO_FILE).write_text(text)
-            if prior is not None:
-                (tmp / PRIOR_DIR).mkdir()
-                for name in (*REQUIRED_FILES, README_FILE):
-                    if (Path(prior) / name).is_file():
-                        shutil.copy2(Path(prior) / name, tmp / PRIOR_DIR / name)
-            if readme is not None:
-                (tmp / README_FILE).write_text(readme(tmp, json.loads(text)), encoding="utf-8")
-            return swap_in(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful swap
+    payload = sum(t.numel() * t.element_size() for t in weights.values() if isinstance(t, torch.Tensor))
+    with atomic_folder(folder, "a checkpoint", payload) as tmp:
+        with _quiet_hf():
+            model.save_pretrained(tmp, state_dict=state_dict)
+        missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (tmp / name).is_file()]
+        if missing:
+            raise RuntimeError(f"save_pretrained did not write {missing} (sharded or non-safetensors output?)")
+        record["weights_sha256"] = file_sha256(tmp / WEIGHTS_FILE)
+        text = json.dumps(record, indent=2, default=_json_default)
+        (tmp / INFO_FILE).write_text(text)
+        if prior is not None:
+            (tmp / PRIOR_DIR).mkdir()
+            for name in (*REQUIRED_FILES, README_FILE):
+                if (Path(prior) / name).is_file():
+                    shutil.copy2(Path(prior) / name, tmp / PRIOR_DIR / name)
+        if readme is not None:
+            (tmp / README_FILE).write_text(readme(tmp, json.loads(text)), encoding="utf-8")
+    return folder
 
 
 def read_info(folder: str | os.PathLike) -> dict:
@@ -298,39 +289,3 @@ def recorded_data_config(info: dict, folder: str | os.PathLike) -> DataConfig:
         return from_dict(DataConfig, data, file=path, prefix="config.data")
     except ConfigError as exc:
         raise DataFormatError(path, f"{exc.key}: {exc.problem}") from None
-
-
-def _validation_set(info: dict, folder: str | os.PathLike) -> tuple:
-    """What a checkpoint's recorded Dice was measured on: data fingerprint, fold, folds, split seed,
-    stratification and number of images."""
-    data = recorded_data_config(info, folder)
-    n_images = (info.get("validation") or {}).get("n_images")
-    return (info.get("data_fingerprint"), data.fold, data.n_folds, data.seed, data.stratify, n_images)
-
-
-def best_checkpoint(folders: list[str | os.PathLike]) -> tuple[Path, list[dict]]:
-    """The checkpoint with the highest recorded validation mean Dice among ``folders`` (first wins a tie).
-
-    Returns ``(folder, rows)`` with one row per candidate: ``{"checkpoint", "stage", "mean_dice"}``. Every
-    candidate must have been validated on the same images (data fingerprint, fold, number of folds, split seed,
-    number of validation images), otherwise their Dice cannot be compared and ValueError names the first that
-    differs; an unreadable checkpoint raises DataFormatError.
-    """
-    if not folders:
-        raise ValueError("no checkpoint given")
-    rows, reference = [], None
-    for folder in folders:
-        info = read_info(folder)
-        dice = info.get("mean_dice")
-        if not isinstance(dice, (int, float)):
-            raise DataFormatError(Path(folder) / INFO_FILE, "no recorded validation mean_dice to compare")
-        where = _validation_set(info, folder)
-        if reference is None:
-            reference = where
-        elif where != reference:
-            raise ValueError(f"{folder} was validated on other images than {folders[0]} (data fingerprint, "
-                             f"fold, n_folds, seed, stratify, images: {list(where)} vs {list(reference)}); their "
-                             "Dice cannot be compared")
-        rows.append({"checkpoint": str(folder), "stage": info.get("stage"), "mean_dice": float(dice)})
-    best = max(range(len(rows)), key=lambda i: (rows[i]["mean_dice"], -i))
-    return Path(folders[best]), rows

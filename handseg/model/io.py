@@ -180,31 +180,54 @@ def _sample_one(grid: torch.Tensor, ty: _Taps, tx: _Taps, k: int, out: torch.Ten
     depends on its coordinates only, never on the window it is computed in."""
     grid = grid.float()
     iy0, iy1, wy0, wy1 = ty.i0[k], ty.i1[k], ty.w0[k], ty.w1[k]
-    rows = torch.unique(torch.cat([iy0, iy1]))  # sorted: the few source rows the window reads
-    src = grid.index_select(1, rows)  # (C, R, w)
-    across = src.index_select(2, tx.i0[k]) * tx.w0[k] + src.index_select(2, tx.i1[k]) * tx.w1[k]  # (C, R, n_x)
-    p0, p1 = torch.searchsorted(rows, iy0).tolist(), torch.searchsorted(rows, iy1).tolist()
+    lo, hi = int(iy0.min()), int(iy1.max()) + 1  # the source rows the window reads lie in [lo, hi)
+    src = grid[:, lo:hi].contiguous()  # (C, R, w)
+    c, r, w = src.shape
+    flat = src.view(c * r, w)  # columns gathered on a 2-D view: several times faster than along dim 2
+    across = (flat.index_select(1, tx.i0[k]) * tx.w0[k] + flat.index_select(1, tx.i1[k]) * tx.w1[k]).view(c, r, -1)
+    p0, p1 = (iy0 - lo).tolist(), (iy1 - lo).tolist()
     if out is None:
-        out = grid.new_empty((grid.shape[0], len(p0), across.shape[2]))
+        out = grid.new_empty((c, len(p0), across.shape[2]))
     bounds = [0] + [j for j in range(1, len(p0)) if (p0[j], p1[j]) != (p0[j - 1], p1[j - 1])] + [len(p0)]
+    scratch = out.new_empty((c, max(e - s for s, e in zip(bounds[:-1], bounds[1:])), across.shape[2]))
     for s, e in zip(bounds[:-1], bounds[1:]):  # output rows [s, e) read source rows p0[s] and p1[s]
-        part = out[:, s:e]
+        part, second = out[:, s:e], scratch[:, :e - s]
         torch.mul(across[:, p0[s], None, :], wy0[s:e, None], out=part)
-        part.add_(across[:, p1[s], None, :] * wy1[s:e, None])
+        torch.mul(across[:, p1[s], None, :], wy1[s:e, None], out=second)
+        part.add_(second)
     return out
 
 
-def logits_over_windows(logits: torch.Tensor, windows: torch.Tensor, crop: int, out: int) -> torch.Tensor:
+def logits_over_windows(logits: torch.Tensor, windows: torch.Tensor, crop: int, out: int,
+                        batched: bool | None = None) -> torch.Tensor:
     """Whole-image logits (B, C, h, w) upsampled to each image's native size, then sampled over a crop: an
     ``out`` x ``out`` grid of cells covering the ``crop`` x ``crop`` window whose top-left corner and image size
     are ``windows`` (B, 4) = (y0, x0, H, W). Returns (B, C, out, out) float32: :func:`upsample_logits` to (H, W)
     followed by a crop, up to float rounding (and, for ``out < crop``, a sample at each cell's centre). How a
-    cascade's stage 2 sees its stage 1, in training and (through :func:`logits_in_window`) at inference."""
+    cascade's stage 2 sees its stage 1, in training and (through :func:`logits_in_window`) at inference.
+    ``batched``: all windows at once (default on a GPU) or one at a time (default on the CPU); the same values."""
     windows = windows.to(device=logits.device, dtype=torch.float32)
     y0, x0, h, w = windows.unbind(dim=1)
     step = crop / out
     ty, tx = _taps(y0, out, step, h, logits.shape[-2]), _taps(x0, out, step, w, logits.shape[-1])
+    if batched if batched is not None else logits.device.type != "cpu":
+        return _sample_batch(logits, ty, tx, out)
+    # On the CPU one window at a time reads only the source rows it needs (faster there); the per-window host
+    # syncs in _sample_one would stall a GPU, which gets the batched form (the same values to the bit).
     return torch.stack([_sample_one(logits[k if len(logits) > 1 else 0], ty, tx, k) for k in range(len(windows))])
+
+
+def _sample_batch(logits: torch.Tensor, ty: _Taps, tx: _Taps, out: int) -> torch.Tensor:
+    """:func:`_sample_one` for every window at once, without a host sync: ``logits`` (B or 1, C, h, w) at taps
+    (B, out) -> (B, C, out, out) float32. Columns on every source row, then rows; each step a float32 ``*`` or
+    ``+`` of its own in the order of :func:`_sample_one`, so every value is the same to the bit."""
+    grid = logits.float()
+    b, c, gh = len(ty.i0), grid.shape[1], grid.shape[2]
+    grid = grid.expand(b, -1, -1, -1) if len(grid) == 1 else grid
+    across = grid.gather(3, tx.i0[:, None, None, :].expand(b, c, gh, out)).mul_(tx.w0[:, None, None, :])
+    across.add_(grid.gather(3, tx.i1[:, None, None, :].expand(b, c, gh, out)).mul_(tx.w1[:, None, None, :]))
+    result = across.gather(2, ty.i0[:, None, :, None].expand(b, c, out, out)).mul_(ty.w0[:, None, :, None])
+    return result.add_(across.gather(2, ty.i1[:, None, :, None].expand(b, c, out, out)).mul_(ty.w1[:, None, :, None]))
 
 
 def logits_in_window(logits: torch.Tensor, image_hw: tuple[int, int], y0: int, y1: int, x0: int,

@@ -5,7 +5,8 @@
 <out>/train/outputs_json/ID001/image<...>_R.json
 <out>/test/DCM/ID00k/image<...>_R.png            no annotations in the competition layout...
 <out>/test_labels/outputs_json/ID00k/...json     ...they are held out here, for scripts/score_submission.py
-<out>/meta_data.csv                              ID, age, sex, weight, height
+<out>/meta_data.csv                              ID, age, sex, weight, height (or meta_data.xlsx in the
+                                                 competition's Korean form: handseg.phantom.meta_table)
 <out>/sample_submission.csv                      image_name,class,rle for the test images (shuffled order)
 <out>/phantom.json                               the parameters (with each split's share of strongly bent wrists)
                                                  and how many images of each split came out bent; "complete"
@@ -31,12 +32,13 @@ from handseg.data.phantom_record import GENERATOR, GENERATOR_VERSION, read_param
 from handseg.format.annotations import ImageAnnotation, write_annotation
 from handseg.format.classes import CLASSES
 from handseg.phantom.anatomy import sample_person
+from handseg.phantom.meta_table import META_FILES, write_meta_table
 from handseg.phantom.render import render
 from handseg.runtime.atomic import atomic_write_text
 
 SIDES = ("R", "L")
-OUTPUTS = ("train", "test", "test_labels", "meta_data.csv", "sample_submission.csv", "preview.png", "preview_test.png",
-           "phantom.json")
+OUTPUTS = ("train", "test", "test_labels", "meta_data.csv", "meta_data.xlsx", "sample_submission.csv", "preview.png",
+           "preview_test.png", "phantom.json")
 STREAM_PERSON, STREAM_NAMES, STREAM_SUBMISSION, STREAM_BENT = 0, 1, 2, 3
 # Share of images with a strongly bent wrist (18-30 degrees): training images draw it (about one in five); in the
 # test split exactly half of the images (a seeded choice) are bent, as in the competition, where one team's EDA
@@ -71,7 +73,8 @@ def is_complete(out: Path, params: dict) -> bool:
         (out / "test" / "DCM", "*.png", n_test), (out / "test_labels" / "outputs_json", "*.json", n_test),
     ]
     files_ok = all(len(list(folder.glob(f"ID*/{pattern}"))) == n for folder, pattern, n in counts)
-    return files_ok and (out / "meta_data.csv").is_file() and (out / "sample_submission.csv").is_file()
+    meta_ok = any((out / name).is_file() for name in META_FILES.values())
+    return files_ok and meta_ok and (out / "sample_submission.csv").is_file()
 
 
 def remove_outputs(out: Path) -> None:
@@ -105,6 +108,11 @@ def _meta_row(rng: np.random.Generator, pid: int) -> dict:
     bmi = rng.normal(23.5, 3.0)
     weight = float(np.round(bmi * (height / 100.0) ** 2, 1))
     return {"ID": pid, "age": age, "sex": sex, "weight": weight, "height": height}
+
+
+def meta_rows(seed: int, n_persons: int) -> list[dict]:
+    """The meta-data rows of persons 1..n_persons, without rendering (each row is its person's first draws)."""
+    return [_meta_row(np.random.default_rng([seed, STREAM_PERSON, pid]), pid) for pid in range(1, n_persons + 1)]
 
 
 def _csv_text(rows: list[dict], header: list[str]) -> str:
@@ -174,7 +182,7 @@ def generate_dataset(
         from tqdm import tqdm
 
         persons = tqdm(persons, desc="phantom", unit="person")
-    meta_rows, train_pairs, test_pairs = [], [], []
+    person_rows, train_pairs, test_pairs = [], [], []
     bent = {"train": 0, "test": 0}
     test_bent = test_bends(seed, test_ids)
     for pid in persons:
@@ -182,12 +190,12 @@ def generate_dataset(
         bends = (None, None) if split == "train" else tuple(bool(b) for b in test_bent[pid - train_ids - 1])
         meta, pairs, n_bent = generate_person(out, split, pid, names[pid - 1], size, seed, bends)
         bent[split] += n_bent
-        meta_rows.append(meta)
+        person_rows.append(meta)
         if split == "train":
             train_pairs.extend(pairs)
         else:
             test_pairs.extend(pairs)
-    atomic_write_text(out / "meta_data.csv", _csv_text(meta_rows, ["ID", "age", "sex", "weight", "height"]))
+    write_meta_table(out, person_rows, "csv")
     atomic_write_text(out / "sample_submission.csv", _sample_submission(seed, sorted(p.name for p, _ in test_pairs)))
     if preview:
         from handseg.phantom.preview import write_preview

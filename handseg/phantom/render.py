@@ -15,8 +15,9 @@ import cv2
 import numpy as np
 
 from handseg.format.classes import CARPALS, CLASSES
-from handseg.phantom.anatomy import STRONG_BEND_DEG, Person, build_skeleton, sample_person, sample_pose
+from handseg.phantom.anatomy import STRONG_BEND_DEG, Person, Skeleton, build_skeleton, sample_person, sample_pose
 from handseg.phantom.extras import metal_layer
+from handseg.phantom.failures import Failure
 from handseg.phantom.placement import Frame, sample_frame, to_annotation_polygon
 from handseg.phantom.soft_tissue import soft_tissue_mm
 
@@ -116,22 +117,28 @@ def _detector(attenuation: np.ndarray, rng: np.random.Generator, size: int) -> t
     return img.astype(np.uint8), {"gamma": round(gamma, 3), "blur_px": round(blur, 3), "noise_sd": round(noise_sd, 4)}
 
 
-def render(rng: np.random.Generator, size: int, side: str, person: Person, bent: bool | None = None) -> RenderedHand:
+def render(rng: np.random.Generator, size: int, side: str, person: Person, bent: bool | None = None,
+           failure: Failure | None = None) -> RenderedHand:
     """Render one hand of ``person``: posture (``bent``: a strongly bent wrist, None: drawn, about one image in
-    five), framing, bones, soft tissue, metal and detector from ``rng``."""
+    five), framing, bones, soft tissue, metal and detector from ``rng``. ``failure``: a failure case
+    (:mod:`handseg.phantom.failures`; None, the default, is the plain phantom), recorded in ``info["failure"]``."""
     if side not in ("R", "L"):
         raise ValueError(f"side must be 'R' or 'L', got {side!r}")
     if size < 64:
         raise ValueError(f"image size must be at least 64 px, got {size}")
+    if failure is not None:
+        person = failure.person(person)
     pose = sample_pose(rng, bent)
     skeleton = build_skeleton(person, pose)
     hand = np.vstack([b for n, b in skeleton.bones.items() if n not in ("Radius", "Ulna")])
     wrist = np.array([0.0, -58.0]) * person.scale
     frame: Frame = sample_frame(rng, hand, wrist, size, side)
+    if failure is not None:
+        frame = failure.reframe(frame, skeleton, size)
 
-    polygons = {n: to_annotation_polygon(frame.apply(skeleton.bones[n]), size) for n in CLASSES}
+    polygons = _annotation_polygons(skeleton, frame, size)
     bone = np.zeros((size, size), np.float32)
-    for name in CLASSES:
+    for name in polygons:
         kind = _kind(name)
         cortex = person.cortex * (0.5 if kind == "carpal" else 0.8 if kind == "forearm" else 1.0)
         (x0, y0), att = bone_attenuation(
@@ -140,12 +147,18 @@ def render(rng: np.random.Generator, size: int, side: str, person: Person, bent:
         h, w = att.shape
         bone[y0 : y0 + h, x0 : x0 + w] += att
     bone /= frame.scale  # px of path -> mm
+    if failure is not None:
+        failure.growth_plates(bone, skeleton, frame, polygons)
     texture = 1.0 + 0.06 * _smooth_noise(rng, size, max(4, size // 24)) + 0.05 * _smooth_noise(
         rng, size, max(2, size // 160)
     )
     soft = soft_tissue_mm(skeleton, frame, size, rng)
     metal, drawn = metal_layer(skeleton, frame, size, side, rng)
     attenuation = person.density * bone * texture + MU_SOFT * soft + metal
+    extra = None
+    if failure is not None:
+        changed = failure.attenuation(attenuation, skeleton, frame)
+        extra, attenuation = changed - attenuation, changed
     image, detector = _detector(attenuation, rng, size)
     info = {
         "side": side,
@@ -157,7 +170,21 @@ def render(rng: np.random.Generator, size: int, side: str, person: Person, bent:
         **drawn,
         **detector,
     }
+    if failure is not None:
+        image, polygons, info["failure"] = failure.finish(image, polygons, extra, skeleton, frame)
     return RenderedHand(image=image, polygons=polygons, info=info)
+
+
+def _annotation_polygons(skeleton: Skeleton, frame: Frame, size: int) -> dict[str, np.ndarray]:
+    """The annotation polygon of every bone in the image, CLASSES order; a bone wholly outside the frame (only
+    a failure case moves one there) has none."""
+    polygons = {}
+    for name in CLASSES:
+        try:
+            polygons[name] = to_annotation_polygon(frame.apply(skeleton.bones[name]), size)
+        except ValueError:  # wholly outside the image
+            continue
+    return polygons
 
 
 def render_hand(seed: int, size: int = 2048, side: str = "R") -> tuple[np.ndarray, dict[str, np.ndarray]]:

@@ -1,9 +1,15 @@
 """Atomic file and folder writes: write under a temporary name beside the target, then rename it into place.
 
-A crash or Ctrl-C mid-write leaves either the previous version or nothing, never a truncated one. Temporary
-names are unique per write and carry the writer's PID (``.<name>.<pid>.<random>.tmp``), so two writers never
-share or delete each other's staging, and a leftover of a process that no longer runs is recognised and removed
-(:func:`remove_stale_staging`). A full disk is :class:`handseg.runtime.disk.DiskFullError`, with the staging removed.
+One writer for a file (:func:`atomic_write_bytes` / :func:`atomic_write_text`, or :func:`atomic_path` for a
+writer that needs a file name, such as a compiler) and one for a folder (:func:`atomic_folder`, or
+:class:`StagedFolder` where several processes write into one staging folder). Each runs the whole sequence: a
+previous save that died between its two renames is recovered, staging left by dead writers is removed, the new
+version is written under a temporary name, flushed to disk (fsync), renamed into place, and the staging is removed
+on any failure. A crash or Ctrl-C mid-write leaves either the previous version or nothing, never a truncated one.
+Temporary names are unique per write and carry the writer's PID (``.<name>.<pid>.<random>.tmp``), so two writers
+never share or delete each other's staging, and a leftover of a process that no longer runs is recognised and
+removed (:func:`remove_stale_staging`). A full disk is :class:`handseg.runtime.disk.DiskFullError`, with the
+staging removed.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Iterator
 
 import psutil
 
-from handseg.runtime.disk import disk_full_guard
+from handseg.runtime.disk import disk_full_guard, folder_bytes
 
 
 def _umask() -> int:
@@ -69,6 +75,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     os.close(fd)
     try:
         yield Path(tmp)
+        _fsync(Path(tmp))
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
@@ -132,3 +139,64 @@ def _writer_pid(path: Path, name: str) -> int | None:
     match = re.fullmatch(rf"\.{re.escape(name)}\.(\d+)\..+\.(tmp|old)", path.name)
     return int(match.group(1)) if match else None
 
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder entry's) data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """Flush every file under ``folder``, then the folders themselves, so that the renamed version is complete on
+    disk even after a power cut."""
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        _fsync(path)
+    _fsync(folder)
+
+
+class StagedFolder:
+    """The next version of the folder ``target``, written in a staging folder beside it and swapped in.
+
+    ``begin()`` recovers a previous save that died mid-swap, removes staging left by dead writers and returns a new
+    empty staging folder; the caller writes there (one process or several); ``commit()`` flushes it to disk and
+    swaps it in; ``discard()`` removes whatever is left of it (a no-op after a commit). :func:`atomic_folder` runs
+    this sequence for a single writer."""
+
+    def __init__(self, target: str | os.PathLike):
+        self.target = Path(target)
+        self.staging: Path | None = None
+
+    def begin(self) -> Path:
+        recover_folder(self.target)  # an earlier save died between its two renames
+        remove_stale_staging(self.target)
+        self.staging = staging_dir(self.target)
+        return self.staging
+
+    def commit(self) -> Path:
+        fsync_tree(self.staging)
+        return swap_in(self.staging, self.target)
+
+    def discard(self) -> None:
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike, what: str = "a folder", payload_bytes: int = 0) -> Iterator[Path]:
+    """Write a new version of the folder ``target``: yields an empty staging folder; when the block ends without an
+    error, the staging folder replaces ``target`` (the previous version is kept on any failure). A full disk is
+    :class:`~handseg.runtime.disk.DiskFullError` naming ``what`` and about ``payload_bytes`` (or the previous
+    version's size, if larger) as needed, measured after the staging was removed."""
+    staged = StagedFolder(target)
+    tmp = staged.begin()
+    needed = max(int(payload_bytes), folder_bytes(target))
+    with disk_full_guard(target, what, needed):  # outside the cleanup: free space is measured after it
+        try:
+            yield tmp
+            staged.commit()
+        finally:
+            staged.discard()

@@ -17,11 +17,12 @@ from __future__ import annotations
 import dataclasses
 import types
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Sequence, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 from handseg.runtime.errors import ConfigError
+from handseg.runtime.overrides import apply_overrides, blame, merge_dicts, parse_overrides
 
 T = TypeVar("T")
 
@@ -53,23 +54,18 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_config(path: str | Path, schema: type[T], overrides: dict | None = None) -> T:
-    """Load ``path`` into the dataclass ``schema``; ``overrides`` (a nested dict) is merged on top."""
+def load_config(path: str | Path, schema: type[T], overrides: dict | None = None, sets: Sequence[str] = ()) -> T:
+    """Load ``path`` into the dataclass ``schema``; ``overrides`` (a nested dict) is merged on top, then the
+    command line's ``--set key.sub=value`` strings (:mod:`handseg.runtime.overrides`), and the result is checked
+    as a whole; a problem with a key a ``--set`` gave says so."""
     data = load_yaml(path)
     if overrides:
         data = merge_dicts(data, overrides)
-    return from_dict(schema, data, file=path)
-
-
-def merge_dicts(base: dict, update: dict) -> dict:
-    """Recursive dict merge: values of ``update`` win; nested mappings merge key by key."""
-    out = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_dicts(out[key], value)
-        else:
-            out[key] = value
-    return out
+    given = parse_overrides(sets, path)
+    try:
+        return from_dict(schema, apply_overrides(data, given), file=path)
+    except ConfigError as exc:
+        raise blame(exc, given) from None
 
 
 def from_dict(schema: type[T], data: Any, *, file: str | Path = "<config>", prefix: str = "") -> T:
@@ -123,22 +119,13 @@ def _type_name(tp: Any) -> str:
 
 
 def _convert(tp: Any, value: Any, file, key: str) -> Any:
+    """``value`` checked against the type hint ``tp`` (and converted: a Path from a string, a float from an int);
+    ConfigError naming ``key`` otherwise."""
     origin = get_origin(tp)
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        args = get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(arg, value, file, key)
-            except ConfigError as exc:
-                errors.append(exc.problem)
-        raise ConfigError(file, key, " or ".join(errors) or "null is not allowed")
+        return _convert_union(get_args(tp), value, file, key)
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed:
@@ -147,42 +134,57 @@ def _convert(tp: Any, value: Any, file, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, file=file, prefix=key)
     if origin in (list, tuple):
-        args = get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(file, key, f"expected a list, got {type(value).__name__} {value!r}")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(file, key, f"expected {len(args)} items, got {len(value)}")
-            return tuple(_convert(a, v, file, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-        item = args[0] if args else Any
-        items = [_convert(item, v, file, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
+        return _convert_sequence(origin, get_args(tp), value, file, key)
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(file, key, f"expected a mapping, got {type(value).__name__}")
         kt, vt = get_args(tp) or (Any, Any)
         return {k: _convert(vt, v, file, f"{key}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(file, key, f"expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(file, key, f"expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(file, key, f"expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(file, key, f"expected a string, got {value!r}")
-        return value
-    if tp is Path:
-        if not isinstance(value, (str, Path)):
-            raise ConfigError(file, key, f"expected a path, got {value!r}")
-        return Path(value)
+    if tp in _SCALARS:
+        accepts, convert, expected = _SCALARS[tp]
+        if not accepts(value):
+            raise ConfigError(file, key, f"expected {expected}, got {value!r}")
+        return convert(value)
     raise ConfigError(file, key, f"unsupported schema type {_type_name(tp)}")
+
+
+# Scalar field types: (which values are accepted, conversion, what the error says was expected). bool is an int in
+# Python, so ints and floats refuse it explicitly.
+_SCALARS = {
+    bool: (lambda v: isinstance(v, bool), lambda v: v, "true/false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), lambda v: v, "an integer"),
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), float, "a number"),
+    str: (lambda v: isinstance(v, str), lambda v: v, "a string"),
+    Path: (lambda v: isinstance(v, (str, Path)), Path, "a path"),
+}
+
+
+def _convert_union(args: tuple, value: Any, file, key: str) -> Any:
+    """``X | Y | None``: null where allowed, else the first member type that takes the value."""
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _convert(arg, value, file, key)
+        except ConfigError as exc:
+            errors.append(exc.problem)
+    raise ConfigError(file, key, " or ".join(errors) or "null is not allowed")
+
+
+def _convert_sequence(origin: type, args: tuple, value: Any, file, key: str) -> list | tuple:
+    """``list[X]``, ``tuple[X, ...]`` or a fixed ``tuple[X, Y]``, item by item (keys ``key[i]``)."""
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(file, key, f"expected a list, got {type(value).__name__} {value!r}")
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        if len(value) != len(args):
+            raise ConfigError(file, key, f"expected {len(args)} items, got {len(value)}")
+        return tuple(_convert(a, v, file, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    item = args[0] if args else Any
+    items = [_convert(item, v, file, f"{key}[{i}]") for i, v in enumerate(value)]
+    return tuple(items) if origin is tuple else items
 
 
 __all__ = ["FieldError", "load_config", "load_yaml", "from_dict", "to_dict", "merge_dicts"]

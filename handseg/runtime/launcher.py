@@ -14,22 +14,32 @@ process's. And
 an error of a launched process (the trainer's or evaluator's one-line ``error:``, exit 2) ends the launch with
 the same exit code, without Accelerate's ``CalledProcessError`` traceback after the line. The launched processes
 find this process's PID in ``HANDSEG_LAUNCHER_PID``: a trainer whose launcher is gone (killed with SIGKILL, which
-cannot be passed on) saves its state and stops rather than run on unsupervised (:class:`trainer.loop.StopFlag`).
+cannot be passed on) saves its state and stops rather than run on unsupervised (:class:`trainer.stop_flag.StopFlag`).
+A launched process killed with SIGKILL (exit 137), which on a training machine is nearly always the kernel's
+out-of-memory killer, gets one line saying so. :func:`exec_launch` is how the launch scripts' Python side
+(``trainer.launch``, ``evaluator.launch``) becomes this launcher, in the same process.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
+from typing import NoReturn, Sequence
 
 import psutil
 
 FORWARDED = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
 LAUNCHER_ENV = "HANDSEG_LAUNCHER_PID"
+KILLED = 128 + signal.SIGKILL  # 137
+KILLED_LINE = ("error: a launched process was killed with SIGKILL (exit 137), most likely by the kernel's "
+               "out-of-memory killer (see `dmesg`): use a smaller batch, e.g. --set data.batch_size=2 "
+               "(training) or --set batch_size_eval=1 (evaluation), or fewer loader workers (data.num_workers)")
 
 
 def forward_to_children(signum: int, frame) -> None:
@@ -53,7 +63,8 @@ def failure_code(exc: BaseException) -> int | None:
         return exit_code(exc.returncode)
     failures = getattr(exc, "failures", None)  # torchrun's ChildFailedError: {rank: ProcessFailure}
     if isinstance(failures, dict) and failures:
-        return exit_code(failures[min(failures)].exitcode)
+        codes = [exit_code(failures[rank].exitcode) for rank in sorted(failures)]
+        return KILLED if KILLED in codes else codes[0]  # one rank OOM-killed, the others stopped by torchrun
     sigval = getattr(exc, "sigval", None)  # torchrun's SignalException: it stopped its workers on this signal
     if sigval is not None:
         return 128 + int(sigval)
@@ -91,7 +102,21 @@ def main(argv: list[str] | None = None) -> int:
     code = failure_code(exc)
     if code is None:
         raise exc
+    if code == KILLED:
+        print(KILLED_LINE, file=sys.stderr, flush=True)
     return code
+
+
+def exec_launch(acc_config: str | Path, module: str, module_args: Sequence[str],
+                launch_args: Sequence[str] = ()) -> NoReturn:
+    """Replace this process by the launcher running ``python -m module module_args`` under ``accelerate launch``
+    with the Accelerate config ``acc_config`` (and extra launch options ``launch_args``); the command is printed
+    first. The process keeps its PID, so a signal to what the launch script started reaches the launcher."""
+    shown = ["accelerate", "launch", "--config_file", str(acc_config), *launch_args, "-m", module, *module_args]
+    print(shlex.join(shown), flush=True)
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "handseg.runtime.launcher", "--quiet", "--config_file",
+                              str(acc_config), *launch_args, "-m", module, *module_args])
 
 
 if __name__ == "__main__":

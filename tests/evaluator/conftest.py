@@ -33,8 +33,9 @@ def make_checkpoint(folder: Path, seed: int = 0, mode: str = "tile") -> Path:
     import torch
 
     from handseg.model.checkpoint import save_checkpoint
-    from handseg.model.factory import ModelConfig, build_model
+    from handseg.model.factory import build_model
     from handseg.model.io import InputSpec
+    from handseg.model.presets import ModelConfig
 
     torch.manual_seed(seed)
     cfg = ModelConfig(arch="segformer", preset="test")

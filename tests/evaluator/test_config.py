@@ -160,3 +160,29 @@ def test_hand_norm_comes_from_the_thresholds_file_and_can_be_switched_off(tmp_pa
     tfile.write_text(yaml.safe_dump({"thresholds": 0.5, "scale_norm": {"reference_fraction": 2.0}}))
     with pytest.raises(ConfigError, match="scale_norm.reference_fraction"):
         resolve_hand_norm(load_eval_config(tmp_path / "a.yaml"))
+
+
+def test_tile_selection_comes_from_the_thresholds_file_and_can_be_switched_off(tmp_path, tiny_ckpt):
+    """The margin tuned on validation is used; a file without one gives the default selection; ``tile_selection:
+    false`` runs every tile, through the evaluation's inference settings."""
+    from evaluator.config import resolve_tile_selection
+    from evaluator.engines import eval_settings, load_engine
+    from handseg.inference.tile_selection import DEFAULT_MARGIN, TileSelection
+
+    tfile = tmp_path / "thresholds.yaml"
+    tfile.write_text(yaml.safe_dump({"thresholds": 0.5, "tile_selection": {"probability": 0.4, "margin": 32}}))
+    data = {"checkpoint": str(tiny_ckpt), "thresholds": str(tfile), "backend": "eager"}
+    cfg = load_eval_config(_write(tmp_path / "a.yaml", data))
+    assert resolve_tile_selection(cfg) == TileSelection(0.4, 32)
+    ckpt = load_eval_checkpoint(cfg)
+    assert eval_settings(cfg, ckpt, load_engine(cfg, ckpt)).selection == TileSelection(0.4, 32)
+    off = load_eval_config(_write(tmp_path / "b.yaml", {**data, "tile_selection": False}))
+    assert resolve_tile_selection(off) is None and eval_settings(off, ckpt, load_engine(off, ckpt)).selection is None
+    default = resolve_tile_selection(load_eval_config(_write(tmp_path / "c.yaml", {**data, "thresholds": 0.4})))
+    assert default == TileSelection() and default.margin == DEFAULT_MARGIN
+    tfile.write_text(yaml.safe_dump({"thresholds": 0.5, "tile_selection": {"margin": -4}}))
+    with pytest.raises(ConfigError, match="tile_selection.margin"):
+        resolve_tile_selection(load_eval_config(tmp_path / "a.yaml"))
+    tfile.write_text(yaml.safe_dump({"thresholds": 0.5, "tile_selection": {"margn": 4}}))
+    with pytest.raises(ConfigError, match="margn"):
+        resolve_tile_selection(load_eval_config(tmp_path / "a.yaml"))

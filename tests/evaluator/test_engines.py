@@ -15,6 +15,7 @@ from evaluator.engines import engine_path, eval_settings, load_engine, load_eval
 from evaluator.manifest import StaleEngineError, check_manifest, read_manifest
 from handseg.inference.engine import eager_engine
 from handseg.runtime.errors import ConfigError
+from tests.commands import load_script, run_main
 
 from .conftest import TILE, make_checkpoint, synthetic_xray
 
@@ -76,12 +77,9 @@ def test_missing_engine_says_how_to_build_it(eval_yaml, tmp_path):
         load_engine(cfg, load_eval_checkpoint(cfg))
 
 
-def test_tensorrt_without_torch_tensorrt_is_one_line(eval_yaml, repo_root):
+def test_tensorrt_without_torch_tensorrt_is_one_line(eval_yaml):
     # The config's device is cpu: whether or not torch_tensorrt is installed, TensorRT cannot run here.
-    proc = subprocess.run(
-        [sys.executable, str(repo_root / "tensorrt_aot.py"), "--cfg-path", str(eval_yaml), "--backend", "tensorrt"],
-        capture_output=True, text=True, cwd=repo_root, timeout=300,
-    )
+    proc = run_main(load_script("tensorrt_aot").main, "--cfg-path", eval_yaml, "--backend", "tensorrt")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
@@ -112,8 +110,8 @@ def test_manifest_records_provenance(aoti_engine, tiny_ckpt):
 
 def test_cascade_compiles_both_parts_and_refuses_a_stale_prior(tmp_path):
     """A cascade checkpoint compiles to two AOTInductor engines (stage 2 on (2, 32, 64, 64) tiles, stage 1 on
-    (1, 3, 128, 128)) that agree with eager through the whole inference path; a retrained stage 1 inside the
-    checkpoint makes the pair stale."""
+    (1, 3, 128, 128)) that agree with eager through the whole inference path, stage 2 with its batch-1 tail; a
+    retrained stage 1 inside the checkpoint makes the pair stale."""
     import shutil
 
     from evaluator.build_engine import build_engine
@@ -129,6 +127,12 @@ def test_cascade_compiles_both_parts_and_refuses_a_stale_prior(tmp_path):
     assert manifest["agreement_vs_eager_fp32"]["mask_dice_min"] >= 0.999
     engine = load_engine(cfg, ckpt)
     assert engine.prior is not None and engine.prior.side == 128 and engine.side == TILE
+    # The batch-1 tail runs what is left over after full batches: three tiles are one batch of 2 and one of 1.
+    assert manifest["tail"]["batch_size"] == 1 and engine.tail is not None and engine.tail.batch_size == 1
+    calls = []
+    for part in (engine, engine.tail):
+        part.fn = (lambda fn: lambda x: calls.append(x.shape[0]) or fn(x))(part.fn)
+    assert engine(torch.randn(3, 32, TILE, TILE)).shape[0] == 3 and calls == [2, 1]
     # Stage 1 retrained (other weights, with their own record) inside the checkpoint: its engine no longer matches.
     other = make_checkpoint(tmp_path / "other" / "best", seed=3, mode="resize")
     shutil.rmtree(ckpt_dir / PRIOR_DIR)

@@ -130,3 +130,53 @@ def test_cli_reports_bad_images_and_exits_1(predictor, images, tiny_ckpt, engine
     assert row["image"] == "odd"
     with pytest.raises(SystemExit):
         predict_cli.parse_args([str(images), "--pixel-spacing", "0"])
+
+
+def test_inputs_that_would_write_the_same_outputs_are_one_line_before_any_work(images, tmp_path, capsys):
+    """x.png and x.PNG (or names equal but for case) would write the same x.json and x.overlay.png; an input
+    named like another's output would be overwritten: one line naming both, exit 2, and nothing written, not
+    even the output folder (the config's checkpoint is not even looked at)."""
+    folder = tmp_path / "in"
+    (folder / "ID1").mkdir(parents=True)
+    for name in ("image200.png", "ID1/image200.png", "ID1/IMAGE200.PNG"):
+        shutil.copy(images / "odd.png", folder / name)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match="2"):
+        predict_cli.main([str(folder), "--cfg-path", str(tmp_path / "none.yaml"), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {folder / 'ID1/image200.png'}: would write the same output files as "
+                   f"{folder / 'ID1/IMAGE200.PNG'} ({out / 'ID1/image200'}.json, ...); rename one or predict them "
+                   "into separate --out folders"], err
+    assert not out.exists()
+    (folder / "ID1" / "IMAGE200.PNG").unlink()
+    shutil.copy(images / "odd.png", folder / "image200.overlay.png")
+    with pytest.raises(SystemExit, match="2"):
+        predict_cli.main([str(folder), "--cfg-path", str(tmp_path / "none.yaml"), "--out", str(folder)])
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {folder / 'image200.overlay.png'}: would be overwritten by the output ")
+    assert f"of {folder / 'image200.png'}" in err
+    assert sorted(p.name for p in folder.rglob("*")) == ["ID1", "image200.overlay.png", "image200.png", "image200.png"]
+
+
+def test_a_missing_checkpoint_names_the_configs_that_have_one(images, tiny_ckpt, tmp_path, monkeypatch, capsys):
+    """`python predict.py x.png` after `make demo`: config/eval.yaml names a GPU run that is not there; its one
+    line says which config would work (the demo's), and without any trained checkpoint how to get one."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config" / "demo").mkdir(parents=True)
+    (tmp_path / "config" / "eval.yaml").write_text("checkpoint: runs/stage2/best\n")
+    demo = tmp_path / "config" / "demo" / "eval.yaml"
+    demo.write_text("checkpoint: [runs/demo_stage2/best, runs/demo_stage1/best]\n")
+    (tmp_path / "config" / "demo" / "train_stage2.yaml").write_text("ckpt: runs/demo_stage1/best\n")
+    for stage in ("demo_stage1", "demo_stage2"):
+        shutil.copytree(tiny_ckpt, tmp_path / "runs" / stage / "best")
+    with pytest.raises(SystemExit, match="2"):
+        predict_cli.main([str(images / "odd.png")])
+    assert capsys.readouterr().err.splitlines() == [
+        "error: config/eval.yaml: checkpoint: folder not found: runs/stage2/best; configs whose checkpoints exist "
+        "here: --cfg-path config/demo/eval.yaml"]
+    shutil.rmtree(tmp_path / "runs" / "demo_stage2")
+    with pytest.raises(SystemExit, match="2"):
+        predict_cli.main([str(images / "odd.png"), "--cfg-path", str(demo)])
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {demo}: checkpoint: folder not found: runs/demo_stage2/best; no config under config/ has a trained "
+        "checkpoint here yet (`make demo` trains config/demo/eval.yaml's)"]

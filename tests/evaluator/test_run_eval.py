@@ -1,4 +1,6 @@
-"""Validation and submission modes on the phantom data set, with the tiny checkpoint and the eager engine."""
+"""Validation and submission modes on the phantom data set, with the tiny checkpoint and the eager engine. (A
+successful validation through ``accelerate_eval.sh``: ``tests/test_gpu_chain.py``, which runs the shipped configs'
+commands end to end.)"""
 
 from __future__ import annotations
 
@@ -9,9 +11,11 @@ import numpy as np
 import pytest
 
 from evaluator.config import load_eval_config
+from evaluator.run_eval import main as run_eval_main
 from evaluator.run_eval import run
 from handseg.format.classes import CLASSES
 from handseg.runtime.errors import DataFormatError
+from tests.commands import load_script, run_main
 
 from .conftest import write_eval_yaml
 
@@ -139,38 +143,15 @@ def test_test_folder_without_pngs(eager_cfg, tmp_path):
         run("submission", eager_cfg(data_root=data))
 
 
-def test_accelerate_eval_sh_validation(eager_cfg, tmp_path, repo_root):
-    import json
-    import subprocess
-
-    import yaml
-
-    cfg = eager_cfg()
-    cfg_path = tmp_path / "eval.yaml"
-    proc = subprocess.run(["sh", str(repo_root / "accelerate_eval.sh"), "--mode", "validation", "--cfg-path",
-                           str(cfg_path), "--output-dir", str(tmp_path / "sh")],
-                          capture_output=True, text=True, cwd=repo_root, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    via_sh = json.loads((tmp_path / "sh" / "dice.json").read_text())
-    assert "report: " in proc.stdout and (tmp_path / "sh" / "report.html").stat().st_size > 10_000
-    direct = run("validation", cfg)
-    assert via_sh["mean_dice"] == pytest.approx(direct["summary"].mean, abs=1e-4)
-    assert yaml.safe_load(cfg_path.read_text())["backend"] == "eager"
-
-
-def test_tune_thresholds_writes_a_file_eval_yaml_reads(eager_cfg, tmp_path, repo_root):
-    import subprocess
-    import sys
-
+def test_tune_thresholds_writes_a_file_eval_yaml_reads(eager_cfg, tmp_path):
     import yaml
 
     from evaluator.config import resolve_postprocess, resolve_thresholds
 
     cfg = eager_cfg()
     out = tmp_path / "thresholds.yaml"
-    proc = subprocess.run([sys.executable, str(repo_root / "scripts" / "tune_thresholds.py"), "--cfg-path",
-                           str(tmp_path / "eval.yaml"), "--bins", "20", "--out", str(out)],
-                          capture_output=True, text=True, cwd=repo_root, timeout=300)
+    proc = run_main(load_script("tune_thresholds").main, "--cfg-path", tmp_path / "eval.yaml", "--bins", "20",
+                    "--out", out)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = yaml.safe_load(out.read_text())
     assert f"thresholds -> {out}" in proc.stdout
@@ -195,10 +176,10 @@ def _run_eval_sh(repo_root, cfg_path, out_dir):
                           capture_output=True, text=True, cwd=repo_root, timeout=300)
 
 
-def test_accelerate_eval_sh_refuses_damaged_weights_in_one_line(tmp_path, tiny_ckpt, engine_dir, phantom_root,
-                                                                 repo_root):
-    """1000 random bytes in the weights' data: the evaluator names the file (exit 2, no launcher traceback)
-    instead of evaluating garbage."""
+def test_evaluation_refuses_damaged_weights_in_one_line(tmp_path, tiny_ckpt, engine_dir, phantom_root):
+    """1000 random bytes in the weights' data: the evaluator names the file (exit 2) instead of evaluating garbage.
+    (An error of the launched evaluator through ``accelerate_eval.sh``, one line and exit 2 without the launcher's
+    traceback: ``test_accelerate_eval_sh_error_after_launch_is_one_line_exit_2``.)"""
     import struct
 
     folder = tmp_path / "ckpt"
@@ -210,11 +191,10 @@ def test_accelerate_eval_sh_refuses_damaged_weights_in_one_line(tmp_path, tiny_c
     weights.write_bytes(bytes(data))
     cfg_path = write_eval_yaml(tmp_path / "eval.yaml", folder, engine_dir, tmp_path / "out", data_root=phantom_root,
                                backend="eager")
-    proc = _run_eval_sh(repo_root, cfg_path, tmp_path / "out")
+    proc = run_main(run_eval_main, "--mode", "validation", "--cfg-path", cfg_path, "--output-dir", tmp_path / "out")
     assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr and "CalledProcessError" not in proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: {weights}: ") and "sha256" in last
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {weights}: ") and "sha256" in lines[0]
     assert not (tmp_path / "out" / "dice.json").exists()
 
 
@@ -231,6 +211,7 @@ def test_accelerate_eval_sh_error_after_launch_is_one_line_exit_2(tmp_path, tiny
 
 
 def test_second_evaluation_on_one_output_dir_is_refused(eager_cfg, tmp_path, repo_root):
+    """Another process holds the output folder: the evaluation is refused in one line naming its PID."""
     import subprocess
     import sys
 
@@ -241,11 +222,33 @@ def test_second_evaluation_on_one_output_dir_is_refused(eager_cfg, tmp_path, rep
     holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], cwd=repo_root, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"  # another evaluation writes the folder
-        proc = _run_eval_sh(repo_root, tmp_path / "eval.yaml", out)
+        proc = run_main(run_eval_main, "--mode", "validation", "--cfg-path", tmp_path / "eval.yaml", "--output-dir",
+                        out)
     finally:
         holder.kill()
         holder.wait()
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {out}: in use by another evaluation (PID {holder.pid} ")
     assert not (out / "dice.json").exists()
+
+
+def test_colliding_test_image_names_are_one_line_before_any_work(tiny_ckpt, engine_dir, phantom_root, tmp_path,
+                                                                  capsys):
+    """ID005/x.png and ID006/x.png would give submission rows that cannot be told apart: refused in one line that
+    names both files, before the engine loads, and nothing (not even the output folder) is written."""
+    from evaluator.run_eval import main
+
+    data = tmp_path / "data"
+    shutil.copytree(phantom_root / "test", data / "test")
+    first, *_, last = sorted((data / "test" / "DCM").rglob("*.png"))
+    assert first.parent != last.parent
+    clash = last.rename(last.with_name(first.name))
+    cfg = write_eval_yaml(tmp_path / "eval.yaml", tiny_ckpt, engine_dir, tmp_path / "out", data_root=data,
+                          backend="eager")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--mode", "submission", "--cfg-path", str(cfg)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1
+    assert err[0].startswith(f"error: {clash}: same file name as {first}: "), err[0]
+    assert not (tmp_path / "out").exists()

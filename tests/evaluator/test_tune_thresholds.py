@@ -51,14 +51,15 @@ def test_tuning_stores_the_hand_reference_of_the_first_pass(phantom_root):
     settings = InferenceSettings(InputSpec(mode="resize", image_size=64, tile_size=64))
     toy = SimpleNamespace(folder="toy")
     bright = Engine(fn=lambda x: (4 * F.avg_pool2d(x[:, :1], 4) - 1).repeat(1, 29, 1, 1))
-    result = tune.tune(SimpleNamespace(device="cpu"), [(bright, settings, toy)], samples, bins=10, progress=False)
+    cfg = SimpleNamespace(device="cpu", tile_selection=True)
+    result = tune.tune(cfg, [(bright, settings, toy)], samples, bins=10, progress=False)
     expected = np.mean([(cv2.resize(read_image(s.image_path), (64, 64), interpolation=cv2.INTER_AREA)
                          .reshape(16, 4, 16, 4).mean((1, 3)) > 255 * (0.485 + 0.229 / 4)).mean() for s in samples])
     assert 0.05 < expected < 0.95
     assert result["hand_norm"]["reference_fraction"] == np.round(expected, 6)
     assert result["hand_norm"]["reference_angle"] is None  # every class alike: no carpal-to-finger axis
     blind = Engine(fn=lambda x: torch.full((x.shape[0], 29, 16, 16), -5.0))
-    assert tune.tune(SimpleNamespace(device="cpu"), [(blind, settings, toy)], samples, bins=10,
+    assert tune.tune(SimpleNamespace(device="cpu", tile_selection=True), [(blind, settings, toy)], samples, bins=10,
                      progress=False)["hand_norm"] is None
 
 
@@ -82,3 +83,33 @@ def test_the_reference_angle_is_the_hands_mean_axis_and_the_spread_their_largest
     reference = tune.hand_reference(samples, members, "cpu", progress=False)
     assert reference.reference_angle == pytest.approx(280.0 / 3, abs=1.0)
     assert reference.angle_spread == pytest.approx(280.0 / 3 - 80.0, abs=1.0)
+
+
+def test_the_tile_selection_margin_is_the_smallest_that_scores_as_every_tile(phantom_root):
+    """A toy cascade (stage 1 calls the bright pixels bone, stage 2 adds a residual everywhere) on validation
+    images: each margin's Dice and tiles run are reported; the margin chosen is the smallest within the tolerances,
+    and larger margins run more tiles."""
+    import torch.nn.functional as F
+
+    from handseg.data.dataset_index import index_split
+    from handseg.inference.engine import Engine
+    from handseg.inference.pipeline import InferenceSettings
+    from handseg.inference.tile_selection import MARGINS, TileSelection
+    from handseg.model.io import InputSpec
+
+    samples = index_split(phantom_root, "train")[:2]
+    spec1 = InputSpec(mode="resize", image_size=64, tile_size=64)
+    spec2 = InputSpec(mode="tile", image_size=64, tile_size=64, overlap=0.25, prior=spec1)
+    stage1 = Engine(fn=lambda x: (6 * F.avg_pool2d(x[:, :1], 4) - 2).repeat(1, 29, 1, 1))
+    stage2 = Engine(fn=lambda x: F.avg_pool2d(x[:, 3:] * 2.0 - x[:, :1] * 0.5, 4), prior=stage1)
+    members = [(stage2, InferenceSettings(spec2, selection=TileSelection()), None)]
+    found = tune.choose_selection(samples, members, "cpu", [0.5] * 29, None, progress=False)
+    rows = found["margins"]
+    assert list(rows) == list(MARGINS) and found["selection"]["probability"] == 0.5
+    runs = [rows[m]["tiles_run"] for m in MARGINS]
+    assert runs == sorted(runs) and runs[0] < 1.0
+    ok = [found["every_tile_mean_dice"] - rows[m]["mean_dice"] <= tune.SELECTION_MEAN_DROP + 1e-6
+          and rows[m]["largest_class_drop"] <= tune.SELECTION_CLASS_DROP + 1e-6 for m in MARGINS]
+    chosen = found["selection"]["margin"]
+    assert ok[MARGINS.index(chosen)] and not any(ok[:MARGINS.index(chosen)])
+    assert tune.choose_selection(samples, [(stage1, InferenceSettings(spec1), None)], "cpu", 0.5, None) is None

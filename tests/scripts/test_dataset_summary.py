@@ -1,24 +1,22 @@
-"""scripts/dataset_summary.py end to end: a good data root, and bad ones answered in one line."""
+"""scripts/dataset_summary.py end to end (its ``main`` in this process, as the command runs it): a good data root,
+and bad ones answered in one line."""
 
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import subprocess
-import sys
-from pathlib import Path
 
+from tests.commands import load_script, run_main
 from tests.handseg.synthetic import make_dataset
-
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "dataset_summary.py"
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=120
-    )
+    return run_main(load_script("dataset_summary").main, *args)
+
+
+def make_phantom(*args: str) -> subprocess.CompletedProcess:
+    return run_main(load_script("make_phantom").main, *args)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
@@ -77,3 +75,28 @@ def test_phantom_root(phantom_root):
     proc = run("--data", str(phantom_root), "--folds", "2")
     assert proc.returncode == 0, proc.stderr
     assert "train: 4 person(s), 8 image(s)" in proc.stdout and "validation problems: 0" in proc.stdout
+
+
+def test_korean_meta_data_xlsx_stratifies_as_the_english_csv(tmp_path):
+    """The competition's meta_data.xlsx (Korean headers, sex 남 / 여) as make_phantom.py --meta xlsx-ko writes it:
+    --stratify sex works, the mapping is shown, and the folds are those of the English CSV, each fold getting one
+    man and one woman (5 of each in 5 folds)."""
+    ko, en = tmp_path / "ko", tmp_path / "en"
+    args = ("--train-ids", "10", "--test-ids", "0", "--size", "64", "--seed", "2", "--quiet")
+    made = make_phantom("--out", str(ko), *args, "--meta", "xlsx-ko")
+    assert made.returncode == 0, made.stderr
+    assert (ko / "meta_data.xlsx").is_file() and not (ko / "meta_data.csv").exists()
+    shutil.copytree(ko, en)
+    again = make_phantom("--out", str(en), *args)  # reused, only the table is rewritten in the English form
+    assert "reusing" in again.stdout and "meta data rewritten" in again.stdout, again.stdout + again.stderr
+    assert (en / "meta_data.csv").is_file() and not (en / "meta_data.xlsx").exists()
+    stdout = {}
+    for root in (ko, en):
+        proc = run("--data", str(root), "--folds", "5", "--stratify", "sex")
+        assert proc.returncode == 0, proc.stderr
+        stdout[root] = proc.stdout
+    assert "  columns: 나이 -> age, 성별 -> sex, 체중(몸무게) -> weight, 키(신장) -> height" in stdout[ko]
+    assert "  sex values: 남 -> M, 여 -> F (F: 5, M: 5)" in stdout[ko]
+    folds = {root: [ln for ln in out.splitlines() if ln.startswith("fold ")] for root, out in stdout.items()}
+    assert folds[ko] == folds[en] and len(folds[ko]) == 5
+    assert all(ln.endswith("[sex=F: 1, sex=M: 1]") for ln in folds[ko]), folds[ko]

@@ -1,10 +1,10 @@
-"""make_phantom.py, eda.py and score_submission.py, run as a user runs them."""
+"""make_phantom.py, eda.py, score_submission.py and resolution_ceiling.py, run as a user runs them (their ``main`` in
+this process: exit code, stdout and stderr as the command gives them)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,13 +14,11 @@ from handseg.format.annotations import polygons_in_order, read_annotation
 from handseg.format.rasterize import rasterize
 from handseg.format.rle import rle_encode_many
 from handseg.format.submission import write_submission
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.commands import load_script, run_main
 
 
 def run(script: str, *args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "scripts" / script), *map(str, args)],
-                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    return run_main(load_script(script.removesuffix(".py")).main, *args)
 
 
 def test_make_phantom_writes_reuses_and_refuses(tmp_path: Path):

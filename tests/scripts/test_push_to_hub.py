@@ -1,16 +1,13 @@
 """scripts/push_to_hub.py without network: the checked folder, the card it makes sure of, the file list.
 
-Most cases call the script's ``main`` in this process (each separate Python would spend seconds importing
-torch); one runs the command itself.
+Every case calls the script's ``main`` in this process (each separate Python would spend seconds importing torch).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,8 +15,10 @@ import torch
 from huggingface_hub import ModelCard
 
 from handseg.model.checkpoint import read_info, save_checkpoint
-from handseg.model.factory import ModelConfig, build_model
+from handseg.model.factory import build_model
 from handseg.model.io import InputSpec
+from handseg.model.presets import ModelConfig
+from tests.commands import run_main
 from tests.scripts.test_dataset_summary import assert_one_line_error
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,11 +100,10 @@ def test_errors_are_one_line(tmp_path, run):
                           "malformed JSON")
 
 
-def test_command_uploads_and_fails_in_one_line_without_network(tmp_path):
+def test_command_uploads_and_fails_in_one_line_without_network(tmp_path, monkeypatch):
     folder = checkpoint(tmp_path / "best")
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")  # the Hub is never contacted
-    proc = subprocess.run([sys.executable, str(SCRIPT), str(folder), "me/hand-bones"], capture_output=True,
-                          text=True, env=env, cwd=REPO, timeout=120)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the Hub is never contacted
+    proc = run_main(push_to_hub.main, folder, "me/hand-bones")
     assert "uploading 4 file(s)" in proc.stdout
     assert_one_line_error(proc, "upload to me/hand-bones failed", "offline")
     assert proc.returncode == 2

@@ -1,22 +1,20 @@
-"""scripts/robustness.py, run as a user runs it, on the tiny phantom data set with a tiny eager checkpoint."""
+"""scripts/robustness.py, run as a user runs it (its ``main`` in this process), on the tiny phantom data set with a
+tiny eager checkpoint."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.commands import load_script, run_main
 from tests.evaluator.conftest import make_checkpoint, write_eval_yaml
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def run(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "robustness.py"), *map(str, args)],
-                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    return run_main(load_script("robustness").main, *args)
 
 
 @pytest.fixture(scope="module")

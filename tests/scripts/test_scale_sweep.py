@@ -4,8 +4,6 @@ as the evaluator's scoring at that scale."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import replace
 
 import pytest
@@ -15,15 +13,14 @@ from handseg.inference.engine import eager_engine
 from handseg.inference.pipeline import InferenceSettings
 from handseg.inference.scoring import score_images
 from handseg.model.checkpoint import load_checkpoint, recorded_data_config
+from tests.commands import load_script, run_main
 from tests.evaluator.conftest import make_checkpoint
 
 
-def test_sweep_rows_and_script(phantom_root, tmp_path, repo_root):
+def test_sweep_rows_and_script(phantom_root, tmp_path):
     ckpt_dir = make_checkpoint(tmp_path / "run" / "best", mode="resize")  # trained at 128 px whole images
-    proc = subprocess.run([sys.executable, str(repo_root / "scripts" / "scale_sweep.py"), "--checkpoint",
-                           str(ckpt_dir), "--data-root", str(phantom_root), "--sides", "64", "128", "--tiles", "64",
-                           "--max-images", "2", "--out", str(tmp_path / "sweep")],
-                          capture_output=True, text=True, cwd=repo_root, timeout=300)
+    proc = run_main(load_script("scale_sweep").main, "--checkpoint", ckpt_dir, "--data-root", phantom_root, "--sides",
+                    "64", "128", "--tiles", "64", "--max-images", "2", "--out", tmp_path / "sweep")
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads((tmp_path / "sweep" / "scale_sweep.json").read_text())["rows"]
     assert [r["input"] for r in rows] == ["whole image at 64 px", "whole image at 128 px", "native 64 px tiles"]

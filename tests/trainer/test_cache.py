@@ -15,7 +15,8 @@ from handseg.data.image_io import read_image, write_png
 from handseg.format.annotations import ImageAnnotation, polygons_in_order, read_annotation, write_annotation
 from handseg.format.classes import CLASSES, NUM_CLASSES
 from handseg.format.rasterize import rasterize, unpack_bits
-from trainer.cache import ImageCache, data_fingerprint
+from trainer.cache import ImageCache
+from trainer.decoding import data_fingerprint
 
 
 def write_synthetic(root: Path, sizes: list[tuple[int, int]], seed: int = 0) -> Path:

@@ -12,11 +12,12 @@ from handseg.model.factory import build_model
 from handseg.model.io import InputSpec
 from handseg.runtime.config_schema import to_dict
 from tests.trainer.helpers import tiny_config, write_yaml
-from trainer.checkpointing import RunRecord, TrainProgress, load_state, save_models, save_state
+from trainer.checkpointing import RunRecord, load_state, save_models, save_state
 from trainer.config import load_train_config
 from trainer.ema import EMA
-from trainer.loop import TrainModule, TrainState
+from trainer.loop import TrainModule
 from trainer.optim import LRSchedule, OptimConfig, ScheduleConfig, build_optimizer
+from trainer.state import TrainProgress, TrainState
 
 
 def test_save_models_writes_the_model_card(tmp_path, phantom_root, tiny_segformer_cfg):

@@ -9,7 +9,7 @@ import pytest
 
 from handseg.format.classes import CLASSES
 from handseg.format.rle import rle_decode, rle_encode_many
-from handseg.format.submission import read_submission, submission_order, write_submission
+from handseg.format.submission import check_image_names, read_submission, submission_order, write_submission
 from handseg.runtime.errors import DataFormatError
 
 NAMES = ["image1661319116107.png", "image1661319145363.png"]  # sorted by their paths under test/DCM
@@ -116,3 +116,15 @@ def test_wrong_number_of_rles(tmp_path):
     with pytest.raises(ValueError, match="29"):
         write_submission(tmp_path / "s.csv", {"a.png": [""] * 28})
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_repeated_bare_file_names_are_one_error_naming_both_paths(tmp_path):
+    dcm = tmp_path / "test" / "DCM"
+    check_image_names([dcm / "ID003" / "image100.png", dcm / "ID004" / "image200.png"])
+    paths = [dcm / "ID003" / "image200.png", dcm / "ID004" / "image200.png", dcm / "ID005" / "a.png",
+             dcm / "ID006" / "a.png"]
+    with pytest.raises(DataFormatError) as err:
+        check_image_names(paths)
+    message = str(err.value)
+    assert message.startswith(f"{paths[1]}: same file name as {paths[0]}: ") and "1 more repeated name" in message
+    assert "\n" not in message

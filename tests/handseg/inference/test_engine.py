@@ -1,4 +1,4 @@
-"""The one engine type: static-batch padding and splitting, output unwrapping, layout and precision."""
+"""The one engine type: static-batch padding, splitting and the tail engine, output unwrapping, layout and precision."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import torch
 
 from handseg.format.classes import NUM_CLASSES
 from handseg.inference.engine import Engine, as_logits, eager_engine
-from handseg.model.factory import ModelConfig, build_model
+from handseg.model.factory import build_model
+from handseg.model.presets import ModelConfig
 from handseg.runtime.errors import HandSegError
 
 
@@ -28,6 +29,20 @@ def test_static_batch_is_padded_and_split():
     torch.testing.assert_close(out[:, 0], x[:, 0] * 2)
     calls.clear()
     assert Engine(fn=_doubling(calls))(x).shape[0] == 5 and calls == [5]  # no static batch: one call
+
+
+def test_a_tail_engine_runs_the_remainder_of_a_batch_without_padding():
+    """Seven tiles on a batch-4 engine with a batch-1 tail: one full batch, then three calls of one, no zeros."""
+    calls, tail_calls = [], []
+    engine = Engine(fn=_doubling(calls), batch_size=4, tail=Engine(fn=_doubling(tail_calls), batch_size=1))
+    x = torch.arange(7 * 3 * 4 * 4, dtype=torch.float32).view(7, 3, 4, 4) + 1
+    out = engine(x)
+    assert calls == [4] and tail_calls == [1, 1, 1] and out.shape == (7, NUM_CLASSES, 4, 4)
+    torch.testing.assert_close(out[:, 0], x[:, 0] * 2)
+    calls.clear()
+    tail_calls.clear()
+    engine(x[:2])  # a batch shorter than the static one goes to the tail whole
+    assert calls == [] and tail_calls == [1, 1]
 
 
 def test_outputs_are_unwrapped_and_made_contiguous_float32():

@@ -178,11 +178,11 @@ def _reference() -> HandNorm:
 def test_a_hand_off_the_reference_size_is_normalised_and_mapped_back(radius, centre):
     """A hand far from the reference size is predicted on the normalised image and mapped back: its mask matches
     the hand (a misplaced map would shift it), and masks and probabilities agree."""
-    from handseg.inference.pipeline import _normalised_outputs, predict_masks
+    from handseg.inference.pipeline import normalised_outputs, predict_masks
 
     image = _hand(radius, centre)
     settings = InferenceSettings(SPEC, hand_norm=_reference())
-    assert _normalised_outputs(ENGINE, image, settings, "cpu", None)[1] is not None
+    assert normalised_outputs(ENGINE, image, settings, "cpu", None)[1] is not None
     probs = predict_probs(ENGINE, image, settings)
     assert _dice(probs, image) > 0.98
     masks = predict_masks(ENGINE, image, settings, 0.5)
@@ -212,7 +212,7 @@ def test_flip_tta_on_an_equivariant_engine_equals_no_tta_when_normalised():
 
 
 def test_a_cascade_is_normalised_by_its_stage1():
-    from handseg.inference.pipeline import _normalised_outputs
+    from handseg.inference.pipeline import normalised_outputs
 
     cascade = Engine(fn=lambda x: _bright(x[:, :3]), prior=ENGINE)
     spec = InputSpec(mode="tile", image_size=SIDE, tile_size=SIDE, overlap=0.25, prior=SPEC)
@@ -220,7 +220,7 @@ def test_a_cascade_is_normalised_by_its_stage1():
     settings = InferenceSettings(spec, hand_norm=_reference())
     first = whole_image_logits(cascade, image, settings)
     assert first.shape == (NUM_CLASSES, SIDE // 4, SIDE // 4)
-    assert _normalised_outputs(cascade, image, settings, "cpu", None)[1] is not None
+    assert normalised_outputs(cascade, image, settings, "cpu", None)[1] is not None
     assert _dice(predict_probs(cascade, image, settings), image) > 0.97
 
 
@@ -228,7 +228,7 @@ def test_a_cascade_is_normalised_by_its_stage1():
 def test_a_rotated_hand_is_turned_back_and_its_masks_mapped_back(degrees):
     """A hand turned beyond the reference spread is predicted turned back (by the excess) and its masks land on
     it again; one within the spread is left alone."""
-    from handseg.inference.pipeline import _normalised_outputs, predict_masks
+    from handseg.inference.pipeline import normalised_outputs, predict_masks
 
     engine, spec = Engine(fn=two_level_logits), InputSpec(mode="resize", image_size=256, tile_size=256)
     upright = whole_image_logits(engine, pointing_hand(0.0), InferenceSettings(spec))
@@ -236,11 +236,11 @@ def test_a_rotated_hand_is_turned_back_and_its_masks_mapped_back(degrees):
     norm = HandNorm(hand_fraction(upright), reference_angle=90.0, angle_spread=10.0)
     settings = InferenceSettings(spec, hand_norm=norm)
     image = pointing_hand(degrees)
-    matrix = _normalised_outputs(engine, image, settings, "cpu", None)[1]
+    matrix = normalised_outputs(engine, image, settings, "cpu", None)[1]
     turned = np.degrees(np.arctan2(-matrix[1, 0], matrix[0, 0]))  # counter-clockwise on screen
     assert turned == pytest.approx(-(degrees - np.copysign(10.0, degrees)), abs=2.0)  # back to the spread
     masks = predict_masks(engine, image, settings).to_dense().numpy()
     fingers, carpals = image >= 200, (image > 100) & (image < 180)
     for pred, truth in ((masks[FINGER_CLASSES[0]], fingers), (masks[CARPAL_CLASSES[0]], carpals)):
         assert _mask_dice(pred, truth) > 0.93  # a wrong map back: far below
-    assert _normalised_outputs(engine, pointing_hand(12.0), settings, "cpu", None)[1] is None
+    assert normalised_outputs(engine, pointing_hand(12.0), settings, "cpu", None)[1] is None

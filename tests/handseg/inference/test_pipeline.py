@@ -61,7 +61,7 @@ class _Amplified(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def engines():
-    from handseg.model.factory import ModelConfig
+    from handseg.model.presets import ModelConfig
 
     torch.manual_seed(0)
     out = {}
@@ -242,7 +242,8 @@ def test_postprocessing_is_applied_to_the_masks(engines):
 def cascade():
     """A cascade: a stage-1 model at 128 px whole images and a stage-2 refiner built from it (then nudged off its
     zero start, so the two parts both matter), as engines."""
-    from handseg.model.factory import ModelConfig, cascade_refiner
+    from handseg.model.factory import cascade_refiner
+    from handseg.model.presets import ModelConfig
 
     torch.manual_seed(0)
     cfg = ModelConfig(arch="segformer", preset="test", prior_prob=None)

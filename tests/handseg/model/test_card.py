@@ -17,7 +17,7 @@ from handseg.inference.engine import eager_engine
 from handseg.inference.pipeline import InferenceSettings, predict_probs
 from handseg.model.card import (
     card_for_folder,
-    count_parameters,
+    parameters_in_weights,
     render_model_card,
     write_model_card,
 )
@@ -27,8 +27,9 @@ from handseg.model.io import InputSpec
 from handseg.runtime.config_schema import to_dict
 from handseg.runtime.errors import DataFormatError
 from tests.trainer.helpers import tiny_config, write_yaml
-from trainer.checkpointing import RunRecord, TrainProgress
+from trainer.checkpointing import RunRecord
 from trainer.config import load_train_config
+from trainer.state import TrainProgress
 
 ROBUSTNESS = {"unperturbed": {"mean_dice": 0.9}, "n_images": 2, "perturbations": [  # robustness.json's shape
     {"kind": "rotation", "strength": 10, "unit": "deg", "mean_dice": 0.88, "tolerance": 0.03, "passed": True},
@@ -86,7 +87,7 @@ def test_card_written_inside_the_atomic_save_parses_as_a_hub_card(saved, tmp_pat
         assert table[name] == pytest.approx(info["dice"][name], abs=5e-5)
     assert f"**{info['mean_dice']:.4f}**" in card.text
     n_params = sum(p.numel() for p in model.parameters())
-    assert count_parameters(folder / "model.safetensors") == n_params
+    assert parameters_in_weights(folder / "model.safetensors") == n_params
     assert f"{n_params / 1e6:.2f} M" in card.text
     for section in ("## Model", "## Training data", "## Training recipe", "## Validation Dice", "## Robustness",
                     "## Efficiency", "## How to use", "## Intended use and limitations"):

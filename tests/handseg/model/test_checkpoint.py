@@ -10,8 +10,9 @@ import torch
 
 from handseg.format.classes import CLASSES
 from handseg.model.checkpoint import checkpoint_sha256, load_checkpoint, read_info, save_checkpoint
-from handseg.model.factory import ModelConfig, build_model, forward_logits
+from handseg.model.factory import build_model, forward_logits
 from handseg.model.io import InputSpec
+from handseg.model.presets import ModelConfig
 from handseg.runtime.disk import DiskFullError
 from handseg.runtime.errors import DataFormatError
 from handseg.runtime.file_digest import file_sha256

@@ -11,17 +11,9 @@ import torch.nn.functional as F
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
 from handseg.format.classes import CLASSES, NUM_CLASSES
-from handseg.model.factory import (
-    SEGFORMER_PRESETS,
-    LogitsModule,
-    ModelConfig,
-    build_model,
-    forward_logits,
-    forward_train,
-    hf_config,
-    size_divisor,
-)
+from handseg.model.factory import LogitsModule, build_model, forward_logits, forward_train
 from handseg.model.io import InputSpec, upsample_logits
+from handseg.model.presets import SEGFORMER_PRESETS, ModelConfig, hf_config, size_divisor
 from handseg.runtime.config_schema import from_dict
 from handseg.runtime.errors import ConfigError, DataFormatError
 
@@ -195,7 +187,8 @@ def test_classifier_bias_starts_at_the_prior(tiny_segformer_cfg, tiny_upernet_cf
 def test_segformer_forward_does_not_import_upernet_code():
     """Which head runs is decided from the model's config: a SegFormer never imports UperNet's modelling code."""
     code = ("import sys, torch\n"
-            "from handseg.model.factory import ModelConfig, build_model, forward_logits, forward_train\n"
+            "from handseg.model.factory import build_model, forward_logits, forward_train\n"
+            "from handseg.model.presets import ModelConfig\n"
             "model = build_model(ModelConfig(arch='segformer', preset='test')).eval()\n"
             "x = torch.zeros(1, 3, 64, 64)\n"
             "assert forward_logits(model, x).shape == (1, 29, 16, 16)\n"
