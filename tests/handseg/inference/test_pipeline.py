@@ -307,7 +307,7 @@ def test_a_standardised_cascade_sees_at_inference_what_training_feeds_it():
 
     image = _image(256, 200)
     predict_probs(Engine(fn=record(seen), prior=Engine(fn=record(prior_seen))), image,
-                  InferenceSettings(input=spec2, batch_size=2))
+                  InferenceSettings(input=spec2, batch_size=2, selection=None))  # every tile
     small = cv2.resize(image, (64, 64), interpolation=cv2.INTER_AREA)
     torch.testing.assert_close(prior_seen[0][0], model_input(small, spec1))
     whole = model_input(image, spec2)
