@@ -8,40 +8,35 @@ Built from what the evaluator leaves in its output folder (only ``dice.json`` is
     efficiency/efficiency.json, .png    optional (evaluate_efficiency.py)
     qc.csv, qc_flagged/*.png            optional (the submission run's quality control; evaluator.qc)
 
-Sections: run configuration, per-class Dice (table and chart), worst-case overlays with their legend, images
-flagged for review (:mod:`evaluator.qc.report_section`), robustness (chart and table), efficiency (table and
-chart). Images are embedded as base64 data URIs and the style is inline: the page needs no network, no other
-file and no JavaScript, so it can be mailed or archived as it is. A missing optional part is left out with a
+Sections: run configuration (:mod:`evaluator.report_settings`), per-class Dice (table and chart), worst-case
+overlays with their legend, images flagged for review (:mod:`evaluator.qc.report_section`), robustness (chart,
+single-kind and combined rows) and efficiency (table and chart) (:mod:`evaluator.report_results`). Images are
+embedded as base64 data URIs and the style is inline: the page needs no network, no other file and no
+JavaScript, so it can be mailed or archived as it is. A missing optional part is left out with a
 one-line note.
 """
 
 from __future__ import annotations
 
 import datetime
-import html
-import io
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from evaluator.efficiency import COLUMNS as EFFICIENCY_COLUMNS
-from evaluator.html_image import img_tag
+from evaluator.html_parts import esc, figure, note
 from evaluator.overlays import class_key
 from evaluator.qc.report_section import flagged_section
 from evaluator.report import FN_RGB, FP_RGB, TP_RGB
+from evaluator.report_results import efficiency_section, robustness_section
+from evaluator.report_settings import config_section
 from handseg.format.classes import CLASSES, describe_bone
-from handseg.format.result_files import Robustness, describe_strength, parse_efficiency, parse_robustness, read_json
-from handseg.inference.hand_norm import describe_reference
-from handseg.model.checkpoint import read_info
+from handseg.format.result_files import read_json
 from handseg.runtime.atomic import atomic_write_text
-from handseg.runtime.errors import DataFormatError, HandSegError
+from handseg.runtime.errors import DataFormatError
 
 REPORT_FILE = "report.html"
-ROBUSTNESS_JSON, ROBUSTNESS_PNG = Path("robustness") / "robustness.json", Path("robustness") / "robustness.png"
-EFFICIENCY_JSON, EFFICIENCY_PNG = Path("efficiency") / "efficiency.json", Path("efficiency") / "efficiency.png"
 _OVERLAY_NAME = re.compile(r"^(\d+)_(.+)_dice(\d+(?:\.\d+)?)\.png$")
 N_LOWEST = 3
 
@@ -85,32 +80,6 @@ footer { color: var(--muted); font-size: 12px; margin-top: 20px; }
 """
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _candidate(c) -> str:
-    """One candidate checkpoint as ``<code>path</code> (stage 2, recorded Dice 0.9379)``."""
-    if not isinstance(c, dict):
-        return f"<code>{_e(c)}</code>"
-    dice = c.get("mean_dice")
-    recorded = f", recorded Dice {dice:.4f}" if isinstance(dice, (int, float)) else ""
-    return f"<code>{_e(c.get('checkpoint'))}</code> (stage {_e(c.get('stage', '?'))}{recorded})"
-
-
-def _figure(data: bytes, alt: str, caption: str) -> str:
-    return f"<figure>{img_tag(data, alt)}<figcaption>{caption}</figcaption></figure>"
-
-
-def _note(text: str) -> str:
-    return f'<p class="note">{text}</p>'
-
-
-def _kv_table(rows: list[tuple[str, str]]) -> str:
-    body = "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in rows)
-    return f'<table class="kv">{body}</table>'
-
-
 def _swatch(rgb: tuple[int, int, int]) -> str:
     return f'<span class="swatch" style="background: rgb{tuple(rgb)}"></span>'
 
@@ -140,80 +109,6 @@ def _per_image(dice: dict) -> tuple[list[str], np.ndarray] | None:
     return list(rows), values
 
 
-def _config_section(dice: dict) -> str:
-    s = dice.get("settings") or {}
-    spec = s.get("input") or {}
-    if spec.get("mode") == "tile":
-        feed = f"native tiles of {spec.get('tile_size')} px, overlap {spec.get('overlap')}"
-    elif spec.get("mode") == "resize":
-        feed = f"whole image resized to {spec.get('image_size')} px"
-    else:
-        feed = "not recorded"
-    prior = spec.get("prior")
-    if isinstance(prior, dict):
-        feed += (f"; cascade: stage 1's probabilities (whole image at {prior.get('image_size')} px) are input "
-                 "channels and the base of the output")
-    rows = [("checkpoint", f"<code>{_e(s.get('checkpoint', 'not recorded'))}</code>")]
-    candidates = s.get("checkpoint_candidates")
-    if isinstance(candidates, list) and len(candidates) > 1:
-        rows.append(("chosen from", ", ".join(_candidate(c) for c in candidates)))
-    info = None
-    if s.get("checkpoint"):
-        try:
-            info = read_info(s["checkpoint"])
-        except HandSegError:
-            info = None
-    if info is not None:
-        model = info.get("model") or {}
-        rows.append(("model", _e(f"{model.get('arch')} {model.get('preset')}, stage {info.get('stage')}, "
-                                 f"{info.get('epoch')} epochs, {info.get('step')} steps")))
-        if isinstance(info.get("mean_dice"), (int, float)):
-            rows.append(("Dice recorded in training", f"{info['mean_dice']:.4f}"))
-    engine = _e(s.get("engine", "not recorded"))
-    if s.get("engine_path"):
-        engine += f" (<code>{_e(s['engine_path'])}</code>)"
-    rows += [
-        ("engine", engine),
-        ("validation split", _e(f"fold {s.get('fold')} of {s.get('n_folds')} (group K-fold by person), "
-                                f"seed {s.get('seed')}; {dice.get('n_images', '?')} images")),
-        ("input", _e(feed)),
-        ("blending, TTA, tile batch", _e(f"{s.get('blend', '?')}, flip TTA {'on' if s.get('flip_tta') else 'off'}"
-                                         f", {s.get('tile_batch', '?')} tiles per call")),
-        ("thresholds", _e(_thresholds_text(s.get("thresholds")))),
-        ("post-processing", _e(_postprocess_text(s.get("postprocess")))),
-        ("hand normalisation", _e(_hand_norm_text(s.get("hand_norm")))),
-    ]
-    return "<section id=\"configuration\"><h2>Run configuration</h2>" + _kv_table(rows) + "</section>"
-
-
-def _thresholds_text(value: Any) -> str:
-    if isinstance(value, (int, float)):
-        return f"{value:g} for every class"
-    if isinstance(value, list) and value:
-        return f"per class, {min(value):.2f} to {max(value):.2f}"
-    if isinstance(value, str):
-        return f"tuned per class on the validation fold ({value})"
-    return "not recorded"
-
-
-def _postprocess_text(value: Any) -> str:
-    if not isinstance(value, dict):
-        return "none"
-    lc = [c for c, v in value.items() if isinstance(v, dict) and v.get("largest_component")]
-    fh = [c for c, v in value.items() if isinstance(v, dict) and v.get("fill_holes")]
-    if not lc and not fh:
-        return "none"
-    return f"largest component on {len(lc)} classes, hole filling on {len(fh)} (chosen by threshold tuning)"
-
-
-def _hand_norm_text(value: Any) -> str:
-    reference = describe_reference(value)
-    if reference == "off":
-        return reference
-    return (f"an image whose hand is far from the validation hands' size or angle ({reference}) is magnified, "
-            f"shrunk or rotated towards them for inference, and the masks mapped back")
-
-
 def _class_table(names: list[str], dice: dict, lowest: set[str], worst: dict[str, tuple[float, str]],
                  total: bool = False) -> str:
     head = ('<tr><th class="num">#</th><th>class</th><th>bone</th><th class="num">Dice</th>'
@@ -222,9 +117,10 @@ def _class_table(names: list[str], dice: dict, lowest: set[str], worst: dict[str
     for name in names:
         cls = ' class="low"' if name in lowest else ""
         w = worst.get(name)
-        extra = (f'<td class="num" title="{_e(w[1])}">{w[0]:.4f}</td>' if w else "")
-        body.append(f'<tr{cls}><td class="num">{CLASSES.index(name) + 1}</td><td>{_e(name)}</td>'
-                    f'<td>{_e(describe_bone(name))}</td><td class="num">{dice["per_class"][name]:.4f}</td>{extra}</tr>')
+        extra = (f'<td class="num" title="{esc(w[1])}">{w[0]:.4f}</td>' if w else "")
+        body.append(f'<tr{cls}><td class="num">{CLASSES.index(name) + 1}</td><td>{esc(name)}</td>'
+                    f'<td>{esc(describe_bone(name))}</td><td class="num">{dice["per_class"][name]:.4f}</td>'
+                    f'{extra}</tr>')
     if total:
         body.append(f'<tr class="total"><td></td><td colspan="2">mean of 29 classes</td>'
                     f'<td class="num">{dice["mean_dice"]:.4f}</td>' + ("<td></td>" if worst else "") + "</tr>")
@@ -255,10 +151,10 @@ def _dice_section(out_dir: Path, dice: dict) -> str:
                 if worst else "")
              + ".</p>"]
     if chart.is_file():
-        parts.append(_figure(chart.read_bytes(), "bar chart of Dice per class",
+        parts.append(figure(chart.read_bytes(), "bar chart of Dice per class",
                              "Dice per class, the dashed line is the mean."))
     else:
-        parts.append(_note("No chart (dice.png) in this folder."))
+        parts.append(note("No chart (dice.png) in this folder."))
     parts.append('<div class="tables"><div><h3>Finger bones (numbered from the thumb, tip to wrist)</h3>'
                  + _class_table(fingers, dice, set(lowest), worst) + "</div><div><h3>Carpals and forearm</h3>"
                  + _class_table(others, dice, set(lowest), worst, total=True) + "</div></div></section>")
@@ -268,9 +164,9 @@ def _dice_section(out_dir: Path, dice: dict) -> str:
 def _overlay_caption(path: Path, dice: dict) -> str:
     match = _OVERLAY_NAME.match(path.name)
     if not match:
-        return _e(path.name)
+        return esc(path.name)
     rank, stem, mean = int(match.group(1)), match.group(2), float(match.group(3))
-    text = f"<b>{rank + 1}.</b> <code>{_e(stem)}</code>: mean Dice {mean:.4f}"
+    text = f"<b>{rank + 1}.</b> <code>{esc(stem)}</code>: mean Dice {mean:.4f}"
     images = _per_image(dice)
     if images is not None:
         names, values = images
@@ -278,7 +174,7 @@ def _overlay_caption(path: Path, dice: dict) -> str:
         if hits:
             row = values[hits[0]]
             low = np.argsort(row, kind="stable")[:N_LOWEST]
-            text += "; lowest: " + ", ".join(f"{_e(CLASSES[c])} {row[c]:.3f}" for c in low)
+            text += "; lowest: " + ", ".join(f"{esc(CLASSES[c])} {row[c]:.3f}" for c in low)
     return text
 
 
@@ -286,7 +182,7 @@ def _overlays_section(out_dir: Path, dice: dict) -> str:
     files = sorted((out_dir / "overlays").glob("*.png")) if (out_dir / "overlays").is_dir() else []
     head = "<section id=\"overlays\"><h2>Worst-case overlays</h2>"
     if not files:
-        return head + _note("No overlays in this folder (overlays/*.png).") + "</section>"
+        return head + note("No overlays in this folder (overlays/*.png).") + "</section>"
     keys = ", ".join(f"{class_key(c)} {c}" for c in CLASSES if not c.startswith("finger-"))
     legend = ('<div class="legend">'
               f"<span>{_swatch(TP_RGB)}true positive</span><span>{_swatch(FP_RGB)}false positive (extra bone)</span>"
@@ -294,106 +190,10 @@ def _overlays_section(out_dir: Path, dice: dict) -> str:
     images = f"{len(files)} validation image" + ("s" if len(files) != 1 else "")
     intro = (f"<p>The {images} with the lowest mean Dice, prediction against the labels, "
              "any bone. A pixel wrong for any class shows as false negative before false positive. Each bone "
-             f"predicted or labelled carries its key: 1-19 the finger bones, {_e(keys)}; the panel beside each "
+             f"predicted or labelled carries its key: 1-19 the finger bones, {esc(keys)}; the panel beside each "
              "picture lists them.</p>")
-    figures = "".join(_figure(p.read_bytes(), f"overlay {p.name}", _overlay_caption(p, dice)) for p in files)
+    figures = "".join(figure(p.read_bytes(), f"overlay {p.name}", _overlay_caption(p, dice)) for p in files)
     return head + intro + legend + figures + "</section>"
-
-
-def robustness_chart(rob: Robustness) -> bytes:
-    """PNG bytes: one small panel per perturbation kind, mean Dice against strength, the unperturbed Dice
-    as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    kinds = list(rob.by_kind)
-    cols = min(3, len(kinds))
-    rows = (len(kinds) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), dpi=100, squeeze=False)
-    low = min([d for pts in rob.by_kind.values() for _, d in pts] + [rob.clean_mean_dice])
-    for ax, kind in zip(axes.flat, kinds):
-        xs, ys = zip(*rob.by_kind[kind])
-        ax.plot(xs, ys, marker="o", color="#2b5d9b")
-        ax.axhline(rob.clean_mean_dice, color="k", linestyle="--", linewidth=1)
-        ax.set_title(kind.replace("_", " "), fontsize=10)
-        ax.set_xlabel(f"strength ({rob.units[kind]})" if rob.units[kind] else "strength", fontsize=8)
-        ax.set_ylim(max(0.0, low - 0.05), 1.0)
-        ax.tick_params(labelsize=8)
-    for ax in list(axes.flat)[len(kinds):]:
-        ax.axis("off")
-    axes[0][0].set_ylabel("mean Dice", fontsize=9)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def other_checkpoint(dice: dict, recorded: Any) -> str | None:
-    """A note when a result was measured on another checkpoint than the validation's (then it is left out)."""
-    ours = (dice.get("settings") or {}).get("checkpoint")
-    if not isinstance(ours, str) or not isinstance(recorded, str) or Path(ours).resolve() == Path(recorded).resolve():
-        return None
-    return f"Left out: measured on checkpoint {recorded}, not on {ours} (the one validated here); run it again."
-
-
-def _robustness_section(out_dir: Path, dice: dict) -> str:
-    head = "<section id=\"robustness\"><h2>Robustness</h2>"
-    path = out_dir / ROBUSTNESS_JSON
-    if not path.is_file():
-        return head + _note(f"No robustness result in this folder ({ROBUSTNESS_JSON.as_posix()}).") + "</section>"
-    data = read_json(path)
-    stale = other_checkpoint(dice, (data.get("settings") or {}).get("checkpoint") if isinstance(data, dict) else None)
-    if stale:
-        return head + _note(stale) + "</section>"
-    rob = parse_robustness(data, path)
-    chart = out_dir / ROBUSTNESS_PNG
-    data = chart.read_bytes() if chart.is_file() else robustness_chart(rob)
-    n = f" of the {rob.n_images} validation images" if rob.n_images is not None else ""
-    intro = (f"<p>Mean Dice{n} under perturbations of growing strength; unperturbed "
-             f"<b>{rob.clean_mean_dice:.4f}</b> (dashed line).</p>")
-    body = []
-    for kind, points in rob.by_kind.items():
-        for j, (strength, value) in enumerate(points):
-            first = f'<td rowspan="{len(points)}">{_e(kind.replace("_", " "))}</td>' if j == 0 else ""
-            body.append(f'<tr>{first}<td class="num">{_e(describe_strength(strength, rob.units[kind]))}</td>'
-                        f'<td class="num">{value:.4f}</td>'
-                        f'<td class="num">{value - rob.clean_mean_dice:+.4f}</td></tr>')
-    table = ('<table><tr><th>perturbation</th><th class="num">strength</th><th class="num">mean Dice</th>'
-             f'<th class="num">change</th></tr>{"".join(body)}</table>')
-    figure = _figure(data, "robustness chart", "Mean Dice against perturbation strength, one panel per kind.")
-    return head + intro + figure + table + "</section>"
-
-
-def _efficiency_section(out_dir: Path, dice: dict) -> str:
-    head = "<section id=\"efficiency\"><h2>Efficiency</h2>"
-    path = out_dir / EFFICIENCY_JSON
-    if not path.is_file():
-        return head + _note(f"No efficiency result in this folder ({EFFICIENCY_JSON.as_posix()}).") + "</section>"
-    eff = parse_efficiency(read_json(path), path)
-    stale = other_checkpoint(dice, eff.get("checkpoint"))
-    if stale:
-        return head + _note(stale) + "</section>"
-    cols = [(k, title, fmt) for k, title, fmt in EFFICIENCY_COLUMNS if all(k in r for r in eff["results"])]
-    head_row = "".join(f'<th class="{"num" if k != "engine" else ""}">{_e(t)}</th>' for k, t, _ in cols)
-    body = "".join(
-        "<tr>" + "".join(f'<td class="{"num" if k != "engine" else ""}">{_e(fmt.format(r[k]))}</td>'
-                         for k, _, fmt in cols) + "</tr>"
-        for r in eff["results"])
-    size = eff.get("image_size", "?")
-    intro = (f"<p>Measured by <code>evaluate_efficiency.py</code> on {_e(eff.get('device', '?'))} "
-             f"({_e(eff.get('device_name', '?'))}, {_e(eff.get('torch_threads', '?'))} threads). Tile times are per "
-             f"model input; image time is one {_e(size)}x{_e(size)} image including tiling, blending, thresholds "
-             f"and RLE; memory: {_e(eff.get('memory_method', 'not recorded'))}; |diff| and mask Dice are against "
-             "eager fp32.</p>")
-    parts = [head, intro, f"<table>{head_row and '<tr>' + head_row + '</tr>'}{body}</table>"]
-    chart = out_dir / EFFICIENCY_PNG
-    if chart.is_file():
-        parts.append(_figure(chart.read_bytes(), "efficiency chart", "Whole-image latency and peak memory per "
-                                                                     "engine and tile batch."))
-    return "".join(parts) + "</section>"
 
 
 def build_report(out_dir: str | os.PathLike, title: str | None = None) -> str:
@@ -410,18 +210,18 @@ def build_report(out_dir: str | os.PathLike, title: str | None = None) -> str:
     headline = (
         '<div class="headline">'
         f'<div class="stat"><b>{dice["mean_dice"]:.4f}</b><span>mean Dice, 29 classes</span></div>'
-        f'<div class="stat"><b>{_e(dice.get("n_images", "?"))}</b><span>validation images</span></div>'
-        f'<div class="stat"><b>{per_class[low]:.4f}</b><span>lowest class: {_e(low)}</span></div></div>'
+        f'<div class="stat"><b>{esc(dice.get("n_images", "?"))}</b><span>validation images</span></div>'
+        f'<div class="stat"><b>{per_class[low]:.4f}</b><span>lowest class: {esc(low)}</span></div></div>'
     )
     generated = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)}</title><style>{STYLE}</style></head><body><main>"
-        f"<header><h1>{_e(title)}</h1><p class=\"sub\">Hand-bone X-ray segmentation, 29 classes, evaluation "
-        f"folder <code>{_e(run)}</code>.</p>{headline}</header>"
-        + _config_section(dice) + _dice_section(out_dir, dice) + _overlays_section(out_dir, dice)
-        + flagged_section(out_dir) + _robustness_section(out_dir, dice) + _efficiency_section(out_dir, dice)
+        f"<title>{esc(title)}</title><style>{STYLE}</style></head><body><main>"
+        f"<header><h1>{esc(title)}</h1><p class=\"sub\">Hand-bone X-ray segmentation, 29 classes, evaluation "
+        f"folder <code>{esc(run)}</code>.</p>{headline}</header>"
+        + config_section(dice) + _dice_section(out_dir, dice) + _overlays_section(out_dir, dice)
+        + flagged_section(out_dir) + robustness_section(out_dir, dice) + efficiency_section(out_dir, dice)
         + f"<footer>Written by handseg on {generated} from the files of the evaluation folder.</footer>"
         "</main></body></html>\n"
     )

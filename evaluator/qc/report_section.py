@@ -11,7 +11,7 @@ import html
 import json
 from pathlib import Path
 
-from evaluator.html_image import img_tag
+from evaluator.html_parts import img_tag
 from evaluator.qc.files import FLAGGED_DIR, QC_CSV, flagged_overlay_name, read_qc_csv
 from handseg.runtime.errors import DataFormatError
 

@@ -15,7 +15,7 @@ import pytest
 
 from evaluator.config import load_eval_config
 from evaluator.efficiency import efficiency_chart
-from evaluator.html_image import png_size
+from evaluator.html_parts import png_size
 from evaluator.report_html import REPORT_FILE, build_report, write_report
 from evaluator.run_eval import run
 from handseg.format.classes import CLASSES
