@@ -23,13 +23,12 @@ from accelerate import Accelerator, InitProcessGroupKwargs
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, gather_object, set_seed
 
 from handseg.data.dataset_index import DataSplit, load_split
-from handseg.format.metrics import format_dice_table
 from handseg.inference.pipeline import InferenceSettings
 from handseg.model.checkpoint import LoadedCheckpoint, load_checkpoint
-from handseg.model.factory import build_model, cascade_refiner, count_parameters
+from handseg.model.factory import build_model, cascade_refiner
 from handseg.model.presets import ModelConfig
 from handseg.runtime.config_schema import to_dict
-from handseg.runtime.devices import device_label, require_launched_device, start_line
+from handseg.runtime.devices import require_launched_device
 from handseg.runtime.errors import ConfigError, HandSegError, cli_main
 from handseg.runtime.overrides import add_set_argument, blame, parse_overrides
 from handseg.runtime.run_lock import locked_folder
@@ -42,6 +41,7 @@ from trainer.loop import TrainModule, agree, broadcast_mean, train_one_epoch, va
 from trainer.losses import SegLoss
 from trainer.optim import LRSchedule, build_optimizer
 from trainer.rng import seed_process
+from trainer.run_lines import announce_start, report_validation, run_summary
 from trainer.state import EpochPlan, EpochRun, TrainProgress, TrainState
 from trainer.stop_flag import StopFlag
 from trainer.tracking import check_trackers, tracking
@@ -163,13 +163,6 @@ def build_accelerator(cfg: TrainConfig, trackers: list[str]) -> Accelerator:
         kwargs_handlers=[InitProcessGroupKwargs(timeout=PROCESS_GROUP_TIMEOUT)])
 
 
-def announce_start(cfg: TrainConfig, accelerator: Accelerator) -> None:
-    """The start line (main process): every process's device, world size, mixed precision, effective batch."""
-    devices = gather_object([device_label(accelerator.device)])
-    accelerator.print(start_line(devices, accelerator.mixed_precision, cfg.data.batch_size, cfg.grad_accum_steps),
-                      flush=True)
-
-
 def plan_epochs(cfg: TrainConfig, loader_len: int, dryrun: bool, device: torch.device) -> EpochPlan:
     """Micro-batches per epoch: the loader's length, capped at ``max_train_steps_per_epoch`` optimiser steps (a
     dry run: ``dryrun_steps`` of one epoch). The loss and stop flags are checked after every optimiser step on the
@@ -240,7 +233,9 @@ def train(cfg: TrainConfig, args: argparse.Namespace, accelerator: Accelerator, 
         checkpointing.write_config(cfg.run_dir, record.config)
     with StopFlag() as stop, tracking(accelerator, cfg, trackers, record.config):
         # Announced once SIGINT/SIGTERM are handled: a signal after this line saves a resumable state.
-        announce(cfg, accelerator, model, split, validation, plan, args.dryrun)
+        sizes, spec = (len(split.train), len(validation.samples)), validation.settings.input
+        dry = " | DRY RUN" if args.dryrun else ""
+        accelerator.print(run_summary(cfg, accelerator, model, sizes, spec, plan) + dry)
         for epoch in range(state.progress.epoch, plan.epochs):
             if not train_one_epoch(accelerator, state, loader, epoch=epoch, run=run, stop=stop):
                 return interrupted(cfg, accelerator, state, save=not args.dryrun)
@@ -250,7 +245,7 @@ def train(cfg: TrainConfig, args: argparse.Namespace, accelerator: Accelerator, 
                                   validation.threshold, state.prior(accelerator))
                 best = state.progress.record_validation(broadcast_mean(accelerator, result))
                 state.schedule.on_validation(state.progress.last_dice)
-                report_validation(accelerator, state, validation, result)
+                report_validation(accelerator, state, validation.settings.input, result)
             if not args.dryrun:
                 save_epoch(cfg, accelerator, state, record, result, best)
             if agree(accelerator, stop.signum is not None)[0]:
@@ -260,29 +255,6 @@ def train(cfg: TrainConfig, args: argparse.Namespace, accelerator: Accelerator, 
                 break
         check_replicas(accelerator, accelerator.unwrap_model(state.model))  # before end_training ends the group
     return 0
-
-
-def announce(cfg: TrainConfig, accelerator: Accelerator, model, split: DataSplit, validation: Validation,
-             plan: EpochPlan, dryrun: bool) -> None:
-    spec = validation.settings.input
-    accelerator.print(
-        f"stage {cfg.stage} | {cfg.model.arch}/{cfg.model.preset} ({count_parameters(model) / 1e6:.2f} M params) | "
-        f"{len(split.train)} train / {len(validation.samples)} val images | {plan.batches} batches x {plan.epochs} "
-        f"epochs on {accelerator.num_processes} process(es), mixed precision {accelerator.mixed_precision} | input "
-        f"{spec.mode} {spec.model_size} px | output {cfg.run_dir}" + (" | DRY RUN" if dryrun else ""))
-
-
-def report_validation(accelerator: Accelerator, state: TrainState, validation: Validation, result) -> None:
-    """Print the per-class table and log the Dice (main process)."""
-    if result is None:
-        return
-    summary, progress = result.summary(), state.progress
-    spec = validation.settings.input
-    accelerator.print(f"\nvalidation after epoch {progress.epoch} ({summary.n_images} images, {spec.mode} "
-                      f"{spec.model_size} px):\n{format_dice_table(summary)}\nmean Dice {summary.mean:.4f} "
-                      f"(best {progress.best_dice:.4f} at epoch {progress.best_epoch})")
-    accelerator.log({"val/mean_dice": summary.mean, **{f"val/dice/{k}": v for k, v in summary.per_class.items()}},
-                    step=progress.step)
 
 
 def interrupted(cfg: TrainConfig, accelerator: Accelerator, state: TrainState, save: bool) -> int:
