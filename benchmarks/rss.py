@@ -6,16 +6,7 @@ import ctypes
 import resource
 from pathlib import Path
 
-
-def status_mib(key: str) -> float | None:
-    """A ``/proc/self/status`` memory line (``VmRSS``, ``VmHWM``) in MiB; None where there is no procfs."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
+from evaluator.memory_peak import status_mib
 
 
 def peak_rss_mib() -> float:

@@ -28,7 +28,7 @@ import torch
 from evaluator.agreement import tile_batch
 from evaluator.config import EvalConfig, load_eval_config, resolve_postprocess, resolve_thresholds
 from evaluator.engines import eval_settings, load_engine, load_eval_checkpoint
-from evaluator.memory_peak import cuda_memory
+from evaluator.memory_peak import cuda_memory, status_mib
 from handseg.data.image_io import read_image
 from handseg.inference.engine import Engine, eager_engine
 from handseg.inference.phase_timer import PhaseTimer, phase
@@ -37,17 +37,6 @@ from handseg.model.checkpoint import LoadedCheckpoint
 from handseg.runtime.overrides import add_set_argument
 
 PHASES = ("decode", "preprocess", "stage1", "stage2", "blend", "threshold")
-
-
-def status_mib(key: str) -> float | None:
-    """A ``/proc/self/status`` memory line (``VmRSS``, ``VmHWM``: the peak) in MiB; None without procfs."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 def timed(fn: Callable[[], object], iters: int, device: str) -> list[float]:

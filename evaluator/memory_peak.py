@@ -6,10 +6,22 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable, Iterator
 
 import psutil
 import torch
+
+
+def status_mib(key: str) -> float | None:
+    """A ``/proc/self/status`` memory line (``VmRSS``, ``VmHWM``: the peak) in MiB; None where there is no procfs."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 class PeakSampler:
