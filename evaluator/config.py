@@ -9,6 +9,8 @@ file written by ``scripts/tune_thresholds.py``.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import re
 import sys
@@ -166,15 +168,32 @@ def load_eval_config(path: str | Path, overrides: dict | None = None, sets: Sequ
     return load_config(path, EvalConfig, overrides=overrides, sets=sets)
 
 
+def thresholds_file(path: Path) -> Any:
+    """The parsed content of a thresholds file (JSON or YAML), read once while the file is unchanged (thresholds,
+    post-processing, hand normalisation and tile selection all come from it); a missing or unreadable file is a
+    one-line ConfigError."""
+    try:
+        stat = path.stat()
+    except OSError:
+        raise ConfigError(path, "thresholds", "thresholds file not found") from None
+    try:
+        return copy.deepcopy(_parsed(str(path.resolve()), stat.st_mtime_ns, stat.st_size))
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(path, "thresholds", f"cannot read thresholds file ({exc.__class__.__name__})") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(path: str, _mtime_ns: int, _size: int) -> Any:
+    """``path`` parsed; the modification time and size are part of the cache key, so a rewritten file is read
+    again."""
+    text = Path(path).read_text()
+    return json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+
+
 def read_thresholds_file(path: str | Path) -> list[float]:
     """Read a thresholds file (JSON or YAML): ``thresholds`` as 29 numbers or a class -> number mapping."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(path, "thresholds", "thresholds file not found")
-    try:
-        data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(path, "thresholds", f"cannot read thresholds file ({exc.__class__.__name__})") from None
+    data = thresholds_file(path)
     values: Any = data.get("thresholds") if isinstance(data, dict) else data
     if isinstance(values, dict):
         missing = [c for c in CLASSES if c not in values]
@@ -204,8 +223,7 @@ def _thresholds_file_entry(cfg: EvalConfig, key: str) -> Any:
     """The ``key`` entry of the tuned thresholds file the config names (None: no file, or no such entry)."""
     if not isinstance(cfg.thresholds, str):
         return None
-    path = Path(cfg.thresholds)
-    data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+    data = thresholds_file(Path(cfg.thresholds))
     return data.get(key) if isinstance(data, dict) else None
 
 

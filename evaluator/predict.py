@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from evaluator.config import EvalConfig, resolve_postprocess, resolve_thresholds
-from evaluator.engines import eval_settings, load_engine, load_eval_checkpoint
+from evaluator.config import EvalConfig
+from evaluator.context import EvalContext, build_context
 from evaluator.overlays import prediction_overlay
 from evaluator.qc.assess import QCResult, QualityControl, load_quality_control, predict_with_qc
 from evaluator.qc.files import QC_CSV, qc_attributes, qc_row, write_qc_csv
@@ -58,6 +58,11 @@ class Predictor:
     postprocess: PostProcess | None = None
     qc: QualityControl | None = None
 
+    @classmethod
+    def from_context(cls, ctx: EvalContext, qc: QualityControl | None = None) -> "Predictor":
+        """The predictor of an evaluation context (its engine, settings, device, thresholds, post-processing)."""
+        return cls(ctx.engine, ctx.settings, ctx.device, ctx.thresholds, ctx.postprocess, qc)
+
     def masks(self, image: np.ndarray) -> ClassMasks:
         """(H, W) uint8 X-ray -> the 29 class masks at its size (on the CPU)."""
         return predict_masks(self.engine, image, self.settings, self.thresholds, self.device,
@@ -73,10 +78,7 @@ class Predictor:
 def load_predictor(cfg: EvalConfig, file: str = "<config>", echo: bool = True, qc: bool = True) -> Predictor:
     """The engine, inference settings, thresholds, post-processing and quality control (``qc``) of an
     evaluation config."""
-    ckpt = load_eval_checkpoint(cfg, cfg.device, file=file, echo=echo)
-    engine = load_engine(cfg, ckpt, device=cfg.device)
-    return Predictor(engine, eval_settings(cfg, ckpt, engine), cfg.device, resolve_thresholds(cfg),
-                     resolve_postprocess(cfg), load_quality_control(cfg, echo) if qc else None)
+    return Predictor.from_context(build_context(cfg, file, echo=echo), load_quality_control(cfg, echo) if qc else None)
 
 
 @dataclass

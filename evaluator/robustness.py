@@ -25,8 +25,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from evaluator.combined import CombinedRow, draw_rows
-from evaluator.config import EvalConfig, RobustnessConfig, resolve_postprocess, resolve_thresholds
-from evaluator.engines import eval_settings, load_engine, load_eval_checkpoint
+from evaluator.config import EvalConfig, RobustnessConfig
+from evaluator.context import build_context
 from evaluator.perturb import UNITS, Perturbation
 from evaluator.robustness_chart import robustness_chart
 from evaluator.scale_sweep import SMALL_CLASSES
@@ -174,12 +174,10 @@ def evaluate_robustness(cfg: EvalConfig, file: str | Path = "<config>",
     Checkpoint, engine, inference settings, thresholds, post-processing and the validation fold are resolved as
     the evaluator's validation mode resolves them.
     """
-    ckpt = load_eval_checkpoint(cfg, file=file)
-    engine = load_engine(cfg, ckpt)
+    ctx = build_context(cfg, file)
+    ckpt, engine, settings = ctx.ckpt, ctx.engine, ctx.settings
     samples = validation_samples(cfg, ckpt, file)
-    settings = eval_settings(cfg, ckpt, engine)
-    predict_counts = engine_predict_counts(engine, settings, cfg.device, resolve_thresholds(cfg),
-                                           resolve_postprocess(cfg))
+    predict_counts = engine_predict_counts(engine, settings, ctx.device, ctx.thresholds, ctx.postprocess)
     result = run_robustness(predict_counts, samples, cfg.robustness, progress=progress)
     data = eval_data_config(cfg, ckpt)
     result["settings"] = {"checkpoint": str(ckpt.folder), "engine": engine.name, "fold": data.fold,

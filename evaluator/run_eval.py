@@ -18,8 +18,8 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 
 from evaluator.backends import BACKEND_CHOICES
-from evaluator.config import EvalConfig, load_eval_config, resolve_postprocess, resolve_thresholds
-from evaluator.engines import eval_settings, load_engine, load_eval_checkpoint
+from evaluator.config import EvalConfig, load_eval_config
+from evaluator.context import build_context
 from evaluator.submission_mode import run_submission, test_samples
 from evaluator.validation_mode import run_validation
 from handseg.runtime.devices import device_label, require_device, start_line
@@ -30,7 +30,7 @@ from handseg.runtime.run_lock import locked_folder
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Validation Dice or submission CSV with a compiled or eager engine")
-    p.add_argument("--mode", choices=["validation", "submission"], required=True)
+    p.add_argument("--mode", choices=MODES, required=True)
     p.add_argument("--cfg-path", default="config/eval.yaml")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default=None)
     p.add_argument("--output-dir", default=None)
@@ -45,17 +45,18 @@ def process_device(cfg_device: str, accelerator) -> str:
     return str(accelerator.device)
 
 
+MODES = ("validation", "submission")
+
+
 def run(mode: str, cfg: EvalConfig, accelerator=None, file: str = "<config>") -> dict:
-    """Run one mode for a loaded config; returns the written outputs (main process) or {}."""
+    """Run one mode (:data:`MODES`) for a loaded config; returns the written outputs (main process) or {}."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     device = process_device(cfg.device, accelerator) if accelerator is not None else cfg.device
-    thresholds, postprocess = resolve_thresholds(cfg), resolve_postprocess(cfg)
-    is_main = accelerator is None or accelerator.is_main_process
-    ckpt = load_eval_checkpoint(cfg, device, file=file, echo=is_main)
-    engine = load_engine(cfg, ckpt, device=device)
-    settings = eval_settings(cfg, ckpt, engine)
+    ctx = build_context(cfg, file, device, echo=accelerator is None or accelerator.is_main_process)
     if mode == "validation":
-        return run_validation(cfg, ckpt, engine, settings, device, thresholds, accelerator, postprocess)
-    return run_submission(cfg, engine, settings, device, thresholds, accelerator, postprocess)
+        return run_validation(ctx, accelerator)
+    return run_submission(ctx, accelerator)
 
 
 @cli_main

@@ -13,6 +13,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from evaluator.config import EvalConfig
+from evaluator.context import EvalContext
 from evaluator.overlays import prediction_overlay
 from evaluator.predict import Predictor
 from evaluator.qc.assess import load_quality_control
@@ -21,7 +22,6 @@ from evaluator.report_html import refresh_report
 from handseg.data.dataset_index import index_split
 from handseg.data.image_io import read_image, write_png
 from handseg.format.submission import check_image_names, write_submission
-from handseg.inference.pipeline import PostProcess
 from handseg.inference.scoring import gather_rows, shard
 from handseg.runtime.errors import DataFormatError, HandSegError
 
@@ -70,14 +70,15 @@ def default_sample_submission(cfg: EvalConfig) -> Path | None:
     return path if path.is_file() else None
 
 
-def run_submission(cfg: EvalConfig, engine, settings, device: str, thresholds, accelerator=None,
-                   postprocess: PostProcess | None = None) -> dict:
-    """Predict every test image (sharded) and write ``<output_dir>/submission.csv`` on the main process."""
+def run_submission(ctx: EvalContext, accelerator=None) -> dict:
+    """Predict every test image with the evaluation ``ctx`` (sharded over ``accelerator``'s processes) and write
+    ``<output_dir>/submission.csv`` on the main process."""
+    cfg = ctx.cfg
     samples = test_samples(cfg.data_root)
     rank = accelerator.process_index if accelerator is not None else 0
     world = accelerator.num_processes if accelerator is not None else 1
     is_main = accelerator is None or accelerator.is_main_process
-    predictor = Predictor(engine, settings, device, thresholds, postprocess, load_quality_control(cfg, echo=is_main))
+    predictor = Predictor.from_context(ctx, load_quality_control(cfg, echo=is_main))
     done, failed = predict_rles(predictor, shard(samples, rank, world), progress=is_main,
                                 flagged_dir=Path(cfg.output_dir) / FLAGGED_DIR)
     rows = gather_rows([("ok", *d) for d in done] + [("failed", *f) for f in failed], accelerator)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluator.config import EvalConfig
+from evaluator.context import EvalContext
 from evaluator.report import write_overlays, write_validation_report
 from evaluator.report_html import write_report
 from handseg.data.data_config import DataConfig
@@ -48,9 +49,11 @@ def worst_images(result, samples: list, k: int) -> list[tuple[object, float]]:
     return [(by_name[result.names[i]], float(means[i])) for i in order if result.names[i] in by_name]
 
 
-def run_validation(cfg: EvalConfig, ckpt: LoadedCheckpoint, engine: Engine, settings: InferenceSettings,
-                   device: str, thresholds, accelerator=None, postprocess: PostProcess | None = None) -> dict:
-    """Score the validation fold; on the main process write the report. Returns {output name: path}."""
+def run_validation(ctx: EvalContext, accelerator=None) -> dict:
+    """Score the validation fold of the evaluation ``ctx`` (sharded over ``accelerator``'s processes); on the main
+    process write the report. Returns {output name: path}."""
+    cfg, ckpt, engine, settings, device = ctx.cfg, ctx.ckpt, ctx.engine, ctx.settings, ctx.device
+    thresholds, postprocess = ctx.thresholds, ctx.postprocess
     samples = validation_samples(cfg, ckpt)
     result = score_sharded(engine, samples, settings, device, thresholds, accelerator, postprocess)
     if accelerator is not None and not accelerator.is_main_process:

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from evaluator.config import EvalConfig, resolve_postprocess, resolve_thresholds
-from evaluator.engines import eval_settings, load_engine, load_eval_checkpoint
+from evaluator.config import EvalConfig
+from evaluator.context import build_context
 from evaluator.perturb import Perturbation
 from evaluator.predict import Predictor
 from evaluator.qc.assess import QualityControl, predict_with_qc
@@ -116,10 +116,8 @@ def fit_model(data: FitData, reference: AnatomyReference) -> QCModel:
 def fit_qc(cfg: EvalConfig, file: str | Path = "<config>", copies: float = 0.5, progress: bool = True) -> QCModel:
     """The QC model of an evaluation config (module docstring), with the seconds it took in ``fit``."""
     start = time.perf_counter()
-    ckpt = load_eval_checkpoint(cfg, file=file)
-    engine = load_engine(cfg, ckpt)
-    predictor = Predictor(engine, eval_settings(cfg, ckpt, engine), cfg.device, resolve_thresholds(cfg),
-                          resolve_postprocess(cfg))
+    ctx = build_context(cfg, file)
+    ckpt, predictor = ctx.ckpt, Predictor.from_context(ctx)
     split = load_split(eval_data_config(cfg, ckpt), file=file, key="config.data")
     reference = training_reference(split.train)
     model = fit_model(collect(predictor, split.val, reference, copies, progress), reference)
