@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from evaluator.config import load_eval_config
@@ -24,7 +25,7 @@ from handseg.runtime.overrides import add_set_argument
 
 
 @cli_main
-def main(argv=None) -> dict:
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cfg-path", default="config/eval.yaml")
     p.add_argument("--output-dir", default=None, help="default: <output_dir>/efficiency from the config")
@@ -45,8 +46,8 @@ def main(argv=None) -> dict:
     report = refresh_report(out.parent) if out.name == "efficiency" else None
     if report is not None:
         print(f"report: {report}")
-    return result
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

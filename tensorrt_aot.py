@@ -12,6 +12,7 @@ otherwise, saying why when it passes TensorRT over on a GPU.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from evaluator.agreement import sample_image
 from evaluator.backends import COMPILED
@@ -35,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 @cli_main
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = load_eval_config(args.cfg_path, sets=args.set)
     require_device(cfg.device, args.cfg_path)
@@ -55,7 +56,8 @@ def main(argv=None) -> None:
             f"agreement vs eager fp32 on {where}: max |logit diff| {agree['max_abs_diff_logits']:.3g}, "
             f"mask Dice min {agree['mask_dice_min']:.6f} mean {agree['mask_dice_mean']:.6f}"
         )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -36,14 +36,15 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 @cli_main
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     args, eval_args = parse_args(list(sys.argv[1:] if argv is None else argv))
     cfg = load_eval_config(args.cfg_path, sets=args.set)
     require_device(cfg.device, args.cfg_path)
     acc = accelerate_config(args.cfg_path, args.accelerate_config, args.set)
     check_accelerate_devices(acc)
     exec_launch(acc, "evaluator.run_eval", eval_args)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

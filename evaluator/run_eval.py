@@ -13,6 +13,7 @@ prints one line: every process's device, the world size, the engine's precision 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from accelerate import Accelerator
 from accelerate.utils import gather_object
@@ -60,7 +61,7 @@ def run(mode: str, cfg: EvalConfig, accelerator=None, file: str = "<config>") ->
 
 
 @cli_main
-def main(argv=None) -> dict:
+def main(argv=None) -> int:
     args = parse_args(argv)
     overrides = {k: v for k, v in {"backend": args.backend, "output_dir": args.output_dir}.items() if v}
     cfg = load_eval_config(args.cfg_path, overrides=overrides, sets=args.set)
@@ -83,8 +84,8 @@ def main(argv=None) -> dict:
             else:
                 print(f"{key}: {value}")
     accelerator.wait_for_everyone()
-    return out
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

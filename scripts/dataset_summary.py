@@ -11,6 +11,7 @@ the command exits non-zero after the summary when there are any.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from handseg.data.dataset_index import (
@@ -38,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 @cli_main
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     train = index_split(args.data, "train")
     test_dir = args.data / "test" / "DCM"
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"folds saved to {args.save}")
     if problems:
         raise DataFormatError(args.data, f"{len(problems)} file(s) failed validation (listed above)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,6 +14,7 @@ the repository is created if needed (``huggingface_hub.create_repo``) and the fo
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from handseg.format.result_files import parse_efficiency, parse_robustness, read_json
@@ -82,7 +83,7 @@ def upload(folder: Path, repo_id: str, private: bool) -> str:
 
 
 @cli_main
-def main(argv: list[str] | None = None) -> list[Path]:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.checkpoint.is_dir():
         raise DataFormatError(args.checkpoint, "checkpoint folder not found")
@@ -96,10 +97,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
     for p in files:
         print(f"  {p.relative_to(args.checkpoint).as_posix():<24} {p.stat().st_size:>12,d} bytes")
     if args.dry_run:
-        return files
+        return 0
     print(f"done: {upload(args.checkpoint, args.repo_id, args.private)}")
-    return files
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 @cli_main
-def main(argv=None) -> list[dict]:
+def main(argv=None) -> int:
     args = parse_args(argv)
     ckpt = load_checkpoint(args.checkpoint, device=args.device)
     data = recorded_data_config(ckpt.info, ckpt.folder)
@@ -49,8 +50,8 @@ def main(argv=None) -> list[dict]:
     atomic_write_text(out / "scale_sweep.json", json.dumps({"checkpoint": str(ckpt.folder), "rows": rows}, indent=2))
     print(table)
     print(f"table -> {out / 'scale_sweep.md'}")
-    return rows
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,6 +9,7 @@ The output file is what ``thresholds:`` in eval.yaml names (see :mod:`evaluator.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import yaml
@@ -35,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 @cli_main
-def main(argv=None) -> dict:
+def main(argv=None) -> int:
     args = parse_args(argv)
     if args.bins < 2:
         raise ConfigError("--bins", "bins", "must be >= 2")
@@ -57,8 +58,8 @@ def main(argv=None) -> dict:
               f"{100 * search['margins'][margin]['tiles_run']:.0f}% of the tiles, mean Dice "
               f"{search['margins'][margin]['mean_dice']:.4f} (every tile {search['every_tile_mean_dice']:.4f})")
     print(f"thresholds -> {out} (set `thresholds: {out}` in eval.yaml)")
-    return result
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -45,7 +45,7 @@ def trainer_args(args: argparse.Namespace) -> list[str]:
 
 
 @cli_main
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     args, launch = parse_args(list(sys.argv[1:] if argv is None else argv))
     if not args.cfg_path.is_file():
         print(f"error: {args.cfg_path}: config file not found", file=sys.stderr)
@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     check_accelerate_devices(acc, launch)
     print(describe(prepare_cache(cfg, args.cfg_path)), flush=True)
     exec_launch(acc, "trainer.train", trainer_args(args), launch)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

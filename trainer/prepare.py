@@ -11,6 +11,7 @@ built and only check it. On several machines with their own ``cache_dir``, each 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from handseg.data.dataset_index import load_split
@@ -32,7 +33,7 @@ def describe(cache: ImageCache) -> str:
 
 
 @cli_main
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build a training stage's cache before launching the training")
     parser.add_argument("--cfg-path", required=True, type=Path)
     add_set_argument(parser)
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_train_config(args.cfg_path, sets=args.set)
     check_paths(cfg, args.cfg_path)
     print(describe(prepare_cache(cfg, args.cfg_path)))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -13,6 +13,7 @@ CUDA is not usable, or for more GPUs than are visible, stops the launch with one
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -61,14 +62,15 @@ def check_accelerate_devices(acc_path: str | Path, launch_args: Sequence[str] = 
 
 
 @cli_main
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Print the Accelerate config file a launch uses")
     parser.add_argument("--cfg-path", required=True)
     parser.add_argument("--accelerate-config", default=None)
     add_set_argument(parser)
     args = parser.parse_args(argv)
     print(accelerate_config(args.cfg_path, args.accelerate_config, args.set))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
