@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from evaluator.context import EvalContext
 from evaluator.overlays import (
     OVERLAY_MAX_SIDE,
     LegendRow,
@@ -23,7 +24,7 @@ from evaluator.overlays import (
 from handseg.data.image_io import read_image, write_png
 from handseg.format.classes import CLASSES
 from handseg.format.metrics import format_dice_table
-from handseg.inference.pipeline import PostProcess, predict_masks
+from handseg.inference.pipeline import predict_masks
 from handseg.inference.scoring import ground_truth
 from handseg.runtime.atomic import atomic_write_bytes, atomic_write_text
 
@@ -126,13 +127,14 @@ def comparison_overlay(image: np.ndarray, pred: np.ndarray, target: np.ndarray,
     return with_legend(rgb, list(OUTCOME_LEGEND) + class_rows(present, "Bones drawn", swatches=False))
 
 
-def write_overlays(out: Path, worst: list, engine, settings, device: str, thresholds,
-                   postprocess: PostProcess | None = None) -> list[Path]:
-    """Overlay PNGs of the worst images (recomputed prediction vs ground truth); returns the paths."""
+def write_overlays(out: Path, worst: list, ctx: EvalContext) -> list[Path]:
+    """Overlay PNGs of the ``worst`` images, (sample, mean Dice) pairs: the prediction of the evaluation ``ctx``,
+    recomputed, against the ground truth; returns the paths."""
     paths = []
     for rank, (sample, mean_dice) in enumerate(worst):
         image = read_image(sample.image_path)
-        pred = predict_masks(engine, image, settings, thresholds, device, postprocess).to_dense().cpu().numpy()
+        pred = predict_masks(ctx.engine, image, ctx.settings, ctx.thresholds, ctx.device, ctx.postprocess)
+        pred = pred.to_dense().cpu().numpy()
         target = ground_truth(sample, image.shape[:2])
         rgb = comparison_overlay(image, pred, target)
         name = f"{rank:02d}_{Path(sample.name).stem}_dice{mean_dice:.4f}.png"

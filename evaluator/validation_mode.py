@@ -62,7 +62,7 @@ def run_validation(ctx: EvalContext, accelerator=None) -> dict:
     out = Path(cfg.output_dir)
     paths = write_validation_report(out, summary, result, meta=report_meta(cfg, ckpt, engine, settings, postprocess))
     worst = worst_images(result, samples, cfg.n_worst_overlays)
-    paths["overlays"] = write_overlays(out / "overlays", worst, engine, settings, device, thresholds, postprocess)
+    paths["overlays"] = write_overlays(out / "overlays", worst, ctx)
     paths["report"] = write_report(out)
     paths["summary"] = summary
     return paths
