@@ -10,12 +10,15 @@ where it raises validation Dice. The file also stores the reference of the hand 
 images: the mean fraction of the image predicted as hand, the hands' mean axis and their spread about it. For a
 cascade, it also chooses the margin of the tile selection (:mod:`handseg.inference.tile_selection`): the smallest
 candidate whose masks, at the tuned thresholds and post-processing, score as running every tile does on the
-validation fold (:func:`choose_selection`). ``scripts/tune_thresholds.py`` is the command.
+validation fold (:func:`choose_selection`). With one checkpoint the model runs once per validation image, over
+every tile: the outputs are kept in a temporary folder (:class:`OutputStore`) and the four steps read them; a soft
+vote of several checkpoints runs its members in each step. ``scripts/tune_thresholds.py`` is the command.
 """
 
 from __future__ import annotations
 
 import math
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,10 +32,12 @@ from handseg.data.image_io import read_image
 from handseg.format.class_masks import ClassMasks
 from handseg.format.classes import CLASSES
 from handseg.format.metrics import DICE_EPS, dice_from_counts
+from handseg.inference.box_blend import ModelOutputs
 from handseg.inference.engine import Engine
 from handseg.inference.hand_norm import HandNorm, angle_difference, hand_angle, hand_fraction
 from handseg.inference.pipeline import (
     InferenceSettings,
+    dense_probs,
     masks_from_outputs,
     predict_probs,
     run_model,
@@ -103,8 +108,44 @@ def voters(cfg: EvalConfig, checkpoints: list[str], backend: str | None,
     return out
 
 
-def voted_probs(sample, members, device: str) -> tuple[torch.Tensor, np.ndarray]:
-    """One image's soft-voted probabilities (29, H, W) (mean over the members) and the image."""
+class OutputStore:
+    """A single model's outputs over every tile of each validation image, computed once and kept in ``folder``:
+    the thresholds, the post-processing, the hand reference and the tile selection all read them, so the model runs
+    once per image instead of four times (a cascade's outputs: its stage-2 tiles at the logits' resolution and its
+    stage 1's whole-image logits, about 47 MB per 2048 px image with 512 px tiles)."""
+
+    def __init__(self, member: tuple[Engine, InferenceSettings, LoadedCheckpoint], device: str, folder: Path):
+        self.engine, self.settings, _ckpt = member
+        self.every = replace(self.settings, selection=None)
+        self.device, self.folder = device, Path(folder)
+        self._index: dict[str, int] = {}
+
+    def outputs(self, sample) -> ModelOutputs:
+        """The model's outputs over every tile of ``sample``'s image (run on first use, read back after)."""
+        key = str(sample.image_path)
+        path = self.folder / f"{self._index.setdefault(key, len(self._index))}.pt"
+        if path.is_file():
+            return torch.load(path, weights_only=False)  # written by this process a moment ago
+        out = run_model(self.engine, read_image(sample.image_path), self.every, self.device)
+        torch.save(out, path)
+        return out
+
+    def selected(self, sample) -> ModelOutputs:
+        """The outputs as the model's own settings run it: a cascade's stage 2 on the tiles its selection keeps."""
+        out = self.outputs(sample)
+        if self.settings.selection is None or out.prior is None:
+            return out
+        return out.keep(selected_tiles(out.prior, out.image_hw, out.pad, out.windows, out.window_hw,
+                                       self.settings.selection))
+
+
+def voted_probs(sample, members, device: str, store: OutputStore | None = None) -> tuple[torch.Tensor, tuple]:
+    """One image's soft-voted probabilities (29, H, W) (mean over the members) and the image's (H, W); with a
+    ``store`` (one member), from its stored outputs."""
+    if store is not None:
+        out = store.selected(sample)
+        with torch.inference_mode():
+            return dense_probs(out, store.settings.batch_size), out.image_hw
     image = read_image(sample.image_path)
     probs = None
     with torch.inference_mode():
@@ -112,40 +153,48 @@ def voted_probs(sample, members, device: str) -> tuple[torch.Tensor, np.ndarray]
             p = predict_probs(engine, image, settings, device=device)
             probs = p if probs is None else probs.add_(p)
         probs.div_(len(members))
-    return probs, image
+    return probs, image.shape
 
 
-def collect(samples, members, device: str, bins: int, progress: bool = True) -> np.ndarray:
+def collect(samples, members, device: str, bins: int, progress: bool = True,
+            store: OutputStore | None = None) -> np.ndarray:
     """(N, 29, 2, bins) histograms of the soft-voted probabilities of every validation image."""
     hists = []
     for sample in tqdm(samples, desc="tune thresholds", disable=not progress):
-        probs, image = voted_probs(sample, members, device)
-        hists.append(histograms(probs, torch.from_numpy(ground_truth(sample, image.shape)).to(probs.device), bins))
+        probs, hw = voted_probs(sample, members, device, store)
+        hists.append(histograms(probs, torch.from_numpy(ground_truth(sample, hw)).to(probs.device), bins))
     return np.stack(hists)
 
 
-def choose_postprocess(samples, members, device: str, thresholds, progress: bool = True):
+def choose_postprocess(samples, members, device: str, thresholds, progress: bool = True,
+                       store: OutputStore | None = None):
     """The per-class post-processing (:func:`handseg.inference.postprocess.choose`) on the masks at ``thresholds``,
     with the (4, 29) mean Dice of every option."""
     counts = []
     for sample in tqdm(samples, desc="choose post-processing", disable=not progress):
-        probs, image = voted_probs(sample, members, device)
+        probs, hw = voted_probs(sample, members, device, store)
         pred = ClassMasks.from_dense(threshold_probs(probs, list(thresholds)))
-        counts.append(option_counts(pred, ground_truth_masks(sample, image.shape)))
+        counts.append(option_counts(pred, ground_truth_masks(sample, hw)))
     return choose(np.stack(counts))
 
 
-def hand_reference(samples, members, device: str, progress: bool = True) -> HandNorm | None:
+def hand_reference(samples, members, device: str, progress: bool = True,
+                   store: OutputStore | None = None) -> HandNorm | None:
     """The hand normalisation's reference on ``samples`` from the first member's whole-image pass: the mean
     fraction of the image predicted as hand; the hands' mean axis (circular mean) and the largest deviation
-    from it. None when no image shows a hand, or every pixel of one is hand."""
+    from it. None when no image shows a hand, or every pixel of one is hand. With a ``store`` of a cascade, the
+    whole-image pass is its stored stage-1 logits (the same pass)."""
     engine, settings, _ckpt = members[0]
     fractions, angles = [], []
     for sample in tqdm(samples, desc="hand size and angle", disable=not progress):
-        image = read_image(sample.image_path)
-        logits = whole_image_logits(engine, image, settings, device)
+        if store is not None and settings.input.prior is not None:
+            out = store.outputs(sample)
+            logits, hw = out.prior, out.image_hw
+        else:
+            image = read_image(sample.image_path)
+            logits, hw = whole_image_logits(engine, image, settings, device), image.shape
         fractions.append(hand_fraction(logits))
-        angles.append(hand_angle(logits, image.shape))
+        angles.append(hand_angle(logits, hw))
     fraction = float(np.mean(fractions))
     if not 0.0 < fraction < 1.0:
         return None
@@ -157,7 +206,8 @@ def hand_reference(samples, members, device: str, progress: bool = True) -> Hand
     return HandNorm(reference_fraction=fraction, reference_angle=mean, angle_spread=spread)
 
 
-def selection_counts(samples, members, device: str, thresholds, postprocess, progress: bool = True) -> dict:
+def selection_counts(samples, members, device: str, thresholds, postprocess, progress: bool = True,
+                     store: OutputStore | None = None) -> dict:
     """Dice counts (N, 29, 3) of the first member's masks (at ``thresholds``, then ``postprocess``) on ``samples``
     with every tile (key None) and with the tile selection at each margin of :data:`MARGINS`; ``tiles``: how
     many tiles each ran, of ``possible``. Every tile runs once per image; a selection keeps the tiles it would
@@ -169,9 +219,11 @@ def selection_counts(samples, members, device: str, thresholds, postprocess, pro
     tiles = dict.fromkeys(MARGINS, 0)
     possible = 0
     for sample in tqdm(samples, desc="tile selection margin", disable=not progress):
-        image = read_image(sample.image_path)
-        truth = ground_truth_masks(sample, image.shape)
-        out = run_model(engine, image, every, device)
+        if store is not None:
+            out = store.outputs(sample)
+        else:
+            out = run_model(engine, read_image(sample.image_path), every, device)
+        truth = ground_truth_masks(sample, out.image_hw)
         counts[None].append(masks_from_outputs(out, thresholds, postprocess).counts(truth))
         possible += len(out.windows)
         for margin in MARGINS:
@@ -183,14 +235,15 @@ def selection_counts(samples, members, device: str, thresholds, postprocess, pro
             "probability": probability}
 
 
-def choose_selection(samples, members, device: str, thresholds, postprocess, progress: bool = True) -> dict | None:
+def choose_selection(samples, members, device: str, thresholds, postprocess, progress: bool = True,
+                     store: OutputStore | None = None) -> dict | None:
     """The tile selection of a cascade (the first member): the smallest margin of :data:`MARGINS` whose mean
     validation Dice is at most :data:`SELECTION_MEAN_DROP` below every tile's and no class's mean Dice more than
     :data:`SELECTION_CLASS_DROP` below it (the largest margin when none is); with each margin's figures. None
     when the first member is not a cascade."""
     if members[0][1].input.prior is None:
         return None
-    found = selection_counts(samples, members, device, thresholds, postprocess, progress)
+    found = selection_counts(samples, members, device, thresholds, postprocess, progress, store)
     every = dice_from_counts(found["counts"][None]).mean(0)  # (29,) per-class mean over images
     rows, chosen = {}, MARGINS[-1]
     for margin in reversed(MARGINS):
@@ -209,13 +262,15 @@ def tune(cfg: EvalConfig, members, samples, bins: int = 100, progress: bool = Tr
     """The thresholds file's content: per-class thresholds, mean Dice tuned and at 0.5, per-class tuned Dice, the
     post-processing chosen at the tuned thresholds (with the mean Dice it reaches), the hand normalisation's
     reference and, for a cascade, the tile selection (with what each candidate margin scored)."""
-    thresholds, tuned, at_default = best_thresholds(collect(samples, members, cfg.device, bins, progress))
-    postprocess, option_dice = choose_postprocess(samples, members, cfg.device, thresholds, progress)
-    reference = hand_reference(samples, members, cfg.device, progress)
-    selection = None
-    if cfg.tile_selection:
-        selection = choose_selection(samples, members, cfg.device, list(thresholds),
-                                     postprocess if postprocess.active else None, progress)
+    with tempfile.TemporaryDirectory(prefix="handseg_tuning_") as tmp:
+        store = OutputStore(members[0], cfg.device, Path(tmp)) if len(members) == 1 else None
+        thresholds, tuned, at_default = best_thresholds(collect(samples, members, cfg.device, bins, progress, store))
+        postprocess, option_dice = choose_postprocess(samples, members, cfg.device, thresholds, progress, store)
+        reference = hand_reference(samples, members, cfg.device, progress, store)
+        selection = None
+        if cfg.tile_selection:
+            selection = choose_selection(samples, members, cfg.device, list(thresholds),
+                                         postprocess if postprocess.active else None, progress, store)
     chosen = option_dice[[OPTIONS.index((lc, fh)) for lc, fh in zip(postprocess.largest_component,
                                                                     postprocess.fill_holes)], np.arange(len(CLASSES))]
     return {
