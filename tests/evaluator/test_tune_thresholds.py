@@ -113,3 +113,42 @@ def test_the_tile_selection_margin_is_the_smallest_that_scores_as_every_tile(pha
     chosen = found["selection"]["margin"]
     assert ok[MARGINS.index(chosen)] and not any(ok[:MARGINS.index(chosen)])
     assert tune.choose_selection(samples, [(stage1, InferenceSettings(spec1), None)], "cpu", 0.5, None) is None
+
+
+def test_one_checkpoint_runs_once_per_image_and_tunes_as_four_passes_do(phantom_root, tmp_path):
+    """With one checkpoint the stored outputs (every tile, run once per image) give the thresholds file that the
+    four passes of the soft-vote path (each running the cascade again) give, to the last digit; stage 2 runs on
+    each image's every tile once, stage 1 once per image."""
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from handseg.data.dataset_index import index_split
+    from handseg.inference.engine import Engine
+    from handseg.inference.pipeline import InferenceSettings
+    from handseg.inference.tile_selection import TileSelection
+    from handseg.model.io import InputSpec
+
+    samples = index_split(phantom_root, "train")[:2]
+    spec1 = InputSpec(mode="resize", image_size=64, tile_size=64)
+    spec2 = InputSpec(mode="tile", image_size=64, tile_size=64, overlap=0.25, prior=spec1)
+    calls = {"stage1": 0, "stage2": 0}
+
+    def counted(name, fn):
+        def run(x):
+            calls[name] += x.shape[0]
+            return fn(x)
+        return run
+
+    stage1 = Engine(fn=counted("stage1", lambda x: (6 * F.avg_pool2d(x[:, :1], 4) - 2).repeat(1, 29, 1, 1)))
+    stage2 = Engine(fn=counted("stage2", lambda x: F.avg_pool2d(x[:, 3:] * 2.0 - x[:, :1] * 0.5, 4)), prior=stage1)
+    member = (stage2, InferenceSettings(spec2, selection=TileSelection()), SimpleNamespace(folder="toy"))
+    cfg = SimpleNamespace(device="cpu", tile_selection=True)
+    stored = tune.tune(cfg, [member], samples, bins=20, progress=False)
+    store = tune.OutputStore(member, "cpu", tmp_path)
+    tiles = sum(len(store.outputs(s).windows) for s in samples)
+    assert calls == {"stage1": 2 * len(samples), "stage2": 2 * tiles}  # the tune, then the count just above
+    # The same member twice is a soft vote of two equal models: the four-pass path, same probabilities.
+    voted = tune.tune(cfg, [member, member], samples, bins=20, progress=False)
+    voted["members"] = stored["members"]
+    assert voted == stored
