@@ -29,11 +29,16 @@ from handseg.model.presets import size_divisor
 from handseg.runtime.errors import HandSegError
 
 
-def _compile(cfg: EvalConfig, ckpt: LoadedCheckpoint, spec: InputSpec, name: str, path: Path, batch: int,
-             precision: str, source: str) -> Engine:
-    """Export and compile one network for (batch, channels, side, side); the engine, not yet trusted (no manifest)."""
+def _compile(cfg: EvalConfig, ckpt: LoadedCheckpoint, spec: InputSpec, job: "BuildJob",
+             net: LoadedCheckpoint | None = None) -> Engine:
+    """Export and compile one network (``net``'s, default ``ckpt``'s, seeing images as ``spec`` says) for
+    (job.batch, channels, side, side) into ``ckpt``'s engine file for ``job``; the engine, not yet trusted (no
+    manifest)."""
+    net = net or ckpt
+    name, batch, precision, source = job.backend, job.batch, job.precision, job.source
+    path = engine_path(cfg, ckpt, name, batch, precision, job.part)
     kind, device, side = require(name, cfg.device), cfg.device, spec.model_size
-    exported = export_logits(ckpt.model, batch, side, size_divisor(ckpt.model_cfg), precision, device,
+    exported = export_logits(net.model, batch, side, size_divisor(net.model_cfg), precision, device,
                              source=source, channels=spec.channels)
     kind.compile(exported, example_input(batch, side, precision, device, spec.channels), path, device,
                  cfg.optimization_level if name == "tensorrt" else None)
@@ -91,22 +96,19 @@ class BuildJob:
     batch: int
     precision: str
     source: str
+    part: str = ""  # "prior": a cascade's stage 1 (its engine file is named so)
 
 
 def _build(cfg: EvalConfig, ckpt: LoadedCheckpoint, image: np.ndarray, job: BuildJob) -> tuple[Path, dict]:
     """Compile ``job`` and write engines + manifests (see :func:`build_engine`)."""
-    name, batch, precision, source = job.backend, job.batch, job.precision, job.source
     prior = None
-    if ckpt.prior is not None:
-        prior = _compile(cfg, ckpt.prior, ckpt.spec.prior, name, engine_path(cfg, ckpt, name, 1, precision, "prior"),
-                         1, precision, source)
+    if ckpt.prior is not None:  # its engine file is named after the cascade's checkpoint, with the part "prior"
+        prior = _compile(cfg, ckpt, ckpt.spec.prior, replace(job, batch=1, part="prior"), net=ckpt.prior)
         _manifest(cfg, ckpt.prior, ckpt.spec.prior, prior, agreement=None)
-    engine = _compile(cfg, ckpt, ckpt.spec, name, engine_path(cfg, ckpt, name, batch, precision), batch, precision,
-                      source)
+    engine = _compile(cfg, ckpt, ckpt.spec, job)
     engine.prior = prior
-    if batch > 1:  # the remainder of a batch runs at batch 1 (also the batch-1 engine of these settings)
-        engine.tail = _compile(cfg, ckpt, ckpt.spec, name, engine_path(cfg, ckpt, name, 1, precision), 1, precision,
-                               source)
+    if job.batch > 1:  # the remainder of a batch runs at batch 1 (also the batch-1 engine of these settings)
+        engine.tail = _compile(cfg, ckpt, ckpt.spec, replace(job, batch=1))
         _manifest(cfg, ckpt, ckpt.spec, engine.tail, agreement=None, prior=prior)
     ref = eager_engine(ckpt.model, "fp32", cfg.device, prior=ckpt.prior.model if ckpt.prior else None)
     agreement = compare(engine, ref, image, eval_settings(cfg, ckpt, engine, hand_norm=False),
