@@ -11,7 +11,7 @@ done again with AOTInductor, with one line saying why; an explicit ``tensorrt`` 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ import numpy as np
 from evaluator.agreement import compare
 from evaluator.backends import require, resolve_backend
 from evaluator.config import EvalConfig
-from evaluator.engines import engine_path, eval_settings
+from evaluator.engines import EngineJob, engine_path, eval_settings
 from evaluator.export import example_input, export_logits
 from evaluator.manifest import build_manifest, write_manifest
 from handseg.inference.engine import Engine, eager_engine
@@ -29,7 +29,7 @@ from handseg.model.presets import size_divisor
 from handseg.runtime.errors import HandSegError
 
 
-def _compile(cfg: EvalConfig, ckpt: LoadedCheckpoint, spec: InputSpec, job: "BuildJob",
+def _compile(cfg: EvalConfig, ckpt: LoadedCheckpoint, spec: InputSpec, job: EngineJob,
              net: LoadedCheckpoint | None = None) -> Engine:
     """Export and compile one network (``net``'s, default ``ckpt``'s, seeing images as ``spec`` says) for
     (job.batch, channels, side, side) into ``ckpt``'s engine file for ``job``; the engine, not yet trusted (no
@@ -73,7 +73,7 @@ def build_engine(cfg: EvalConfig, ckpt: LoadedCheckpoint, image: np.ndarray, bac
     name = resolve_backend(requested, cfg.device)
     if not require(name, cfg.device).compiled:  # fail before the export, with the one-line hint
         raise ValueError(f"{name} needs no engine")
-    job = BuildJob(name, batch or cfg.batch_size_eval, precision or cfg.precision, source)
+    job = EngineJob(name, batch or cfg.batch_size_eval, precision or cfg.precision, source)
     try:
         return _build(cfg, ckpt, image, job)
     except Exception as exc:  # noqa: BLE001 - whatever TensorRT raises; other backends' errors pass unchanged
@@ -88,18 +88,7 @@ def build_engine(cfg: EvalConfig, ckpt: LoadedCheckpoint, image: np.ndarray, bac
     return _build(cfg, ckpt, image, replace(job, backend="aot_inductor"))
 
 
-@dataclass(frozen=True)
-class BuildJob:
-    """What one build makes: the backend, the static tile batch, the precision, and the config file it came from."""
-
-    backend: str
-    batch: int
-    precision: str
-    source: str
-    part: str = ""  # "prior": a cascade's stage 1 (its engine file is named so)
-
-
-def _build(cfg: EvalConfig, ckpt: LoadedCheckpoint, image: np.ndarray, job: BuildJob) -> tuple[Path, dict]:
+def _build(cfg: EvalConfig, ckpt: LoadedCheckpoint, image: np.ndarray, job: EngineJob) -> tuple[Path, dict]:
     """Compile ``job`` and write engines + manifests (see :func:`build_engine`)."""
     prior = None
     if ckpt.prior is not None:  # its engine file is named after the cascade's checkpoint, with the part "prior"

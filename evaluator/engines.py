@@ -10,7 +10,7 @@ manifest names a ``tail`` (the same network at batch 1) runs a batch's remainder
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from evaluator.backends import BACKENDS, available, require, resolve_backend
@@ -80,21 +80,33 @@ def load_engine(cfg: EvalConfig, ckpt: LoadedCheckpoint, backend: str | None = N
     kind = require(name, device)
     if not kind.compiled:
         return eager_engine(ckpt.model, precision, device, prior=ckpt.prior.model if ckpt.prior else None)
-    engine = _load_compiled(engine_path(cfg, ckpt, name, batch, precision), ckpt, name, precision, device, batch,
-                            ckpt.spec)
+    job = EngineJob(name, batch, precision)
+    engine = _load_compiled(engine_path(cfg, ckpt, name, batch, precision), ckpt, ckpt.spec, job, device)
     tail = read_manifest(engine.path).get("tail")
     if tail:  # the same network at batch 1, for the tiles left over after full batches (nothing padded)
-        engine.tail = _load_compiled(engine.path.with_name(tail["engine"]), ckpt, name, precision, device,
-                                     int(tail["batch_size"]), ckpt.spec)
+        engine.tail = _load_compiled(engine.path.with_name(tail["engine"]), ckpt, ckpt.spec,
+                                     replace(job, batch=int(tail["batch_size"])), device)
     if ckpt.prior is None:
         return engine
-    prior = _load_compiled(engine_path(cfg, ckpt, name, 1, precision, part="prior"), ckpt.prior, name, precision,
-                           device, 1, ckpt.spec.prior)
+    prior = _load_compiled(engine_path(cfg, ckpt, name, 1, precision, part="prior"), ckpt.prior, ckpt.spec.prior,
+                           replace(job, batch=1, part="prior"), device)
     paired = read_manifest(engine.path).get("prior") or {}
     if paired.get("engine") != prior.path.name:
         raise StaleEngineError(f"{engine.path.name}: built with stage-1 engine {paired.get('engine')!r}, not "
                                f"{prior.path.name}; recompile both with `python tensorrt_aot.py`")
     return replace(engine, prior=prior)
+
+
+@dataclass(frozen=True)
+class EngineJob:
+    """One compiled engine's settings: the backend, the static tile batch, the precision, the config file it was
+    built from, and which part of a cascade it is (``"prior"``: stage 1; ``""``: the network itself)."""
+
+    backend: str
+    batch: int
+    precision: str
+    source: str = "config"
+    part: str = ""
 
 
 def built_backend(cfg: EvalConfig, ckpt: LoadedCheckpoint, batch: int, precision: str, device: str) -> str:
@@ -107,10 +119,10 @@ def built_backend(cfg: EvalConfig, ckpt: LoadedCheckpoint, batch: int, precision
     return (built or names)[0]
 
 
-def _load_compiled(path: Path, ckpt: LoadedCheckpoint, name: str, precision: str, device: str, batch: int,
-                   spec) -> Engine:
-    """One compiled engine at ``path``, checked against ``ckpt``'s weights and the expected settings."""
-    side = spec.model_size
+def _load_compiled(path: Path, ckpt: LoadedCheckpoint, spec, job: EngineJob, device: str) -> Engine:
+    """One compiled engine at ``path`` (of ``job``: backend, batch, precision) onto ``device``, checked against
+    ``ckpt``'s weights and the input ``spec``."""
+    name, batch, precision, side = job.backend, job.batch, job.precision, spec.model_size
     if not path.is_file():
         raise StaleEngineError(
             f"{path}: no {name} engine for batch {batch}, tile {side}, {precision}; "
