@@ -118,13 +118,17 @@ def ensure_engine(name: str, cfg: EvalConfig, ckpt: LoadedCheckpoint, batch: int
     return True
 
 
-def measure_in_child(cfg_path: str | Path, sets: Sequence[str], ckpt: LoadedCheckpoint, name: str, batch: int,
-                     png: Path, out: Path) -> dict:
-    """Run :mod:`evaluator.efficiency_child` for one engine and batch on the config ``cfg_path`` with the ``--set``
-    strings ``sets``; its row and outputs are written to ``out``."""
-    cmd = [sys.executable, "-m", "evaluator.efficiency_child", "--cfg-path", str(cfg_path), "--checkpoint",
-           str(ckpt.folder), "--engine", name, "--batch", str(batch), "--image", str(png), "--out", str(out),
-           *[arg for s in sets for arg in ("--set", s)]]
+def child_command(cfg_path: str | Path, sets: Sequence[str], ckpt: LoadedCheckpoint, png: Path) -> list[str]:
+    """The command of :mod:`evaluator.efficiency_child` on the config ``cfg_path`` with the ``--set`` strings
+    ``sets``, the checkpoint chosen here and the image ``png``; :func:`measure_in_child` adds engine and batch."""
+    return [sys.executable, "-m", "evaluator.efficiency_child", "--cfg-path", str(cfg_path), "--checkpoint",
+            str(ckpt.folder), "--image", str(png), *[arg for s in sets for arg in ("--set", s)]]
+
+
+def measure_in_child(command: list[str], name: str, batch: int, out: Path) -> dict:
+    """Run the child ``command`` (:func:`child_command`) for one engine and batch; its row and outputs are written
+    to ``out``."""
+    cmd = [*command, "--engine", name, "--batch", str(batch), "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -156,12 +160,13 @@ def run_efficiency(cfg: EvalConfig, ckpt: LoadedCheckpoint, cfg_path: str | Path
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         png = write_png(Path(tmp) / "hand.png", image)  # the whole-image time includes decoding a real file
+        command = child_command(cfg_path, sets, ckpt, png)
         for batch in batches:
             names_here = [n for n in names if ensure_engine(n, cfg, ckpt, batch, image)]
             ref = Path(tmp) / f"eager_fp32_b{batch}"
             order = ["eager_fp32"] + [n for n in names_here if n != "eager_fp32"]  # the reference first
             for name in order:
-                row = measure_in_child(cfg_path, sets, ckpt, name, batch, png, Path(tmp) / f"{name}_b{batch}")
+                row = measure_in_child(command, name, batch, Path(tmp) / f"{name}_b{batch}")
                 row.update(agreement(Path(tmp) / f"{name}_b{batch}", ref, (size, size)))
                 if name not in names_here:
                     continue

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -156,43 +156,53 @@ def voted_probs(sample, members, device: str, store: OutputStore | None = None) 
     return probs, image.shape
 
 
-def collect(samples, members, device: str, bins: int, progress: bool = True,
-            store: OutputStore | None = None) -> np.ndarray:
+@dataclass
+class Tuning:
+    """What every step of a tuning reads: the validation ``samples``, the soft vote's ``members`` (engine,
+    settings, checkpoint), the ``device``, whether to show progress bars, and with one member the ``store`` of its
+    outputs."""
+
+    samples: list
+    members: list
+    device: str
+    progress: bool = True
+    store: OutputStore | None = None
+
+
+def collect(run: Tuning, bins: int) -> np.ndarray:
     """(N, 29, 2, bins) histograms of the soft-voted probabilities of every validation image."""
     hists = []
-    for sample in tqdm(samples, desc="tune thresholds", disable=not progress):
-        probs, hw = voted_probs(sample, members, device, store)
+    for sample in tqdm(run.samples, desc="tune thresholds", disable=not run.progress):
+        probs, hw = voted_probs(sample, run.members, run.device, run.store)
         hists.append(histograms(probs, torch.from_numpy(ground_truth(sample, hw)).to(probs.device), bins))
     return np.stack(hists)
 
 
-def choose_postprocess(samples, members, device: str, thresholds, progress: bool = True,
-                       store: OutputStore | None = None):
+def choose_postprocess(run: Tuning, thresholds):
     """The per-class post-processing (:func:`handseg.inference.postprocess.choose`) on the masks at ``thresholds``,
     with the (4, 29) mean Dice of every option."""
     counts = []
-    for sample in tqdm(samples, desc="choose post-processing", disable=not progress):
-        probs, hw = voted_probs(sample, members, device, store)
+    for sample in tqdm(run.samples, desc="choose post-processing", disable=not run.progress):
+        probs, hw = voted_probs(sample, run.members, run.device, run.store)
         pred = ClassMasks.from_dense(threshold_probs(probs, list(thresholds)))
         counts.append(option_counts(pred, ground_truth_masks(sample, hw)))
     return choose(np.stack(counts))
 
 
-def hand_reference(samples, members, device: str, progress: bool = True,
-                   store: OutputStore | None = None) -> HandNorm | None:
+def hand_reference(run: Tuning) -> HandNorm | None:
     """The hand normalisation's reference on ``samples`` from the first member's whole-image pass: the mean
     fraction of the image predicted as hand; the hands' mean axis (circular mean) and the largest deviation
     from it. None when no image shows a hand, or every pixel of one is hand. With a ``store`` of a cascade, the
     whole-image pass is its stored stage-1 logits (the same pass)."""
-    engine, settings, _ckpt = members[0]
+    engine, settings, _ckpt = run.members[0]
     fractions, angles = [], []
-    for sample in tqdm(samples, desc="hand size and angle", disable=not progress):
-        if store is not None and settings.input.prior is not None:
-            out = store.outputs(sample)
+    for sample in tqdm(run.samples, desc="hand size and angle", disable=not run.progress):
+        if run.store is not None and settings.input.prior is not None:
+            out = run.store.outputs(sample)
             logits, hw = out.prior, out.image_hw
         else:
             image = read_image(sample.image_path)
-            logits, hw = whole_image_logits(engine, image, settings, device), image.shape
+            logits, hw = whole_image_logits(engine, image, settings, run.device), image.shape
         fractions.append(hand_fraction(logits))
         angles.append(hand_angle(logits, hw))
     fraction = float(np.mean(fractions))
@@ -206,23 +216,22 @@ def hand_reference(samples, members, device: str, progress: bool = True,
     return HandNorm(reference_fraction=fraction, reference_angle=mean, angle_spread=spread)
 
 
-def selection_counts(samples, members, device: str, thresholds, postprocess, progress: bool = True,
-                     store: OutputStore | None = None) -> dict:
+def selection_counts(run: Tuning, thresholds, postprocess) -> dict:
     """Dice counts (N, 29, 3) of the first member's masks (at ``thresholds``, then ``postprocess``) on ``samples``
     with every tile (key None) and with the tile selection at each margin of :data:`MARGINS`; ``tiles``: how
     many tiles each ran, of ``possible``. Every tile runs once per image; a selection keeps the tiles it would
     run (:meth:`~handseg.inference.box_blend.ModelOutputs.keep`)."""
-    engine, settings, _ckpt = members[0]
+    engine, settings, _ckpt = run.members[0]
     probability = settings.selection.probability if settings.selection is not None else TileSelection().probability
     every = replace(settings, selection=None)
     counts: dict = {None: [], **{m: [] for m in MARGINS}}
     tiles = dict.fromkeys(MARGINS, 0)
     possible = 0
-    for sample in tqdm(samples, desc="tile selection margin", disable=not progress):
-        if store is not None:
-            out = store.outputs(sample)
+    for sample in tqdm(run.samples, desc="tile selection margin", disable=not run.progress):
+        if run.store is not None:
+            out = run.store.outputs(sample)
         else:
-            out = run_model(engine, read_image(sample.image_path), every, device)
+            out = run_model(engine, read_image(sample.image_path), every, run.device)
         truth = ground_truth_masks(sample, out.image_hw)
         counts[None].append(masks_from_outputs(out, thresholds, postprocess).counts(truth))
         possible += len(out.windows)
@@ -235,15 +244,14 @@ def selection_counts(samples, members, device: str, thresholds, postprocess, pro
             "probability": probability}
 
 
-def choose_selection(samples, members, device: str, thresholds, postprocess, progress: bool = True,
-                     store: OutputStore | None = None) -> dict | None:
+def choose_selection(run: Tuning, thresholds, postprocess) -> dict | None:
     """The tile selection of a cascade (the first member): the smallest margin of :data:`MARGINS` whose mean
     validation Dice is at most :data:`SELECTION_MEAN_DROP` below every tile's and no class's mean Dice more than
     :data:`SELECTION_CLASS_DROP` below it (the largest margin when none is); with each margin's figures. None
     when the first member is not a cascade."""
-    if members[0][1].input.prior is None:
+    if run.members[0][1].input.prior is None:
         return None
-    found = selection_counts(samples, members, device, thresholds, postprocess, progress, store)
+    found = selection_counts(run, thresholds, postprocess)
     every = dice_from_counts(found["counts"][None]).mean(0)  # (29,) per-class mean over images
     rows, chosen = {}, MARGINS[-1]
     for margin in reversed(MARGINS):
@@ -264,13 +272,13 @@ def tune(cfg: EvalConfig, members, samples, bins: int = 100, progress: bool = Tr
     reference and, for a cascade, the tile selection (with what each candidate margin scored)."""
     with tempfile.TemporaryDirectory(prefix="handseg_tuning_") as tmp:
         store = OutputStore(members[0], cfg.device, Path(tmp)) if len(members) == 1 else None
-        thresholds, tuned, at_default = best_thresholds(collect(samples, members, cfg.device, bins, progress, store))
-        postprocess, option_dice = choose_postprocess(samples, members, cfg.device, thresholds, progress, store)
-        reference = hand_reference(samples, members, cfg.device, progress, store)
+        run = Tuning(samples, members, cfg.device, progress, store)
+        thresholds, tuned, at_default = best_thresholds(collect(run, bins))
+        postprocess, option_dice = choose_postprocess(run, thresholds)
+        reference = hand_reference(run)
         selection = None
         if cfg.tile_selection:
-            selection = choose_selection(samples, members, cfg.device, list(thresholds),
-                                         postprocess if postprocess.active else None, progress, store)
+            selection = choose_selection(run, list(thresholds), postprocess if postprocess.active else None)
     chosen = option_dice[[OPTIONS.index((lc, fh)) for lc, fh in zip(postprocess.largest_component,
                                                                     postprocess.fill_holes)], np.arange(len(CLASSES))]
     return {

@@ -80,7 +80,7 @@ def test_the_reference_angle_is_the_hands_mean_axis_and_the_spread_their_largest
         samples.append(SimpleNamespace(image_path=tmp_path / f"{k}.png"))
     settings = InferenceSettings(InputSpec(mode="resize", image_size=256, tile_size=256))
     members = [(Engine(fn=two_level_logits), settings, SimpleNamespace(folder="toy"))]
-    reference = tune.hand_reference(samples, members, "cpu", progress=False)
+    reference = tune.hand_reference(tune.Tuning(samples, members, "cpu", progress=False))
     assert reference.reference_angle == pytest.approx(280.0 / 3, abs=1.0)
     assert reference.angle_spread == pytest.approx(280.0 / 3 - 80.0, abs=1.0)
 
@@ -103,7 +103,7 @@ def test_the_tile_selection_margin_is_the_smallest_that_scores_as_every_tile(pha
     stage1 = Engine(fn=lambda x: (6 * F.avg_pool2d(x[:, :1], 4) - 2).repeat(1, 29, 1, 1))
     stage2 = Engine(fn=lambda x: F.avg_pool2d(x[:, 3:] * 2.0 - x[:, :1] * 0.5, 4), prior=stage1)
     members = [(stage2, InferenceSettings(spec2, selection=TileSelection()), None)]
-    found = tune.choose_selection(samples, members, "cpu", [0.5] * 29, None, progress=False)
+    found = tune.choose_selection(tune.Tuning(samples, members, "cpu", progress=False), [0.5] * 29, None)
     rows = found["margins"]
     assert list(rows) == list(MARGINS) and found["selection"]["probability"] == 0.5
     runs = [rows[m]["tiles_run"] for m in MARGINS]
@@ -112,7 +112,8 @@ def test_the_tile_selection_margin_is_the_smallest_that_scores_as_every_tile(pha
           and rows[m]["largest_class_drop"] <= tune.SELECTION_CLASS_DROP + 1e-6 for m in MARGINS]
     chosen = found["selection"]["margin"]
     assert ok[MARGINS.index(chosen)] and not any(ok[:MARGINS.index(chosen)])
-    assert tune.choose_selection(samples, [(stage1, InferenceSettings(spec1), None)], "cpu", 0.5, None) is None
+    assert tune.choose_selection(tune.Tuning(samples, [(stage1, InferenceSettings(spec1), None)], "cpu"), 0.5,
+                                 None) is None
 
 
 def test_one_checkpoint_runs_once_per_image_and_tunes_as_four_passes_do(phantom_root, tmp_path):
