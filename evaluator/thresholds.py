@@ -236,10 +236,10 @@ def selection_counts(run: Tuning, thresholds, postprocess) -> dict:
         counts[None].append(masks_from_outputs(out, thresholds, postprocess).counts(truth))
         possible += len(out.windows)
         for margin in MARGINS:
-            run = selected_tiles(out.prior, out.image_hw, out.pad, out.windows, out.window_hw,
+            kept = selected_tiles(out.prior, out.image_hw, out.pad, out.windows, out.window_hw,
                                  TileSelection(probability, margin))
-            tiles[margin] += len(run)
-            counts[margin].append(masks_from_outputs(out.keep(run), thresholds, postprocess).counts(truth))
+            tiles[margin] += len(kept)
+            counts[margin].append(masks_from_outputs(out.keep(kept), thresholds, postprocess).counts(truth))
     return {"counts": {k: np.stack(v) for k, v in counts.items()}, "tiles": tiles, "possible": possible,
             "probability": probability}
 

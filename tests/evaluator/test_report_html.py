@@ -17,6 +17,7 @@ from evaluator.config import load_eval_config
 from evaluator.efficiency import efficiency_chart
 from evaluator.html_parts import png_size
 from evaluator.report_html import REPORT_FILE, build_report, write_report
+from evaluator.robustness_chart import robustness_chart
 from evaluator.run_eval import run
 from handseg.format.classes import CLASSES
 from handseg.runtime.errors import DataFormatError
@@ -41,12 +42,13 @@ BROKEN_IMG = '<img alt="sentinel-broken" src="data:image/png;base64,AAAA">'
 
 def robustness_result(clean: float, checkpoint: str) -> dict:
     rows = []
-    for kind, unit, strengths in (("rotation", "deg", [5, 15]), ("gaussian_noise", "", [0.02, 0.05]),
-                                  ("jpeg_quality", "", [90, 50])):
-        rows += [{"kind": kind, "strength": s, "unit": unit, "mean_dice": round(clean - 0.01 * (j + 1), 4)}
-                 for j, s in enumerate(strengths)]
+    for kind, unit, strengths in (("rotation", "deg", [5, 15]), ("noise", "", [5, 20]), ("jpeg", "", [90, 50])):
+        rows += [{"kind": kind, "strength": s, "unit": unit, "mean_dice": round(clean - 0.01 * (j + 1), 4),
+                  "tolerance": 0.02, "passed": j == 0} for j, s in enumerate(strengths)]
+    combined = [{"family": "photometric", "draw": d, "mean_dice": clean - 0.01 * (d + 1), "drop": 0.01 * (d + 1),
+                 "worst_drop": 0.03 * (d + 1), "tolerance": 0.015, "passed": d == 0} for d in range(2)]
     return {"unperturbed": {"mean_dice": clean}, "n_images": 4, "perturbations": rows,  # robustness.json's shape
-            "settings": {"checkpoint": checkpoint}}
+            "combined": {"rows": combined}, "settings": {"checkpoint": checkpoint}}
 
 
 def efficiency_result(checkpoint: str) -> dict:
@@ -72,6 +74,7 @@ def eval_dir(tmp_path_factory, tiny_ckpt, engine_dir, phantom_root) -> Path:
     summary = run("validation", cfg)["summary"]
     (out / "robustness").mkdir()
     (out / "robustness" / "robustness.json").write_text(json.dumps(robustness_result(summary.mean, str(tiny_ckpt))))
+    robustness_chart(robustness_result(summary.mean, str(tiny_ckpt)), out / "robustness" / "robustness.png")
     (out / "efficiency").mkdir()
     (out / "efficiency" / "efficiency.json").write_text(json.dumps(efficiency_result(str(tiny_ckpt))))
     efficiency_chart(efficiency_result(str(tiny_ckpt)), out / "efficiency" / "efficiency.png")
@@ -117,7 +120,7 @@ def test_report_renders_in_chromium_with_every_image_loaded(eval_dir, tmp_path):
     rows = json.loads(found.group(1))
     overlays = sorted((eval_dir / "overlays").glob("*.png"))
     assert len(overlays) == 2
-    # dice chart, 2 overlays, robustness chart (drawn from the JSON), efficiency chart, then the sentinel
+    # dice chart, 2 overlays, robustness chart (robustness.py's PNG), efficiency chart, then the sentinel
     assert len(rows) == 1 + len(overlays) + 1 + 1 + 1
     assert [r["alt"] for r in rows if not r["ok"]] == ["sentinel-broken"]  # the check sees a broken image...
     assert console_messages(proc.stderr) == ["handseg-sentinel"]  # ...and console messages: none but ours
@@ -214,3 +217,14 @@ def test_png_size_reads_the_header():
     ok, data = cv2.imencode(".png", np.zeros((7, 11, 3), np.uint8))
     assert ok and png_size(data.tobytes()) == (11, 7)
     assert png_size(b"GIF89a" + bytes(30)) is None
+
+
+def test_combined_robustness_rows_are_listed_and_a_missing_chart_is_a_note(tmp_path, eval_dir):
+    out = tmp_path / "eval"
+    shutil.copytree(eval_dir, out)
+    text = build_report(out)
+    assert "Combined rows" in text and text.count("<td>photometric</td>") == 2
+    assert "<td>yes</td>" in text and "<td><b>no</b></td>" in text  # row 0 within 0.015, row 1 not
+    (out / "robustness" / "robustness.png").unlink()
+    text = build_report(out)
+    assert "No chart in this folder (robustness/robustness.png)." in text and "Combined rows" in text
