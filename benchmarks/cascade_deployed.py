@@ -134,7 +134,10 @@ from handseg.inference.postprocess import PostProcessing
 from handseg.model.io import InputSpec
 from handseg.phantom import render_hand
 folder, batch = Path(folder), int(batch)
-spec = InputSpec.from_dict(json.loads((folder / "cascade_spec.json").read_text()))
+def older(d):  # keys the baseline's InputSpec may not know: the intensity standardisation, here always "none"
+    d = {k: v for k, v in d.items() if not (k == "intensity" and v.get("method", "none") == "none")}
+    return {**d, "prior": older(d["prior"])} if isinstance(d.get("prior"), dict) else d
+spec = InputSpec.from_dict(older(json.loads((folder / "cascade_spec.json").read_text())))
 engine = Engine(fn=load_aoti(folder / f"cascade_b{batch}.pt2"), backend="aot_inductor", batch_size=batch,
                 side=spec.model_size, prior=Engine(fn=load_aoti(folder / "cascade_prior.pt2"), backend="aot_inductor",
                                                    batch_size=1, side=spec.prior.model_size))
