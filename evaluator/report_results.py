@@ -62,7 +62,7 @@ def _combined_table(rows: list) -> str:
     if not rows:
         return ""
     body = "".join(
-        f'<tr><td>{esc(r.get("family"))}</td><td class="num">{esc(r.get("draw"))}</td>'
+        f'<tr><td>{esc(r.get("family"))}</td><td class="num">{esc(int(r.get("draw", 0)) + 1)}</td>'
         f'<td class="num">{r["mean_dice"]:.4f}</td><td class="num">{r["drop"]:+.4f}</td>'
         f'<td class="num">{r["worst_drop"]:+.4f}</td><td class="num">{r["tolerance"]}</td>'
         f'<td>{"yes" if r.get("passed") else "<b>no</b>"}</td></tr>'
