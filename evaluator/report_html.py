@@ -236,3 +236,12 @@ def refresh_report(out_dir: str | os.PathLike) -> Path | None:
     """Rewrite ``<out_dir>/report.html`` when the folder holds a validation result (``dice.json``), so the page
     includes what a later step (robustness, efficiency) added; None when there is nothing to report yet."""
     return write_report(out_dir) if (Path(out_dir) / "dice.json").is_file() else None
+
+
+def print_written(paths: dict, out_dir: str | os.PathLike) -> None:
+    """After a step that adds to the evaluation folder ``out_dir``: refresh its ``report.html``, then print every
+    file the step wrote (``paths``: name -> path or None) and the report, one ``name: path`` line each."""
+    paths = {**paths, "report": refresh_report(out_dir)}
+    for key, path in paths.items():
+        if path is not None:
+            print(f"{key}: {path}")

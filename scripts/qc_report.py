@@ -31,7 +31,7 @@ from evaluator.qc.evaluation import (
 )
 from evaluator.qc.fitting import FIT_PERTURBATIONS
 from evaluator.qc.report_files import format_qc_table, write_qc_report
-from evaluator.report_html import refresh_report
+from evaluator.report_html import print_written
 from handseg.runtime.errors import ConfigError, cli_main
 
 
@@ -75,10 +75,7 @@ def main(argv=None) -> int:
                 "failures": str(args.failures) if args.failures else None}
     paths = write_qc_report(out_dir / "qc_report", records, summary, settings)
     print(format_qc_table(summary))
-    paths["report"] = refresh_report(out_dir)
-    for key, path in paths.items():
-        if path is not None:
-            print(f"{key}: {path}")
+    print_written(paths, out_dir)
     return 0
 
 

@@ -15,7 +15,7 @@ import sys
 from typing import Sequence
 
 from evaluator.config import load_eval_config
-from evaluator.report_html import refresh_report
+from evaluator.report_html import print_written
 from evaluator.robustness import evaluate_robustness, format_robustness_table
 from handseg.runtime.errors import cli_main
 
@@ -40,10 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = load_eval_config(args.cfg_path, overrides=overrides)
     result, paths = evaluate_robustness(cfg, file=args.cfg_path, progress=not args.quiet)
     print(format_robustness_table(result))
-    paths["report"] = refresh_report(cfg.output_dir)
-    for key, path in paths.items():
-        if path is not None:
-            print(f"{key}: {path}")
+    print_written(paths, cfg.output_dir)
     return 0
 
 
