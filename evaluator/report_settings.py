@@ -68,6 +68,7 @@ def config_section(dice: dict) -> str:
         ("thresholds", esc(_thresholds_text(s.get("thresholds")))),
         ("post-processing", esc(_postprocess_text(s.get("postprocess")))),
         ("hand normalisation", esc(_hand_norm_text(s.get("hand_norm")))),
+        ("tile selection", esc(_tile_selection_text(s, spec))),
     ]
     return "<section id=\"configuration\"><h2>Run configuration</h2>" + _kv_table(rows) + "</section>"
 
@@ -90,6 +91,19 @@ def _postprocess_text(value: Any) -> str:
     if not lc and not fh:
         return "none"
     return f"largest component on {len(lc)} classes, hole filling on {len(fh)} (chosen by threshold tuning)"
+
+
+def _tile_selection_text(settings: dict, spec: dict) -> str:
+    """Which tiles a cascade's stage 2 ran on, in words (not recorded by evaluations before the selection)."""
+    if not spec.get("prior"):
+        return "not a cascade: every tile (or the whole image)"
+    if "tile_selection" not in settings:
+        return "not recorded"
+    chosen = settings["tile_selection"]
+    if not chosen:
+        return "off: stage 2 on every tile"
+    return (f"stage 2 only on tiles within {chosen.get('margin')} px of where stage 1's probability exceeds "
+            f"{chosen.get('probability')}; elsewhere stage 1's prediction")
 
 
 def _hand_norm_text(value: Any) -> str:

@@ -20,8 +20,6 @@ from evaluator.report import write_overlays, write_validation_report
 from evaluator.report_html import write_report
 from handseg.data.data_config import DataConfig
 from handseg.data.dataset_index import load_split
-from handseg.inference.engine import Engine
-from handseg.inference.pipeline import InferenceSettings, PostProcess
 from handseg.inference.scoring import score_sharded
 from handseg.model.checkpoint import LoadedCheckpoint, recorded_data_config
 
@@ -60,7 +58,7 @@ def run_validation(ctx: EvalContext, accelerator=None) -> dict:
         return {}
     summary = result.summary()
     out = Path(cfg.output_dir)
-    paths = write_validation_report(out, summary, result, meta=report_meta(cfg, ckpt, engine, settings, postprocess))
+    paths = write_validation_report(out, summary, result, meta=report_meta(ctx))
     worst = worst_images(result, samples, cfg.n_worst_overlays)
     paths["overlays"] = write_overlays(out / "overlays", worst, ctx)
     paths["report"] = write_report(out)
@@ -68,9 +66,9 @@ def run_validation(ctx: EvalContext, accelerator=None) -> dict:
     return paths
 
 
-def report_meta(cfg: EvalConfig, ckpt: LoadedCheckpoint, engine: Engine, settings: InferenceSettings,
-                postprocess: PostProcess | None = None) -> dict:
-    """What the validation report records about how it was made."""
+def report_meta(ctx: EvalContext) -> dict:
+    """What the validation report records about how the evaluation ``ctx`` was made."""
+    cfg, ckpt, engine, settings, postprocess = ctx.cfg, ctx.ckpt, ctx.engine, ctx.settings, ctx.postprocess
     data = eval_data_config(cfg, ckpt)
     return {
         "checkpoint": str(ckpt.folder),
@@ -87,4 +85,5 @@ def report_meta(cfg: EvalConfig, ckpt: LoadedCheckpoint, engine: Engine, setting
         "thresholds": cfg.thresholds,
         "postprocess": postprocess.to_dict() if postprocess is not None else None,
         "hand_norm": settings.hand_norm.to_dict() if settings.hand_norm is not None else None,
+        "tile_selection": settings.selection.to_dict() if settings.selection is not None else None,
     }

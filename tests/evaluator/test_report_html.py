@@ -228,3 +228,14 @@ def test_combined_robustness_rows_are_listed_and_a_missing_chart_is_a_note(tmp_p
     (out / "robustness" / "robustness.png").unlink()
     text = build_report(out)
     assert "No chart in this folder (robustness/robustness.png)." in text and "Combined rows" in text
+
+
+def test_the_configuration_says_which_tiles_a_cascade_ran_on(eval_dir):
+    from evaluator.report_settings import config_section
+
+    assert "<th>tile selection</th><td>not a cascade" in build_report(eval_dir)  # the tiny run is not a cascade
+    cascade = {"input": {"mode": "tile", "tile_size": 512, "overlap": 0.25, "prior": {"image_size": 384}}}
+    chosen = config_section({"settings": {**cascade, "tile_selection": {"probability": 0.5, "margin": 32}}})
+    assert "stage 2 only on tiles within 32 px of where stage 1&#x27;s probability exceeds 0.5" in chosen
+    assert "off: stage 2 on every tile" in config_section({"settings": {**cascade, "tile_selection": None}})
+    assert "<th>tile selection</th><td>not recorded</td>" in config_section({"settings": cascade})
