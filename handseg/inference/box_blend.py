@@ -94,22 +94,23 @@ class ModelOutputs:
                        prior=None if self.prior is None else self.prior[idx])
 
 
-def prior_region(prior: torch.Tensor, image_hw: tuple[int, int], pad: tuple[int, int], py0: int, py1: int,
-                 px0: int, px1: int, pad_value: float = PAD_LOGIT, out: torch.Tensor | None = None) -> torch.Tensor:
+def prior_region(prior: torch.Tensor, image_hw: tuple[int, int], pad: tuple[int, int], window: Box,
+                 pad_value: float = PAD_LOGIT, out: torch.Tensor | None = None) -> torch.Tensor:
     """A cascade prior's logits (C, h', w') upsampled to the image, over ``[py0, py1) x [px0, px1)`` of the padded
-    image: (C, py1 - py0, px1 - px0) float32, ``pad_value`` on the padding (default :data:`PAD_LOGIT`; 0 for
-    probabilities); written into ``out`` when given. Sampled as training samples it
-    (:func:`handseg.model.io.logits_in_window`): the same value per pixel whatever the window."""
-    (top, left), (h, w) = pad, image_hw
+    image (``window``: (py0, px0, py1, px1); ``pad``: (top, left)): (C, py1 - py0, px1 - px0) float32,
+    ``pad_value`` on the padding (default :data:`PAD_LOGIT`; 0 for probabilities); written into ``out`` when given.
+    Sampled as training samples it (:func:`handseg.model.io.logits_in_window`): the same value per pixel whatever
+    the window."""
+    (top, left), (h, w), (py0, px0, py1, px1) = pad, image_hw, window
     y0, y1, x0, x1 = py0 - top, py1 - top, px0 - left, px1 - left
     iy0, iy1, ix0, ix1 = max(y0, 0), min(y1, h), max(x0, 0), min(x1, w)
     if (iy0, iy1, ix0, ix1) == (y0, y1, x0, x1):
-        return logits_in_window(prior, image_hw, y0, y1, x0, x1, out)
+        return logits_in_window(prior, image_hw, (y0, x0, y1, x1), out)
     if out is None:
         out = prior.new_empty((prior.shape[0], py1 - py0, px1 - px0))
     out.fill_(pad_value)
     if iy0 < iy1 and ix0 < ix1:
-        logits_in_window(prior, image_hw, iy0, iy1, ix0, ix1, out[:, iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0])
+        logits_in_window(prior, image_hw, (iy0, ix0, iy1, ix1), out[:, iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0])
     return out
 
 
@@ -220,8 +221,8 @@ def blend_box(out: ModelOutputs, c: int, box: Box) -> tuple[Box, torch.Tensor]:
     top, left = out.pad
     py0, px0, py1, px1 = y0 + top, x0 + left, y1 + top, x1 + left  # padded coordinates
     # A cascade's prior over the box, once: each pixel's value does not depend on the window it is computed in.
-    prior = None if out.prior is None else prior_region(out.prior[c:c + 1], out.image_hw, out.pad, py0, py1, px0,
-                                                        px1)[0]
+    prior = None if out.prior is None else prior_region(out.prior[c:c + 1], out.image_hw, out.pad,
+                                                        (py0, px0, py1, px1))[0]
     stage1 = None if out.rows is None else torch.sigmoid(prior)  # what a skipped tile predicts
     num = torch.zeros((y1 - y0, x1 - x0), dtype=out.accumulate, device=out.logits.device)
     den = torch.zeros_like(num)

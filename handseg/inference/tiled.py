@@ -94,7 +94,8 @@ def run_tile_batches(engine: Engine, tiling: Tiling, prior: torch.Tensor | None,
                 tiles[j, :3] = to_pixel_values(tiling.padded[y:y + tile, x0:x0 + tile], spec.mean, spec.std, device,
                                                tiling.lut)
                 if prior_probs is not None:  # stage 1's probabilities over the tile: 29 more input channels
-                    prior_region(prior_probs, (h, w), (top, left), y, y + tile, x0, x0 + tile, 0.0, out=tiles[j, 3:])
+                    prior_region(prior_probs, (h, w), (top, left), (y, x0, y + tile, x0 + tile), 0.0,
+                                 out=tiles[j, 3:])
             mirrored = tiles.flip(-1) if settings.flip_tta else None
         with phase(timer, "stage2"):
             logits = engine(tiles)
@@ -141,7 +142,7 @@ def dense_probs(out: ModelOutputs, batch_size: int = 4) -> torch.Tensor:
         tile_logits = upsample_logits(_window_logits(out, out.logits, start, len(windows)), out.window_hw)
         prior = None
         if out.prior is not None:  # a cascade: the prior's logits over each tile are added to the tile's own
-            prior = torch.stack([prior_region(out.prior, out.image_hw, out.pad, y, y + th, x0, x0 + tw)
+            prior = torch.stack([prior_region(out.prior, out.image_hw, out.pad, (y, x0, y + th, x0 + tw))
                                  for y, x0 in windows])
             tile_logits = tile_logits + prior
         tile_probs = torch.sigmoid(tile_logits)
@@ -159,6 +160,6 @@ def dense_probs(out: ModelOutputs, batch_size: int = 4) -> torch.Tensor:
     for y0, x0, y1, x1 in out.uncovered:  # no run tile here: stage 1's probability itself
         iy0, ix0, iy1, ix1 = max(y0 - top, 0), max(x0 - left, 0), min(y1 - top, h), min(x1 - left, w)
         if iy0 < iy1 and ix0 < ix1:
-            region = prior_region(out.prior, out.image_hw, out.pad, iy0 + top, iy1 + top, ix0 + left, ix1 + left)
+            region = prior_region(out.prior, out.image_hw, out.pad, (iy0 + top, ix0 + left, iy1 + top, ix1 + left))
             probs[:, iy0:iy1, ix0:ix1] = torch.sigmoid(region)
     return probs

@@ -230,12 +230,14 @@ def _sample_batch(logits: torch.Tensor, ty: _Taps, tx: _Taps, out: int) -> torch
     return result.add_(across.gather(2, ty.i1[:, None, :, None].expand(b, c, out, out)).mul_(ty.w1[:, None, :, None]))
 
 
-def logits_in_window(logits: torch.Tensor, image_hw: tuple[int, int], y0: int, y1: int, x0: int,
-                     x1: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Rows ``[y0, y1)`` and columns ``[x0, x1)`` of whole-image logits (C, h, w) upsampled to ``image_hw``:
+def logits_in_window(logits: torch.Tensor, image_hw: tuple[int, int], window: tuple[int, int, int, int],
+                     out: torch.Tensor | None = None) -> torch.Tensor:
+    """Rows ``[y0, y1)`` and columns ``[x0, x1)`` (``window``: (y0, x0, y1, x1)) of whole-image logits (C, h, w)
+    upsampled to ``image_hw``:
     (C, y1 - y0, x1 - x0) float32. Every pixel gets the value :func:`logits_over_windows` gives it at native
     resolution (``out = crop``), whatever the window, so a cascade's stage 2 sees at inference exactly what it
     saw in training, and a window of a window equals the window of the whole. ``out``: where to write it."""
+    y0, x0, y1, x1 = window
     size = logits.new_tensor(image_hw, dtype=torch.float32)
     ty = _taps(logits.new_tensor([y0], dtype=torch.float32), y1 - y0, 1.0, size[:1], logits.shape[-2])
     tx = _taps(logits.new_tensor([x0], dtype=torch.float32), x1 - x0, 1.0, size[1:], logits.shape[-1])

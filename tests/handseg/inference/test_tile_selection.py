@@ -153,11 +153,10 @@ def test_masks_where_no_tile_runs_are_stage1s_thresholded_output():
     run = [n for n in range(len(out.windows)) if out.row(n) is not None]
     cover = _coverage(out.windows, run, out.padded_hw, out.pad, out.image_hw)
     first = whole_image_logits(engine, image, settings)
-    stage1 = threshold_probs(torch.sigmoid(logits_in_window(first, image.shape, 0, image.shape[0], 0,
-                                                            image.shape[1])), thresholds)
+    stage1 = threshold_probs(torch.sigmoid(logits_in_window(first, image.shape, (0, 0, *image.shape))), thresholds)
     masks = predict_masks(engine, image, settings, thresholds).to_dense()
     assert torch.equal(masks[:, ~cover], stage1[:, ~cover])
-    probs = torch.sigmoid(logits_in_window(first, image.shape, 0, image.shape[0], 0, image.shape[1]))
+    probs = torch.sigmoid(logits_in_window(first, image.shape, (0, 0, *image.shape)))
     for c in (0, 28):  # the probabilities themselves, not a blend of equal values that rounds differently
         assert torch.equal(blend_box(out, c, (0, 0, *image.shape))[1][~cover], probs[c][~cover])
     assert 0 < int(stage1[:, ~cover].sum()) < stage1[:, ~cover].numel()  # not trivially empty or full
@@ -173,7 +172,7 @@ def _todays_tiles(image: np.ndarray, engine: Engine, batch: int) -> torch.Tensor
     first = whole_image_logits(engine, image, InferenceSettings(input=SPEC2))
     probs = torch.sigmoid(first)
     tiles = [torch.cat([x[:, y:y + TILE, x0:x0 + TILE],
-                        prior_region(probs, image.shape, (top, left), y, y + TILE, x0, x0 + TILE, 0.0)])
+                        prior_region(probs, image.shape, (top, left), (y, x0, y + TILE, x0 + TILE), 0.0)])
              for y, x0 in tile_windows(*padded.shape, TILE, 0.25)]
     return torch.cat([engine(torch.stack(tiles[s:s + batch])) for s in range(0, len(tiles), batch)])
 
@@ -237,7 +236,7 @@ def test_no_bone_anywhere_runs_no_tile_and_predicts_stage1():
     assert len(out.logits) == 0 and all(out.row(n) is None for n in range(len(out.windows)))
     probs = predict_probs(engine, image, settings)
     first = whole_image_logits(engine, image, settings)
-    torch.testing.assert_close(probs, torch.sigmoid(logits_in_window(first, (256, 256), 0, 256, 0, 256)),
+    torch.testing.assert_close(probs, torch.sigmoid(logits_in_window(first, (256, 256), (0, 0, 256, 256))),
                                rtol=0, atol=0)
     assert predict_masks(engine, image, settings, 0.5).to_dense().sum() == 0
     assert math.isclose(float(probs.max()), float(torch.sigmoid(first).max()), rel_tol=1e-3)

@@ -80,10 +80,10 @@ def test_logits_in_window_is_what_training_feeds_a_cascade_whatever_the_window()
     from handseg.model.io import logits_in_window, logits_over_windows
 
     prior = torch.randn(29, 24, 20, generator=torch.Generator().manual_seed(0))
-    window = logits_in_window(prior, (300, 250), 40, 168, 60, 188)  # a 128 px crop at (40, 60)
+    window = logits_in_window(prior, (300, 250), (40, 60, 168, 188))  # a 128 px crop at (40, 60)
     trained = logits_over_windows(prior[None], torch.tensor([[40, 60, 300, 250]]), 128, 128)[0]
     assert torch.equal(window, trained)
-    inner = logits_in_window(prior, (300, 250), 50, 90, 100, 101)  # a window of the window: the same pixels
+    inner = logits_in_window(prior, (300, 250), (50, 100, 90, 101))  # a window of the window: the same pixels
     assert torch.equal(inner, window[:, 10:50, 40:41])
     full = F.interpolate(prior[None], size=(300, 250), mode="bilinear", align_corners=False)[0]
     assert (window - full[:, 40:168, 60:188]).abs().max() < 1e-5  # the bilinear resize, up to float rounding
