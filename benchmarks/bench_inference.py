@@ -222,7 +222,7 @@ def aot_vs_eager(args, images) -> tuple[float, float]:
     model, cfg, spec, _ = stage1_model(args.stage1)
     side = spec.model_size
     with tempfile.TemporaryDirectory() as tmp:
-        path = compile_aoti(export_logits(model, 1, side, size_divisor(cfg)), None, Path(tmp) / "stage1.pt2")
+        path = compile_aoti(export_logits(model, (1, 3, side, side), size_divisor(cfg)), None, Path(tmp) / "stage1.pt2")
         model.float()
         aot = Engine(fn=load_aoti(path), backend="aot_inductor", batch_size=1, side=side, path=path)
         times = {}

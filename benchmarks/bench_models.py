@@ -59,10 +59,11 @@ def compile_mode(mode: str, batches: list[int], args, folder: Path) -> None:
 
     net, prior, spec, _, cfg = mode_networks(mode, args)
     if prior is not None:
-        compile_aoti(export_logits(prior, 1, spec.prior.model_size, size_divisor(cfg)), None,
-                     folder / f"{mode}_prior.pt2")
+        side = spec.prior.model_size
+        compile_aoti(export_logits(prior, (1, 3, side, side), size_divisor(cfg)), None, folder / f"{mode}_prior.pt2")
     for batch in batches:
-        compile_aoti(export_logits(net, batch, spec.model_size, size_divisor(cfg), channels=spec.channels), None,
+        side = spec.model_size
+        compile_aoti(export_logits(net, (batch, spec.channels, side, side), size_divisor(cfg)), None,
                      folder / f"{mode}_b{batch}.pt2")
     (folder / f"{mode}_spec.json").write_text(json.dumps(spec.to_dict()))
 

@@ -57,11 +57,12 @@ def mask_dice(pred: torch.Tensor, ref: torch.Tensor) -> np.ndarray:
     return dice_from_counts(dice_counts(pred, ref))
 
 
-def compare(
-    engine, ref_engine, image: np.ndarray, settings, ref_settings, device: str, thresholds=0.5, side: int | None = None
-) -> dict:
-    """Logit and mask agreement of ``engine`` with ``ref_engine`` (eager fp32) on ``image``."""
-    side = side or engine.side or settings.input.tile_size
+def compare(tested: tuple, reference: tuple, image: np.ndarray, device: str, thresholds=0.5) -> dict:
+    """Logit and mask agreement of ``tested`` with ``reference`` (eager fp32) on ``image``, each an (engine, its
+    inference settings) pair: the logits of a batch of real tiles, then the probabilities and masks (at
+    ``thresholds``) of the whole image through the inference path."""
+    (engine, settings), (ref_engine, ref_settings) = tested, reference
+    side = engine.side or settings.input.tile_size
     batch = engine.batch_size or settings.batch_size
     x = tile_batch(image, settings.input, batch, side)
     with torch.inference_mode():

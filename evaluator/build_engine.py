@@ -21,7 +21,7 @@ from evaluator.backends import require, resolve_backend
 from evaluator.config import EvalConfig
 from evaluator.engines import EngineJob, engine_path, eval_settings
 from evaluator.export import example_input, export_logits
-from evaluator.manifest import build_manifest, write_manifest
+from evaluator.manifest import EngineRecord, write_manifest
 from handseg.inference.engine import Engine, eager_engine
 from handseg.model.checkpoint import LoadedCheckpoint
 from handseg.model.io import InputSpec
@@ -38,8 +38,8 @@ def _compile(cfg: EvalConfig, ckpt: LoadedCheckpoint, spec: InputSpec, job: Engi
     name, batch, precision, source = job.backend, job.batch, job.precision, job.source
     path = engine_path(cfg, ckpt, name, batch, precision, job.part)
     kind, device, side = require(name, cfg.device), cfg.device, spec.model_size
-    exported = export_logits(net.model, batch, side, size_divisor(net.model_cfg), precision, device,
-                             source=source, channels=spec.channels)
+    exported = export_logits(net.model, (batch, spec.channels, side, side), size_divisor(net.model_cfg), precision,
+                             device, source=source)
     kind.compile(exported, example_input(batch, side, precision, device, spec.channels), path, device,
                  cfg.optimization_level if name == "tensorrt" else None)
     return Engine(fn=kind.load(path, device), backend=name, precision=precision, device=device, batch_size=batch,
@@ -51,13 +51,13 @@ def _manifest(cfg: EvalConfig, ckpt: LoadedCheckpoint, spec: InputSpec, engine: 
     x = example_input(engine.batch_size, engine.side, "fp32", cfg.device, spec.channels)
     paired = None if prior is None else {"engine": prior.path.name,
                                          "source_sha256": ckpt.prior.weights_sha256}
-    manifest = build_manifest(
+    manifest = EngineRecord(
         engine_path=engine.path, backend=engine.backend, precision=engine.precision, batch_size=engine.batch_size,
         side=engine.side, output_shape=list(engine(x).shape), input_spec=spec, model_cfg=ckpt.model_cfg,
         checkpoint=ckpt.folder, checkpoint_sha256=ckpt.weights_sha256, device=cfg.device,
         optimization_level=cfg.optimization_level if engine.backend == "tensorrt" else None, agreement=agreement,
         prior=paired,
-    )
+    ).manifest()
     if engine.tail is not None:
         manifest["tail"] = {"engine": engine.tail.path.name, "batch_size": engine.tail.batch_size}
     write_manifest(engine.path, manifest)
@@ -100,6 +100,6 @@ def _build(cfg: EvalConfig, ckpt: LoadedCheckpoint, image: np.ndarray, job: Engi
         engine.tail = _compile(cfg, ckpt, ckpt.spec, replace(job, batch=1))
         _manifest(cfg, ckpt, ckpt.spec, engine.tail, agreement=None, prior=prior)
     ref = eager_engine(ckpt.model, "fp32", cfg.device, prior=ckpt.prior.model if ckpt.prior else None)
-    agreement = compare(engine, ref, image, eval_settings(cfg, ckpt, engine, hand_norm=False),
-                        eval_settings(cfg, ckpt, ref, hand_norm=False), cfg.device)
+    agreement = compare((engine, eval_settings(cfg, ckpt, engine, hand_norm=False)),
+                        (ref, eval_settings(cfg, ckpt, ref, hand_norm=False)), image, cfg.device)
     return engine.path, _manifest(cfg, ckpt, ckpt.spec, engine, agreement, prior)

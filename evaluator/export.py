@@ -42,15 +42,16 @@ def logits_module(model, precision: str = "fp32", device: str = "cpu") -> torch.
 
 
 def export_logits(
-    model, batch: int, side: int, divisor: int, precision: str = "fp32", device: str = "cpu", source: str = "config",
-    channels: int = 3,
+    model, shape: tuple[int, int, int, int], divisor: int, precision: str = "fp32", device: str = "cpu",
+    source: str = "config",
 ) -> torch.export.ExportedProgram:
-    """Export ``model`` (HF segmentation model) as logits (B,C,side,side) -> (B,29,side/s,side/s), static shape
-    (C: 3, or 3 + 29 for a cascade's stage 2).
+    """Export ``model`` (HF segmentation model) as logits (B,C,side,side) -> (B,29,side/s,side/s), the static input
+    ``shape`` (B, C, side, side) (C: 3, or 3 + 29 for a cascade's stage 2).
 
     ``precision`` casts the weights (of a copy) and the example input (fp16/bf16 engines run in that dtype end to
     end).
     """
+    batch, channels, side, _ = shape
     check_tile_size(side, divisor, source=source)
     module = logits_module(model, precision, device)
     x = example_input(batch, side, precision, device, channels)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,49 +37,59 @@ def _scale(spec: dict) -> str:
     return f"per-image intensity map ({method}, fitted to the whole image; input.intensity), gray -> 3 channels"
 
 
-def build_manifest(
-    *,
-    engine_path: str | Path,
-    backend: str,
-    precision: str,
-    batch_size: int,
-    side: int,
-    output_shape: list[int],
-    input_spec: Any,
-    model_cfg: Any,
-    checkpoint: str | Path,
-    checkpoint_sha256: str,
-    device: str,
-    optimization_level: int | None,
-    agreement: dict | None,
-    prior: dict | None = None,
-) -> dict:
-    """The manifest dict (JSON-serialisable). ``prior``: for a cascade's stage 2, its stage-1 engine (``engine``
-    file name, ``source_sha256`` of its weights), which this engine is only valid with."""
-    spec = input_spec.to_dict() if hasattr(input_spec, "to_dict") else dict(input_spec)
-    channels = 3 if spec.get("prior") is None else 3 + len(CLASSES)
-    return {
-        "manifest_version": MANIFEST_VERSION,
-        "engine": Path(engine_path).name,
-        "backend": backend,
-        "precision": precision,
-        "batch_size": int(batch_size),
-        "input_shape": [int(batch_size), channels, int(side), int(side)],
-        "prior": prior,
-        "output_shape": [int(s) for s in output_shape],
-        "input": spec,
-        "normalisation": {"mean": spec.get("mean"), "std": spec.get("std"), "scale": _scale(spec),
-                          "prior_channels": "sigmoid of the stage-1 logits over the tile" if channels > 3 else None},
-        "classes": list(CLASSES),
-        "model": asdict(model_cfg) if is_dataclass(model_cfg) else model_cfg,
-        "source_checkpoint": str(checkpoint),
-        "source_sha256": checkpoint_sha256,
-        "device": device,
-        "optimization_level": optimization_level,
-        "versions": versions(),
-        "agreement_vs_eager_fp32": agreement,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+PRIOR_CHANNELS = "sigmoid of the stage-1 logits over the tile"  # what a cascade's 29 extra input channels hold
+
+
+@dataclass(frozen=True)
+class EngineRecord:
+    """What the manifest of one compiled engine records: its file, backend, precision, static batch and side, output
+    shape, the input spec and model config of its checkpoint, that checkpoint and its weights' sha256, the device,
+    TensorRT's optimisation level, the agreement measured against eager fp32, and ``prior``: for a cascade's stage
+    2, its stage-1 engine (``engine`` file name, ``source_sha256`` of its weights), which this engine is only valid
+    with."""
+
+    engine_path: str | Path
+    backend: str
+    precision: str
+    batch_size: int
+    side: int
+    output_shape: list[int]
+    input_spec: Any
+    model_cfg: Any
+    checkpoint: str | Path
+    checkpoint_sha256: str
+    device: str
+    optimization_level: int | None
+    agreement: dict | None
+    prior: dict | None = None
+
+    def manifest(self) -> dict:
+        """The manifest dict (JSON-serialisable), with the library versions and the time it was made."""
+        spec = self.input_spec.to_dict() if hasattr(self.input_spec, "to_dict") else dict(self.input_spec)
+        channels = 3 if spec.get("prior") is None else 3 + len(CLASSES)
+        batch, side = int(self.batch_size), int(self.side)
+        return {
+            "manifest_version": MANIFEST_VERSION,
+            "engine": Path(self.engine_path).name,
+            "backend": self.backend,
+            "precision": self.precision,
+            "batch_size": batch,
+            "input_shape": [batch, channels, side, side],
+            "prior": self.prior,
+            "output_shape": [int(s) for s in self.output_shape],
+            "input": spec,
+            "normalisation": {"mean": spec.get("mean"), "std": spec.get("std"), "scale": _scale(spec),
+                              "prior_channels": PRIOR_CHANNELS if channels > 3 else None},
+            "classes": list(CLASSES),
+            "model": asdict(self.model_cfg) if is_dataclass(self.model_cfg) else self.model_cfg,
+            "source_checkpoint": str(self.checkpoint),
+            "source_sha256": self.checkpoint_sha256,
+            "device": self.device,
+            "optimization_level": self.optimization_level,
+            "versions": versions(),
+            "agreement_vs_eager_fp32": self.agreement,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
 
 
 def write_manifest(engine_path: str | Path, manifest: dict) -> Path:

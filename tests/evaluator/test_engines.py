@@ -41,8 +41,8 @@ def test_aoti_engine_agrees_with_eager(aoti_engine, eval_yaml):
 
     from evaluator.agreement import compare
 
-    out = compare(engine, ref, synthetic_xray(seed=1), eval_settings(cfg, ckpt, engine), eval_settings(cfg, ckpt, ref),
-                  "cpu")
+    out = compare((engine, eval_settings(cfg, ckpt, engine)), (ref, eval_settings(cfg, ckpt, ref)),
+                  synthetic_xray(seed=1), "cpu")
     assert out["mask_dice_min"] >= 0.999 and out["max_abs_diff_probs"] < 1e-3
 
 

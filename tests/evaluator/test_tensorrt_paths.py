@@ -97,7 +97,7 @@ def test_half_precision_export_leaves_the_model_fp32_bit_for_bit(tmp_path, tiny_
                                            backend="aot_inductor", precision="bf16"))
     ckpt = load_eval_checkpoint(cfg)
     before = {k: v.clone() for k, v in ckpt.model.state_dict().items()}
-    export_logits(ckpt.model, 1, 64, 32, precision="bf16")
+    export_logits(ckpt.model, (1, 3, 64, 64), 32, precision="bf16")
     build_engine(cfg, ckpt, synthetic_xray())
     after = ckpt.model.state_dict()
     assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
