@@ -9,7 +9,6 @@ model), so the peak memory is the deployed figure. Writes efficiency.json, effic
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from evaluator.efficiency import efficiency_chart, format_table, run_efficiency
 from evaluator.engines import efficiency_batches, load_eval_checkpoint
 from evaluator.report_html import refresh_report
 from handseg.runtime.atomic import atomic_write_text
+from handseg.runtime.cli import command_parser
 from handseg.runtime.devices import device_label, require_device, start_line
 from handseg.runtime.errors import cli_main
 from handseg.runtime.overrides import add_set_argument
@@ -26,7 +26,7 @@ from handseg.runtime.overrides import add_set_argument
 
 @cli_main
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = command_parser(__doc__)
     p.add_argument("--cfg-path", default="config/eval.yaml")
     p.add_argument("--output-dir", default=None, help="default: <output_dir>/efficiency from the config")
     add_set_argument(p)

@@ -19,11 +19,12 @@ from evaluator.backends import BACKEND_CHOICES
 from evaluator.config import load_eval_config
 from evaluator.predict import MASK_FORMATS, input_images, load_predictor, output_stems, predict_paths
 from handseg.format.areas import pixel_area_mm2
+from handseg.runtime.cli import command_parser
 from handseg.runtime.errors import cli_main
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Overlay, annotation JSON (and masks, areas) for new hand X-rays")
+    p = command_parser(__doc__)
     p.add_argument("target", help="a PNG X-ray or a folder of them (searched recursively)")
     p.add_argument("--cfg-path", default="config/eval.yaml", help="evaluation config: checkpoint, engine, thresholds")
     p.add_argument("--out", default="outputs/predict", help="output folder (sub-folders of TARGET are kept)")

@@ -20,13 +20,14 @@ from evaluator.build_engine import build_engine
 from evaluator.config import load_eval_config
 from evaluator.engines import engine_batches, load_eval_checkpoint
 from handseg.inference.engine import DTYPES
+from handseg.runtime.cli import command_parser
 from handseg.runtime.devices import device_label, require_device, start_line
 from handseg.runtime.errors import cli_main
 from handseg.runtime.overrides import add_set_argument
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = command_parser(__doc__)
     p.add_argument("--cfg-path", default="config/eval.yaml")
     p.add_argument("--backend", choices=[*COMPILED, "auto"], default=None)
     p.add_argument("--precision", choices=list(DTYPES), default=None)

@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 from handseg.format.markdown import markdown_table
+from handseg.runtime.cli import command_parser
 from handseg.runtime.errors import HandSegError, cli_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,8 +51,7 @@ print(json.dumps({"import_s": t1 - t0, "image_s": t2 - t1, "peak_rss_mib": hwm,
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(__doc__)
     p.add_argument("--image", type=Path, default=None, help="a PNG (default: the first test image of the demo data)")
     p.add_argument("--cfg-path", default="config/demo/eval.yaml")
     p.add_argument("--baseline-rev", default="f26ec13", help="git revision of the baseline tree")

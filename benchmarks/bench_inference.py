@@ -54,6 +54,7 @@ from handseg.inference.engine import Engine, eager_engine
 from handseg.inference.pipeline import dense_probs, inference_settings, masks_from_outputs, run_model, threshold_probs
 from handseg.model.presets import size_divisor
 from handseg.phantom import render_hand
+from handseg.runtime.cli import command_parser
 from handseg.runtime.errors import cli_main
 
 MODES = ("resize", "tile", "cascade")
@@ -63,7 +64,7 @@ THRESHOLD = 0.5
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = command_parser(__doc__)
     p.add_argument("--stage1", default="runs/demo_stage1/best")
     p.add_argument("--stage2", default="runs/demo_stage2/best")
     p.add_argument("--size", type=int, default=2048)

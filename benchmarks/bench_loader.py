@@ -24,7 +24,6 @@ packed batch to float32 on the CPU and prints it separately (on a GPU it runs on
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import tempfile
@@ -41,6 +40,7 @@ from handseg.format.classes import CLASS_TO_INDEX, NUM_CLASSES
 from handseg.format.markdown import markdown_table
 from handseg.format.rasterize import unpack_label_batch
 from handseg.model.io import IMAGENET_MEAN, IMAGENET_STD
+from handseg.runtime.cli import command_parser
 from handseg.runtime.errors import cli_main
 from trainer.cache import ImageCache
 from trainer.datasets import CropDataset, WholeImageDataset
@@ -121,7 +121,7 @@ def make_phantom(out: Path, ids: int, size: int, seed: int) -> Path:
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = command_parser(__doc__)
     parser.add_argument("--data", type=Path, default=None, help="data root (default: generate a phantom set)")
     parser.add_argument("--ids", type=int, default=4, help="persons in the generated phantom set")
     parser.add_argument("--size", type=int, default=2048, help="side of the generated phantom images")

@@ -13,7 +13,6 @@ and, for a predicted Dice, ``qc_model.json`` beside the thresholds file.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from dataclasses import replace
@@ -26,6 +25,7 @@ from evaluator.predict import input_images, load_predictor, predict_image
 from evaluator.qc.assess import predict_with_qc
 from handseg.data.image_io import read_image
 from handseg.inference.phase_timer import PhaseTimer
+from handseg.runtime.cli import command_parser
 from handseg.runtime.errors import cli_main
 
 
@@ -40,7 +40,7 @@ def best(fn, repeats: int) -> float:
 
 @cli_main
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = command_parser(__doc__)
     p.add_argument("--cfg-path", default="config/demo/eval.yaml")
     p.add_argument("--images", default="data/phantom/test/DCM")
     p.add_argument("--max-images", type=int, default=4)

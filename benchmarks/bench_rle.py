@@ -9,7 +9,6 @@ the inference path that holds only each class's box: ``rle_encode_boxes`` on the
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -17,6 +16,7 @@ import numpy as np
 from handseg.format.classes import NUM_CLASSES
 from handseg.format.rasterize import rasterize
 from handseg.format.rle import rle_encode_boxes, rle_encode_many
+from handseg.runtime.cli import command_parser
 from handseg.runtime.errors import cli_main
 
 
@@ -83,7 +83,7 @@ def best_time(fn, repeats: int) -> tuple[float, object]:
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = command_parser(__doc__)
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)

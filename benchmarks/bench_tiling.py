@@ -12,7 +12,6 @@ latter less sensitive to other load on a shared machine), the ratio and the larg
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
@@ -25,6 +24,7 @@ from handseg.inference.tiling import pad_amounts
 from handseg.model.factory import build_model, count_parameters
 from handseg.model.io import InputSpec, to_pixel_values
 from handseg.model.presets import ModelConfig
+from handseg.runtime.cli import command_parser
 from handseg.runtime.errors import cli_main
 
 
@@ -80,7 +80,7 @@ def interleaved_best(fns: dict, repeats: int) -> tuple[dict, dict, dict]:
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = command_parser(__doc__)
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--overlap", type=float, default=0.25)

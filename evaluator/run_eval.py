@@ -23,6 +23,7 @@ from evaluator.config import EvalConfig, load_eval_config
 from evaluator.context import build_context
 from evaluator.submission_mode import run_submission, test_samples
 from evaluator.validation_mode import run_validation
+from handseg.runtime.cli import command_parser
 from handseg.runtime.devices import device_label, require_device, start_line
 from handseg.runtime.errors import cli_main
 from handseg.runtime.overrides import add_set_argument
@@ -30,7 +31,7 @@ from handseg.runtime.run_lock import locked_folder
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Validation Dice or submission CSV with a compiled or eager engine")
+    p = command_parser(__doc__)
     p.add_argument("--mode", choices=MODES, required=True)
     p.add_argument("--cfg-path", default="config/eval.yaml")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default=None)

@@ -23,11 +23,12 @@ from handseg.data.dataset_index import (
 )
 from handseg.data.meta_data import meta_mapping, read_meta
 from handseg.format.submission import check_image_names
+from handseg.runtime.cli import command_parser
 from handseg.runtime.errors import ConfigError, DataFormatError, cli_main
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Summarise a hand-bone data root and its K-fold split.")
+    parser = command_parser(__doc__)
     parser.add_argument("--data", type=Path, required=True, help="data root holding train/ and test/")
     parser.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="fold shuffle seed (default 0)")

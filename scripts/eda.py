@@ -25,13 +25,14 @@ from handseg.data.meta_data import meta_mapping, read_meta
 from handseg.format.annotations import read_annotation
 from handseg.format.classes import CLASSES
 from handseg.runtime.atomic import atomic_write_text
+from handseg.runtime.cli import command_parser
 from handseg.runtime.errors import DataFormatError, cli_main
 
 N_SMALLEST = 3
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = command_parser(__doc__)
     p.add_argument("--data", type=Path, required=True, help="data root (train/DCM, train/outputs_json, test/DCM)")
     p.add_argument("--out", type=Path, default=Path("outputs/eda"), help="output folder (default outputs/eda)")
     p.add_argument("--overlays", type=int, default=4, help="training images in overlays.png (default 4)")

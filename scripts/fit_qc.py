@@ -18,11 +18,12 @@ from evaluator.config import load_eval_config
 from evaluator.qc.assess import qc_model_path
 from evaluator.qc.fitting import fit_qc
 from evaluator.qc.model import save_qc_model
+from handseg.runtime.cli import command_parser
 from handseg.runtime.errors import ConfigError, cli_main
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = command_parser(__doc__)
     p.add_argument("--cfg-path", default="config/eval.yaml")
     p.add_argument("--copies", type=float, default=0.5,
                    help="perturbed copies per validation image on average (default 0.5: every second image)")

@@ -17,11 +17,12 @@ from pathlib import Path
 
 from handseg.phantom.failure_set import failure_params, failure_sets_complete, generate_failure_cases
 from handseg.phantom.failures import CASES
+from handseg.runtime.cli import command_parser
 from handseg.runtime.errors import cli_main
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = command_parser(__doc__)
     p.add_argument("--out", type=Path, required=True, help="output folder (one sub-folder per case)")
     p.add_argument("--persons", type=int, default=2, help="persons per case, two images each (default 2)")
     p.add_argument("--size", type=int, default=2048, help="image side in pixels (default 2048)")

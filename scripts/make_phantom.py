@@ -20,11 +20,12 @@ from pathlib import Path
 from handseg.data.phantom_record import read_params
 from handseg.phantom.dataset import dataset_params, generate_dataset, is_complete, meta_rows, remove_outputs
 from handseg.phantom.meta_table import META_FILES, META_FORMATS, write_meta_table
+from handseg.runtime.cli import command_parser
 from handseg.runtime.errors import DataFormatError, cli_main
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = command_parser(__doc__)
     p.add_argument("--out", type=Path, required=True, help="output folder (the data root)")
     p.add_argument("--train-ids", type=int, required=True, help="persons in the training set (2 images each)")
     p.add_argument("--test-ids", type=int, required=True, help="persons in the test set (2 images each)")

@@ -25,11 +25,12 @@ import numpy as np
 
 from handseg.format.classes import CLASSES
 from handseg.format.rasterize import rasterize
+from handseg.runtime.cli import command_parser
 from handseg.runtime.errors import DataFormatError, cli_main
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = command_parser(__doc__)
     p.add_argument("folder", type=Path, help="predict.py's --out folder, written with --masks npz")
     p.add_argument("--target", type=float, default=0.995, help="least acceptable Dice per class (default 0.995)")
     return p.parse_args(argv)

@@ -20,13 +20,14 @@ from pathlib import Path
 from handseg.format.result_files import parse_efficiency, parse_robustness, read_json
 from handseg.model.card import write_model_card
 from handseg.model.checkpoint import README_FILE, read_info
+from handseg.runtime.cli import command_parser
 from handseg.runtime.errors import DataFormatError, HandSegError, cli_main
 
 IGNORE_PATTERNS = [".*", "**/.*"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = command_parser(__doc__)
     p.add_argument("checkpoint", type=Path, help="checkpoint folder, e.g. runs/stage2/best")
     p.add_argument("repo_id", help="Hub repository, e.g. user/hand-bones")
     p.add_argument("--private", action="store_true", help="create the repository as private")

@@ -32,11 +32,12 @@ from evaluator.qc.evaluation import (
 from evaluator.qc.fitting import FIT_PERTURBATIONS
 from evaluator.qc.report_files import format_qc_table, write_qc_report
 from evaluator.report_html import print_written
+from handseg.runtime.cli import command_parser
 from handseg.runtime.errors import ConfigError, cli_main
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = command_parser(__doc__)
     p.add_argument("--cfg-path", default="config/eval.yaml")
     p.add_argument("--labels", type=Path, default=None, help="test labels (default: <data_root>/test_labels)")
     p.add_argument("--failures", type=Path, default=None, help="failure cases, one sub-folder each")

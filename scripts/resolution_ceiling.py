@@ -25,11 +25,12 @@ from handseg.format.classes import CLASSES
 from handseg.format.markdown import markdown_table
 from handseg.format.metrics import dice_counts, dice_from_counts
 from handseg.inference.scoring import ground_truth
+from handseg.runtime.cli import command_parser
 from handseg.runtime.errors import cli_main
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = command_parser(__doc__)
     p.add_argument("--data", type=Path, default=Path("data/phantom"), help="data root (competition layout)")
     p.add_argument("--sizes", type=int, nargs="+", default=[96, 128, 192, 256, 512], help="logit grid sides")
     p.add_argument("--fold", type=int, default=0, help="validation fold (as in the training configs)")

@@ -17,11 +17,12 @@ from typing import Sequence
 from evaluator.config import load_eval_config
 from evaluator.report_html import print_written
 from evaluator.robustness import evaluate_robustness, format_robustness_table
+from handseg.runtime.cli import command_parser
 from handseg.runtime.errors import cli_main
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = command_parser(__doc__)
     p.add_argument("--cfg-path", default="config/eval.yaml", help="eval config (checkpoint, engine, data, robustness)")
     p.add_argument("--output-dir", default=None, help="write under DIR/robustness instead of the config's output_dir")
     p.add_argument("--max-images", type=int, default=None, help="only the first N validation images")

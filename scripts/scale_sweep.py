@@ -20,11 +20,12 @@ from evaluator.scale_sweep import format_sweep_table, run_scale_sweep, sweep_spe
 from handseg.data.dataset_index import load_split
 from handseg.model.checkpoint import load_checkpoint, recorded_data_config
 from handseg.runtime.atomic import atomic_write_text
+from handseg.runtime.cli import command_parser
 from handseg.runtime.errors import cli_main
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = command_parser(__doc__)
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("--data-root", type=Path, default=None, help="default: the training run's data root")
     p.add_argument("--sides", type=int, nargs="*", default=[384, 576, 768, 1024], help="whole-image input sides")

@@ -25,11 +25,12 @@ from handseg.format.rasterize import rasterize
 from handseg.format.rle import rle_decode
 from handseg.format.submission import read_submission
 from handseg.runtime.atomic import atomic_write_text
+from handseg.runtime.cli import command_parser
 from handseg.runtime.errors import DataFormatError, cli_main
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = command_parser(__doc__)
     p.add_argument("--csv", type=Path, required=True, help="submission CSV (image_name,class,rle)")
     p.add_argument("--labels", type=Path, required=True, help="folder with the test annotation JSONs")
     p.add_argument("--out", type=Path, default=None, help="optional JSON file for the scores")

@@ -20,11 +20,12 @@ from evaluator.thresholds import tune, voters
 from evaluator.validation_mode import validation_samples
 from handseg.inference.hand_norm import describe_reference
 from handseg.runtime.atomic import atomic_write_text
+from handseg.runtime.cli import command_parser
 from handseg.runtime.errors import ConfigError, cli_main
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Tune per-class thresholds on the validation fold")
+    p = command_parser(__doc__)
     p.add_argument("--cfg-path", default="config/eval.yaml")
     p.add_argument("--checkpoint", action="append", default=[],
                    help="checkpoint folder to include in the soft vote (repeatable; default: the config's)")

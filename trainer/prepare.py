@@ -10,11 +10,11 @@ built and only check it. On several machines with their own ``cache_dir``, each 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from handseg.data.dataset_index import load_split
+from handseg.runtime.cli import command_parser
 from handseg.runtime.errors import cli_main
 from handseg.runtime.overrides import add_set_argument
 from trainer.cache import ImageCache
@@ -34,7 +34,7 @@ def describe(cache: ImageCache) -> str:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Build a training stage's cache before launching the training")
+    parser = command_parser(__doc__)
     parser.add_argument("--cfg-path", required=True, type=Path)
     add_set_argument(parser)
     args = parser.parse_args(argv)
