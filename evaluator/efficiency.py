@@ -39,6 +39,7 @@ from evaluator.engines import efficiency_batches, load_engine
 from evaluator.manifest import StaleEngineError
 from evaluator.report import save_figure
 from handseg.data.image_io import write_png
+from handseg.format.markdown import markdown_table
 from handseg.format.rle import rle_decode
 from handseg.model.checkpoint import LoadedCheckpoint
 from handseg.phantom import render_hand
@@ -233,8 +234,9 @@ GAIN_COLUMNS = [
 
 
 def _markdown(rows: list[dict], columns: list[tuple[str, str, str]]) -> list[str]:
-    lines = ["| " + " | ".join(c[1] for c in columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
-    return lines + ["| " + " | ".join(fmt.format(row[key]) for key, _t, fmt in columns) + " |" for row in rows]
+    """The lines of a markdown table of ``rows``, one column per (key, title, format)."""
+    cells = [[fmt.format(row[key]) for key, _title, fmt in columns] for row in rows]
+    return markdown_table([title for _key, title, _fmt in columns], cells).splitlines()
 
 
 def format_table(result: dict) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from handseg.format.markdown import markdown_table
 from handseg.runtime.atomic import atomic_write_text
 
 EVERY = "images_per_s_check_every_step"
@@ -20,8 +21,8 @@ def fmt(value, spec: str = "{}") -> str:
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
-    head = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    return head + ["| " + " | ".join(r) + " |" for r in rows]
+    """The lines of a markdown table (:func:`handseg.format.markdown.markdown_table`)."""
+    return markdown_table(header, rows).splitlines()
 
 
 def markdown(result: dict) -> str:
