@@ -1,10 +1,14 @@
-"""Time the project's vectorised RLE encoder against the usual per-mask numpy encoder, in one run.
+"""Time the project's vectorised RLE encoder against the usual per-mask numpy encoder, and its scorer of RLE
+strings against the decode-then-count baseline, in one run.
 
     python benchmarks/bench_rle.py [--size 2048] [--repeats 5] [--seed 0]
 
 Masks: the 29 bone masks of one phantom hand when ``handseg.phantom`` is available, otherwise 29 filled
 random polygons (smooth blobs the size of bones). Both encoders must give identical strings. Also timed, for
 the inference path that holds only each class's box: ``rle_encode_boxes`` on the 29 masks cropped to their boxes.
+Scoring (``scripts/score_submission.py``): ``dice_counts_rle`` on the 29 strings against the masks shifted by a few
+pixels, against decoding every string to a full mask (the usual cumulative-sum decoder) and counting; both must
+give identical counts.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import time
 import numpy as np
 
 from handseg.format.classes import NUM_CLASSES
+from handseg.format.metrics import dice_counts, dice_counts_rle
 from handseg.format.rasterize import rasterize
 from handseg.format.rle import rle_encode_boxes, rle_encode_many
 from handseg.runtime.cli import command_parser
@@ -27,6 +32,15 @@ def baseline_rle_encode(mask: np.ndarray) -> str:
     runs = np.where(pixels[1:] != pixels[:-1])[0] + 1
     runs[1::2] -= runs[::2]
     return " ".join(str(x) for x in runs)
+
+
+def baseline_rle_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
+    """The usual decoder: a +1/-1 step per run start/end, a cumulative sum over the whole image."""
+    values = np.array(rle.split(), dtype=np.int64)
+    delta = np.zeros(shape[0] * shape[1] + 1, dtype=np.int32)
+    np.add.at(delta, values[0::2] - 1, 1)
+    np.add.at(delta, values[0::2] - 1 + values[1::2], -1)
+    return (np.cumsum(delta[:-1]) > 0).astype(np.uint8).reshape(shape)
 
 
 def synthetic_polygons(size: int, seed: int) -> list[np.ndarray]:
@@ -106,6 +120,17 @@ def main(argv: list[str] | None = None) -> None:
     print(f"per-mask numpy baseline : {base_s * 1e3:8.1f} ms per image")
     print(f"speed-up                : {base_s / ours_s:8.2f}x")
     print(f"rle_encode_boxes, crops : {boxes_s * 1e3:8.1f} ms per image (masks held only inside their boxes)")
+
+    target = np.roll(masks, (3, -2), axis=(1, 2)).astype(np.uint8)  # a prediction a few pixels off
+    hw = (args.size, args.size)
+    score_s, counts = best_time(lambda: dice_counts_rle(ours, target), args.repeats)
+    decode_s, decoded = best_time(lambda: dice_counts(np.stack([baseline_rle_decode(s, hw) for s in ours]), target),
+                                  args.repeats)
+    if not np.array_equal(counts, decoded):
+        raise SystemExit("dice_counts_rle and decode-then-count disagree")
+    print(f"project dice_counts_rle : {score_s * 1e3:8.1f} ms per image (29 strings scored, identical counts)")
+    print(f"decode, then count      : {decode_s * 1e3:8.1f} ms per image")
+    print(f"speed-up                : {decode_s / score_s:8.2f}x")
 
 
 if __name__ == "__main__":

@@ -20,9 +20,8 @@ import numpy as np
 
 from handseg.format.annotations import polygons_in_order, read_annotation
 from handseg.format.classes import CLASSES
-from handseg.format.metrics import dice_counts, dice_from_counts, format_dice_table, summarize_dice
+from handseg.format.metrics import dice_counts_rle, dice_from_counts, format_dice_table, summarize_dice
 from handseg.format.rasterize import rasterize
-from handseg.format.rle import rle_decode
 from handseg.format.submission import read_submission
 from handseg.runtime.atomic import atomic_write_text
 from handseg.runtime.cli import command_parser
@@ -52,10 +51,10 @@ def score(csv_path: Path, labels: Path) -> tuple[np.ndarray, list[str]]:
     for i, ann in enumerate(anns):
         target = rasterize(polygons_in_order(ann), ann.hw)
         try:
-            pred = np.stack([rle_decode(rles[(ann.filename, c)], ann.hw) for c in CLASSES])
+            counts = dice_counts_rle([rles[(ann.filename, c)] for c in CLASSES], target)
         except ValueError as exc:
             raise DataFormatError(csv_path, f"{ann.filename}: bad RLE ({exc})") from None
-        dice[i] = dice_from_counts(dice_counts(pred, target))
+        dice[i] = dice_from_counts(counts)
     return dice, names
 
 

@@ -9,12 +9,13 @@ and class are integers, so shards of a validation set evaluated by several proce
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from handseg.format.classes import CLASSES
 from handseg.format.markdown import markdown_table
+from handseg.format.rle import rle_pixels
 
 DICE_EPS = 1e-4
 
@@ -50,6 +51,20 @@ def dice_counts(pred: Any, target: Any) -> np.ndarray:
     p2, g2 = p.reshape(c, -1), g.reshape(c, -1)
     inter = np.count_nonzero(p2 & g2, axis=1)
     return np.stack([inter, np.count_nonzero(p2, axis=1), np.count_nonzero(g2, axis=1)], axis=1).astype(np.int64)
+
+
+def dice_counts_rle(rles: Sequence[str], target: np.ndarray) -> np.ndarray:
+    """Counts (C, 3) int64 ``[intersection, pred_sum, target_sum]`` of C competition RLE strings against (C, H, W)
+    target masks (nonzero = 1), without decoding a full mask: equal to ``dice_counts`` of the decoded masks, in
+    O(predicted pixels) per class plus one count over each target."""
+    if len(rles) != target.shape[0]:
+        raise ValueError(f"{len(rles)} RLE strings for {target.shape[0]} target masks")
+    flat = target.reshape(target.shape[0], -1)
+    counts = np.zeros((len(rles), 3), dtype=np.int64)
+    for c, rle in enumerate(rles):
+        pixels = rle_pixels(rle, target.shape[1:])
+        counts[c] = (np.count_nonzero(flat[c, pixels]), pixels.size, np.count_nonzero(flat[c]))
+    return counts
 
 
 def _nonzero(a: np.ndarray) -> np.ndarray:

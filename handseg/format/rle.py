@@ -182,20 +182,19 @@ def rle_encode_boxes(items: Sequence[Box], height: int, width: int) -> list[str]
     return [_format(s, n) for s, n in rle_runs_boxes(items, height, width)]
 
 
-def rle_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
-    """Decode a competition RLE string into a (H, W) uint8 {0, 1} mask.
+def rle_pixels(rle: str, shape: tuple[int, int]) -> np.ndarray:
+    """The pixels a competition RLE string sets in a (H, W) image: sorted, distinct flat indices (row-major,
+    int64); runs that overlap count their pixels once. Costs O(pixels set), not O(image).
 
     Raises ValueError for a non-integer token, an odd number of values, a start < 1, a negative length
     or a run past the end of the image.
     """
-    h, w = int(shape[0]), int(shape[1])
-    n = h * w
-    mask = np.zeros(n, dtype=np.uint8)
-    text = rle.strip() if isinstance(rle, str) else ""
+    n = int(shape[0]) * int(shape[1])
+    if not isinstance(rle, str):
+        raise ValueError(f"RLE must be a string, got {type(rle).__name__}")
+    text = rle.strip()
     if not text:
-        if not isinstance(rle, str):
-            raise ValueError(f"RLE must be a string, got {type(rle).__name__}")
-        return mask.reshape(h, w)
+        return np.zeros(0, dtype=np.int64)
     try:
         values = np.array([int(t) for t in text.split()], dtype=np.int64)
     except ValueError:
@@ -209,9 +208,18 @@ def rle_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
         raise ValueError("RLE has a negative run length")
     ends = starts + lengths
     if (ends > n).any():
-        raise ValueError(f"RLE run ends at pixel {int(ends.max())}, past the {h}x{w} image ({n} pixels)")
-    delta = np.zeros(n + 1, dtype=np.int32)
-    np.add.at(delta, starts, 1)
-    np.add.at(delta, ends, -1)
-    mask[:] = np.cumsum(delta[:-1]) > 0
+        raise ValueError(f"RLE run ends at pixel {int(ends.max())}, past the {shape[0]}x{shape[1]} image ({n} pixels)")
+    # Pixel k of the concatenated runs lies in run r = repeat index; its offset within the run is k minus the
+    # run's first position in the concatenation.
+    first = np.cumsum(lengths) - lengths
+    pixels = np.repeat(starts - first, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+    ordered = bool((starts[1:] >= ends[:-1]).all())  # sorted, non-overlapping runs (what an encoder writes)
+    return pixels if ordered else np.unique(pixels)
+
+
+def rle_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
+    """Decode a competition RLE string into a (H, W) uint8 {0, 1} mask (raises as :func:`rle_pixels`)."""
+    h, w = int(shape[0]), int(shape[1])
+    mask = np.zeros(h * w, dtype=np.uint8)
+    mask[rle_pixels(rle, (h, w))] = 1
     return mask.reshape(h, w)

@@ -11,11 +11,13 @@ from handseg.format.metrics import (
     DICE_EPS,
     DiceSummary,
     dice_counts,
+    dice_counts_rle,
     dice_from_counts,
     dice_score,
     format_dice_table,
     summarize_dice,
 )
+from handseg.format.rle import rle_encode
 
 
 def small_case():
@@ -103,3 +105,16 @@ def test_summary_of_known_values_and_table():
         summarize_dice(np.zeros((0, 29)))
     with pytest.raises(ValueError):
         summarize_dice(np.zeros((3, 28)))
+
+
+def test_counts_from_rle_strings_equal_counts_of_decoded_masks():
+    rng = np.random.default_rng(0)
+    pred = rng.random((4, 33, 29)) < [[[0.0]], [[0.2]], [[0.5]], [[0.9]]]
+    target = (rng.random((4, 33, 29)) < 0.4).astype(np.uint8)
+    target[0] = 0
+    rles = [rle_encode(m) for m in pred]
+    np.testing.assert_array_equal(dice_counts_rle(rles, target), dice_counts(pred, target))
+    with pytest.raises(ValueError, match="3 RLE strings for 4"):
+        dice_counts_rle(rles[:3], target)
+    with pytest.raises(ValueError, match="past the 33x29 image"):
+        dice_counts_rle(["1 2000", "", "", ""], target)

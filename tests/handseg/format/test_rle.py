@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from handseg.format.rle import rle_decode, rle_encode, rle_encode_boxes, rle_encode_many, rle_runs_boxes
+from handseg.format.rle import rle_decode, rle_encode, rle_encode_boxes, rle_encode_many, rle_pixels, rle_runs_boxes
 
 
 def reference_encode(mask: np.ndarray) -> str:
@@ -313,3 +313,14 @@ def test_boxes_reject_masks_outside_the_image_and_wrong_rank():
     with pytest.raises(ValueError, match=r"\(h, w\)"):
         rle_encode_boxes([(0, 0, np.ones((1, 2, 2), bool))], 4, 4)
     assert rle_encode_boxes([], 4, 4) == [] and rle_runs_boxes([None], 4, 4)[0][0].dtype == np.int64
+
+
+def test_rle_pixels_are_the_decoded_mask_even_for_unordered_overlapping_runs():
+    # runs 5-7, 1-2, 6-9 (1-based) of a 3x4 image: the union, once each, sorted
+    pixels = rle_pixels("5 3 1 2 6 4", (3, 4))
+    np.testing.assert_array_equal(pixels, [0, 1, 4, 5, 6, 7, 8])
+    np.testing.assert_array_equal(rle_decode("5 3 1 2 6 4", (3, 4)).ravel().nonzero()[0], pixels)
+    rng = np.random.default_rng(3)
+    mask = rng.random((37, 41)) < 0.3
+    np.testing.assert_array_equal(rle_pixels(rle_encode(mask), mask.shape), np.flatnonzero(mask))
+    assert rle_pixels("", (4, 4)).size == 0
