@@ -183,8 +183,12 @@ def choose_postprocess(run: Tuning, thresholds):
     with the (4, 29) mean Dice of every option."""
     counts = []
     for sample in tqdm(run.samples, desc="choose post-processing", disable=not run.progress):
-        probs, hw = voted_probs(sample, run.members, run.device, run.store)
-        pred = ClassMasks.from_dense(threshold_probs(probs, list(thresholds)))
+        if run.store is not None:  # one model: its masks per class box, as deployed (equal to thresholding
+            out = run.store.selected(sample)  # the dense probabilities, without building them)
+            pred, hw = masks_from_outputs(out, list(thresholds)), out.image_hw
+        else:
+            probs, hw = voted_probs(sample, run.members, run.device)
+            pred = ClassMasks.from_dense(threshold_probs(probs, list(thresholds)))
         counts.append(option_counts(pred, ground_truth_masks(sample, hw)))
     return choose(np.stack(counts))
 
