@@ -23,7 +23,7 @@ from accelerate import Accelerator, InitProcessGroupKwargs
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, gather_object, set_seed
 
 from handseg.data.dataset_index import DataSplit, load_split
-from handseg.inference.pipeline import InferenceSettings
+from handseg.inference.settings import InferenceSettings
 from handseg.model.checkpoint import LoadedCheckpoint, load_checkpoint
 from handseg.model.factory import build_model, cascade_refiner
 from handseg.model.presets import ModelConfig

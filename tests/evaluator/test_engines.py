@@ -150,12 +150,13 @@ import sys
 from evaluator.config import load_eval_config
 from evaluator.engines import eval_settings, load_engine, load_eval_checkpoint
 from handseg.inference.pipeline import predict_masks
+from handseg.inference.settings import InferenceCall
 from tests.evaluator.conftest import synthetic_xray
 
 cfg = load_eval_config({str(eval_yaml)!r})
 ckpt = load_eval_checkpoint(cfg, echo=False)
 engine = load_engine(cfg, ckpt)
-masks = predict_masks(engine, synthetic_xray(), eval_settings(cfg, ckpt, engine), 0.5)
+masks = predict_masks(InferenceCall(engine, eval_settings(cfg, ckpt, engine)), synthetic_xray())
 print(engine.backend, masks.to_dense().shape[0], ckpt.loaded_model is None,
       [m for m in ("transformers.models.segformer.modeling_segformer", "torch._inductor", "sympy") if m in sys.modules])
 """
