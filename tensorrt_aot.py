@@ -16,7 +16,7 @@ import sys
 
 from evaluator.agreement import sample_image
 from evaluator.backends import COMPILED
-from evaluator.build_engine import build_engine
+from evaluator.build_engine import EngineRequest, build_engine
 from evaluator.config import load_eval_config
 from evaluator.engines import engine_batches, load_eval_checkpoint
 from handseg.inference.engine import DTYPES
@@ -48,8 +48,8 @@ def main(argv=None) -> int:
     ckpt = load_eval_checkpoint(cfg, file=args.cfg_path)
     image, where = sample_image(cfg.data_root, size=max(256, 2 * ckpt.spec.model_size))
     for batch in batches:
-        path, manifest = build_engine(cfg, ckpt, image, backend=backend, batch=batch, precision=args.precision,
-                                      source=args.cfg_path)
+        request = EngineRequest(backend=backend, batch=batch, precision=args.precision, source=args.cfg_path)
+        path, manifest = build_engine(cfg, ckpt, image, request)
         agree = manifest["agreement_vs_eager_fp32"]
         print(
             f"{manifest['backend']} engine ({manifest['precision']}, input {tuple(manifest['input_shape'])}) -> "

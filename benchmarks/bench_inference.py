@@ -51,7 +51,8 @@ from handseg.format.class_masks import ClassMasks
 from handseg.format.classes import CLASSES
 from handseg.format.rasterize import rasterize
 from handseg.inference.engine import Engine, eager_engine
-from handseg.inference.pipeline import dense_probs, inference_settings, masks_from_outputs, run_model, threshold_probs
+from handseg.inference.pipeline import dense_probs, masks_from_outputs, run_model, threshold_probs
+from handseg.inference.settings import inference_settings
 from handseg.model.presets import size_divisor
 from handseg.phantom import render_hand
 from handseg.runtime.cli import command_parser

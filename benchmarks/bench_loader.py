@@ -113,9 +113,9 @@ def unpack_seconds(labels: torch.Tensor, repeats: int = 5) -> float:
 
 
 def make_phantom(out: Path, ids: int, size: int, seed: int) -> Path:
-    from handseg.phantom import generate_dataset
+    from handseg.phantom import PhantomSpec, generate_dataset
 
-    generate_dataset(out, train_ids=ids, test_ids=0, size=size, seed=seed, preview=False, progress=True)
+    generate_dataset(out, PhantomSpec(train_ids=ids, test_ids=0, size=size, seed=seed), preview=False, progress=True)
     return out
 
 

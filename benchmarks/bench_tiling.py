@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from handseg.inference.engine import eager_engine
-from handseg.inference.pipeline import InferenceSettings, predict_probs
+from handseg.inference.pipeline import predict_probs
+from handseg.inference.settings import InferenceSettings
 from handseg.inference.tiling import pad_amounts
 from handseg.model.factory import build_model, count_parameters
 from handseg.model.io import InputSpec, to_pixel_values

@@ -35,8 +35,9 @@ import yaml
 
 from handseg.inference.engine import Engine
 from handseg.inference.phase_timer import PhaseTimer
-from handseg.inference.pipeline import inference_settings, predict_masks
+from handseg.inference.pipeline import predict_masks
 from handseg.inference.postprocess import PostProcessing
+from handseg.inference.settings import InferenceCall, inference_settings
 from handseg.inference.tile_selection import TileSelection
 from handseg.model.io import InputSpec
 
@@ -72,11 +73,11 @@ def _seconds(fn) -> float:
     return time.perf_counter() - t0
 
 
-def _run(engine: Engine, image: np.ndarray, settings, thresholds, post) -> tuple[float, PhaseTimer]:
+def _run(call: InferenceCall, image: np.ndarray) -> tuple[float, PhaseTimer]:
     timer = PhaseTimer()
     t0 = time.perf_counter()
     with torch.inference_mode():
-        predict_masks(engine, image, settings, thresholds, postprocess=post, timer=timer).rle()
+        predict_masks(call, image, timer).rle()
     return 1000.0 * (time.perf_counter() - t0), timer
 
 
@@ -90,12 +91,12 @@ def measure_paths(engine: Engine, spec: InputSpec, images: list[np.ndarray], thr
     paths = {"every tile": (engine, base), "selection": (engine, replace(base, selection=selection))}
     if engine.tail is not None:
         paths = {"every tile, padded": (replace(engine, tail=None), base), **paths}
-    _run(engine, images[0], paths["selection"][1], thresholds, post)  # warm-up
+    _run(InferenceCall(engine, paths["selection"][1], thresholds=thresholds, postprocess=post), images[0])  # warm-up
     best: dict = {}
     for _ in range(repeats):
         for i, image in enumerate(images):
             for name, (eng, settings) in paths.items():
-                ms, timer = _run(eng, image, settings, thresholds, post)
+                ms, timer = _run(InferenceCall(eng, settings, thresholds=thresholds, postprocess=post), image)
                 if (name, i) not in best or ms < best[(name, i)][0]:
                     best[(name, i)] = (ms, timer)
     out = {"source": source, "selection": selection.to_dict(), "tile_ms": _tile_ms(engine, spec, repeats, batch),

@@ -11,7 +11,7 @@ done again with AOTInductor, with one line saying why; an explicit ``tensorrt`` 
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,18 @@ from handseg.model.checkpoint import LoadedCheckpoint
 from handseg.model.io import InputSpec
 from handseg.model.presets import size_divisor
 from handseg.runtime.errors import HandSegError
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    """The engine asked for: ``backend`` (None: the config's; ``auto``: see the module docstring), the static tile
+    ``batch`` and the ``precision`` (None: the config's), and ``source``, the config file it comes from (recorded
+    in the manifest)."""
+
+    backend: str | None = None
+    batch: int | None = None
+    precision: str | None = None
+    source: str = "config"
 
 
 def _compile(cfg: EvalConfig, ckpt: LoadedCheckpoint, spec: InputSpec, job: EngineJob,
@@ -64,16 +76,16 @@ def _manifest(cfg: EvalConfig, ckpt: LoadedCheckpoint, spec: InputSpec, engine: 
     return manifest
 
 
-def build_engine(cfg: EvalConfig, ckpt: LoadedCheckpoint, image: np.ndarray, backend: str | None = None,
-                 batch: int | None = None, precision: str | None = None, source: str = "config") -> tuple[Path, dict]:
-    """Compile ``ckpt`` for (batch, channels, side, side) (and a cascade's stage 1) and write engines + manifests;
-    returns (engine path, manifest). Agreement with eager fp32 is measured on ``image`` (H, W) uint8, through the
-    whole inference path (both parts for a cascade). ``auto``: see the module docstring."""
-    requested = backend or cfg.backend
+def build_engine(cfg: EvalConfig, ckpt: LoadedCheckpoint, image: np.ndarray,
+                 request: EngineRequest = EngineRequest()) -> tuple[Path, dict]:
+    """Compile ``ckpt`` as ``request`` asks, for (batch, channels, side, side) (and a cascade's stage 1), and write
+    engines + manifests; returns (engine path, manifest). Agreement with eager fp32 is measured on ``image``
+    (H, W) uint8, through the whole inference path (both parts for a cascade). ``auto``: see the module docstring."""
+    requested = request.backend or cfg.backend
     name = resolve_backend(requested, cfg.device)
     if not require(name, cfg.device).compiled:  # fail before the export, with the one-line hint
         raise ValueError(f"{name} needs no engine")
-    job = EngineJob(name, batch or cfg.batch_size_eval, precision or cfg.precision, source)
+    job = EngineJob(name, request.batch or cfg.batch_size_eval, request.precision or cfg.precision, request.source)
     try:
         return _build(cfg, ckpt, image, job)
     except Exception as exc:  # noqa: BLE001 - whatever TensorRT raises; other backends' errors pass unchanged

@@ -13,8 +13,8 @@ from pathlib import Path
 from evaluator.config import EvalConfig, resolve_postprocess, resolve_thresholds
 from evaluator.engines import eval_settings, load_engine, load_eval_checkpoint
 from handseg.inference.engine import Engine
-from handseg.inference.pipeline import InferenceSettings
 from handseg.inference.postprocess import PostProcessing
+from handseg.inference.settings import InferenceCall, InferenceSettings
 from handseg.model.checkpoint import LoadedCheckpoint
 
 
@@ -30,6 +30,11 @@ class EvalContext:
     device: str
     thresholds: list[float]
     postprocess: PostProcessing | None
+
+    @property
+    def call(self) -> InferenceCall:
+        """The inference call of this evaluation (engine, settings, device, thresholds, post-processing)."""
+        return InferenceCall(self.engine, self.settings, self.device, self.thresholds, self.postprocess)
 
 
 def build_context(cfg: EvalConfig, file: str | Path = "<config>", device: str | None = None,

@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 
 from evaluator.agreement import mask_dice
 from evaluator.backends import BACKENDS
-from evaluator.build_engine import build_engine
+from evaluator.build_engine import EngineRequest, build_engine
 from evaluator.config import EvalConfig
 from evaluator.engines import efficiency_batches, load_engine
 from evaluator.manifest import StaleEngineError
@@ -115,7 +115,7 @@ def ensure_engine(name: str, cfg: EvalConfig, ckpt: LoadedCheckpoint, batch: int
                 raise
             print(f"  {name}: skipped ({exc})", file=sys.stderr)
             return False
-    build_engine(cfg, ckpt, image, backend=name, batch=batch)
+    build_engine(cfg, ckpt, image, EngineRequest(backend=name, batch=batch))
     return True
 
 

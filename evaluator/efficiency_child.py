@@ -32,7 +32,8 @@ from evaluator.memory_peak import cuda_memory, status_mib
 from handseg.data.image_io import read_image
 from handseg.inference.engine import Engine, eager_engine
 from handseg.inference.phase_timer import PhaseTimer, phase
-from handseg.inference.pipeline import InferenceSettings, predict_masks
+from handseg.inference.pipeline import predict_masks
+from handseg.inference.settings import InferenceCall, InferenceSettings
 from handseg.model.checkpoint import LoadedCheckpoint
 from handseg.runtime.overrides import add_set_argument
 
@@ -69,13 +70,13 @@ def engine_named(name: str, cfg: EvalConfig, ckpt: LoadedCheckpoint, batch: int)
     return load_engine(cfg, ckpt, backend=name, batch=batch)
 
 
-def whole_image(engine: Engine, png: Path, settings: InferenceSettings, thresholds, postprocess=None,
-                timer: PhaseTimer | None = None) -> list[str]:
-    """The deployed path for one image file on the engine's device: decode, predict (preprocess, stage 1, stage 2,
-    blend, threshold, post-processing), RLE; returns the 29 RLE strings."""
+def whole_image(call: InferenceCall, png: Path, timer: PhaseTimer | None = None) -> list[str]:
+    """The deployed path for one image file with ``call`` (engine on its device, settings, thresholds,
+    post-processing): decode, predict (preprocess, stage 1, stage 2, blend, threshold, post-processing), RLE;
+    returns the 29 RLE strings."""
     with phase(timer, "decode"):
         image = read_image(png)
-    masks = predict_masks(engine, image, settings, thresholds, engine.device, postprocess, timer)
+    masks = predict_masks(call, image, timer)
     with phase(timer, "threshold"):
         return masks.rle()
 
@@ -107,14 +108,13 @@ def image_figures(engine: Engine, cfg: EvalConfig, settings: InferenceSettings, 
     possible per image, and the peak memory (CPU: the process's ``VmHWM``; CUDA: torch's allocator and the device's
     used memory, :func:`evaluator.memory_peak.cuda_memory`)."""
     eff, device = cfg.efficiency, engine.device
-    thresholds, postprocess = resolve_thresholds(cfg), resolve_postprocess(cfg)
-    rles = whole_image(engine, png, settings, thresholds, postprocess)  # warm-up, and the masks compared
+    call = InferenceCall(engine, settings, device, resolve_thresholds(cfg), resolve_postprocess(cfg))
+    rles = whole_image(call, png)  # warm-up, and the masks compared
     timer = PhaseTimer(device)
     n = eff.image_iters
 
     def run() -> float:
-        return float(np.mean(timed(lambda: whole_image(engine, png, settings, thresholds, postprocess, timer), n,
-                                   device)))
+        return float(np.mean(timed(lambda: whole_image(call, png, timer), n, device)))
 
     device_mem = {}
     if device.startswith("cuda"):

@@ -23,7 +23,7 @@ from evaluator.config import (
 )
 from evaluator.manifest import StaleEngineError, check_manifest, read_manifest
 from handseg.inference.engine import Engine, eager_engine
-from handseg.inference.pipeline import InferenceSettings, inference_settings
+from handseg.inference.settings import InferenceSettings, inference_settings
 from handseg.model.checkpoint import LoadedCheckpoint, load_checkpoint
 from handseg.runtime.devices import require_device
 

@@ -39,7 +39,8 @@ from handseg.format.areas import class_areas_mm2, pixel_area_mm2
 from handseg.format.class_masks import ClassMasks
 from handseg.format.classes import CLASSES
 from handseg.format.polygons import write_prediction_annotation
-from handseg.inference.pipeline import PostProcess, predict_masks
+from handseg.inference.pipeline import predict_masks
+from handseg.inference.settings import InferenceCall, PostProcess
 from handseg.runtime.atomic import atomic_write_bytes
 from handseg.runtime.errors import DataFormatError
 
@@ -65,8 +66,8 @@ class Predictor:
 
     def masks(self, image: np.ndarray) -> ClassMasks:
         """(H, W) uint8 X-ray -> the 29 class masks at its size (on the CPU)."""
-        return predict_masks(self.engine, image, self.settings, self.thresholds, self.device,
-                             self.postprocess).to("cpu")
+        call = InferenceCall(self.engine, self.settings, self.device, self.thresholds, self.postprocess)
+        return predict_masks(call, image).to("cpu")
 
     def masks_and_qc(self, image: np.ndarray) -> tuple[ClassMasks, QCResult | None]:
         """The same masks and, with quality control, their :class:`~evaluator.qc.assess.QCResult` (same pass)."""

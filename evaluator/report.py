@@ -133,7 +133,7 @@ def write_overlays(out: Path, worst: list, ctx: EvalContext) -> list[Path]:
     paths = []
     for rank, (sample, mean_dice) in enumerate(worst):
         image = read_image(sample.image_path)
-        pred = predict_masks(ctx.engine, image, ctx.settings, ctx.thresholds, ctx.device, ctx.postprocess)
+        pred = predict_masks(ctx.call, image)
         pred = pred.to_dense().cpu().numpy()
         target = ground_truth(sample, image.shape[:2])
         rgb = comparison_overlay(image, pred, target)

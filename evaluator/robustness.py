@@ -37,9 +37,9 @@ from handseg.format.annotations import polygons_in_order, read_annotation
 from handseg.format.class_masks import ClassMasks
 from handseg.format.classes import CLASSES, NUM_CLASSES
 from handseg.format.metrics import dice_from_counts
-from handseg.inference.engine import Engine
 from handseg.inference.hand_norm import describe_reference
-from handseg.inference.pipeline import InferenceSettings, PostProcess, predict_masks
+from handseg.inference.pipeline import predict_masks
+from handseg.inference.settings import InferenceCall
 from handseg.runtime.atomic import atomic_write_text
 from handseg.runtime.errors import DataFormatError, HandSegError
 
@@ -153,14 +153,13 @@ def summarize_combined(base: np.ndarray, counts: np.ndarray, rows: Sequence[Comb
             "tolerances": {family: cfg.combined.tolerance(family) for family in cfg.combined.rows}, "rows": out}
 
 
-def engine_predict_counts(engine: Engine, settings: InferenceSettings, device: str,
-                          thresholds: float | Sequence[float], postprocess: PostProcess | None = None) -> PredictCounts:
+def engine_predict_counts(call: InferenceCall) -> PredictCounts:
     """:data:`PredictCounts` of an engine through the one inference path
-    (:func:`handseg.inference.pipeline.predict_masks` with the evaluation's thresholds and post-processing) against
-    the polygons rasterised per class box."""
+    (:func:`handseg.inference.pipeline.predict_masks` with ``call``: the evaluation's engine, settings, device,
+    thresholds and post-processing) against the polygons rasterised per class box."""
 
     def predict_counts(image: np.ndarray, polygons: Sequence[np.ndarray]) -> np.ndarray:
-        pred = predict_masks(engine, image, settings, thresholds, device, postprocess)
+        pred = predict_masks(call, image)
         return pred.counts(ClassMasks.from_polygons(polygons, image.shape))
 
     return predict_counts
@@ -177,7 +176,7 @@ def evaluate_robustness(cfg: EvalConfig, file: str | Path = "<config>",
     ctx = build_context(cfg, file)
     ckpt, engine, settings = ctx.ckpt, ctx.engine, ctx.settings
     samples = validation_samples(cfg, ckpt, file)
-    predict_counts = engine_predict_counts(engine, settings, ctx.device, ctx.thresholds, ctx.postprocess)
+    predict_counts = engine_predict_counts(ctx.call)
     result = run_robustness(predict_counts, samples, cfg.robustness, progress=progress)
     data = eval_data_config(cfg, ckpt)
     result["settings"] = {"checkpoint": str(ckpt.folder), "engine": engine.name, "fold": data.fold,

@@ -15,8 +15,8 @@ from typing import Sequence
 
 from handseg.format.markdown import markdown_table
 from handseg.inference.engine import eager_engine
-from handseg.inference.pipeline import InferenceSettings
 from handseg.inference.scoring import score_images
+from handseg.inference.settings import InferenceCall, InferenceSettings
 from handseg.model.checkpoint import LoadedCheckpoint
 from handseg.model.io import InputSpec
 from handseg.model.presets import size_divisor
@@ -51,7 +51,7 @@ def run_scale_sweep(ckpt: LoadedCheckpoint, samples: list, specs: Sequence[Input
     for spec in specs:
         settings = InferenceSettings(input=spec, batch_size=batch_size)
         t0 = time.perf_counter()
-        summary = score_images(engine, samples, settings, device, progress=progress).summary()
+        summary = score_images(InferenceCall(engine, settings, device), samples, progress=progress).summary()
         rows.append({"input": describe(spec), "mode": spec.mode, "side": spec.model_size,
                      "trained": (spec.mode, spec.model_size) == (ckpt.spec.mode, ckpt.spec.model_size),
                      "mean_dice": summary.mean, **{c: summary.per_class[c] for c in SMALL_CLASSES},

@@ -36,7 +36,6 @@ from handseg.inference.box_blend import ModelOutputs
 from handseg.inference.engine import Engine
 from handseg.inference.hand_norm import HandNorm, angle_difference, hand_angle, hand_fraction
 from handseg.inference.pipeline import (
-    InferenceSettings,
     dense_probs,
     masks_from_outputs,
     predict_probs,
@@ -46,6 +45,7 @@ from handseg.inference.pipeline import (
 )
 from handseg.inference.postprocess import OPTIONS, choose, option_counts
 from handseg.inference.scoring import ground_truth, ground_truth_masks
+from handseg.inference.settings import InferenceSettings
 from handseg.inference.tile_selection import MARGINS, TileSelection, selected_tiles
 from handseg.model.checkpoint import LoadedCheckpoint
 

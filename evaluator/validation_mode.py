@@ -50,10 +50,9 @@ def worst_images(result, samples: list, k: int) -> list[tuple[object, float]]:
 def run_validation(ctx: EvalContext, accelerator=None) -> dict:
     """Score the validation fold of the evaluation ``ctx`` (sharded over ``accelerator``'s processes); on the main
     process write the report. Returns {output name: path}."""
-    cfg, ckpt, engine, settings, device = ctx.cfg, ctx.ckpt, ctx.engine, ctx.settings, ctx.device
-    thresholds, postprocess = ctx.thresholds, ctx.postprocess
+    cfg, ckpt = ctx.cfg, ctx.ckpt
     samples = validation_samples(cfg, ckpt)
-    result = score_sharded(engine, samples, settings, device, thresholds, accelerator, postprocess)
+    result = score_sharded(ctx.call, samples, accelerator)
     if accelerator is not None and not accelerator.is_main_process:
         return {}
     summary = result.summary()

@@ -26,7 +26,8 @@ from gpu_chain import CPU_TINY, GPU_SMOKE, REPO
 from evaluator.agreement import mask_dice
 from evaluator.memory_peak import PeakRSS, PeakSampler, device_used
 from handseg.inference.engine import eager_engine
-from handseg.inference.pipeline import InferenceSettings, predict_masks
+from handseg.inference.pipeline import predict_masks
+from handseg.inference.settings import InferenceCall, InferenceSettings
 from handseg.inference.tiling import tile_windows
 from handseg.model.factory import build_model, cascade_refiner
 from handseg.model.io import InputSpec, logits_over_windows
@@ -168,8 +169,9 @@ def validation_cost(s1: TrainConfig, s2: TrainConfig, native: int, device) -> di
     out, masks = {}, {}
     for precision in ("fp32", "bf16"):
         engine = eager_engine(net, precision, device, prior=prior)
-        out[f"{precision}_ms"] = timed_ms(lambda e=engine: predict_masks(e, image, settings, 0.5, device), device, 1)
-        masks[precision] = predict_masks(engine, image, settings, 0.5, device).to_dense().cpu()
+        call = InferenceCall(engine, settings, device, 0.5)
+        out[f"{precision}_ms"] = timed_ms(lambda c=call: predict_masks(c, image), device, 1)
+        masks[precision] = predict_masks(call, image).to_dense().cpu()
     out["mask_dice_min_bf16_vs_fp32"] = float(mask_dice(masks["bf16"], masks["fp32"]).min())
     out["image_side"] = native
     return out

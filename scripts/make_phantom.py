@@ -18,7 +18,14 @@ import sys
 from pathlib import Path
 
 from handseg.data.phantom_record import read_params
-from handseg.phantom.dataset import dataset_params, generate_dataset, is_complete, meta_rows, remove_outputs
+from handseg.phantom.dataset import (
+    PhantomSpec,
+    dataset_params,
+    generate_dataset,
+    is_complete,
+    meta_rows,
+    remove_outputs,
+)
 from handseg.phantom.meta_table import META_FILES, META_FORMATS, write_meta_table
 from handseg.runtime.cli import command_parser
 from handseg.runtime.errors import DataFormatError, cli_main
@@ -67,7 +74,8 @@ def write_missing_previews(out: Path, size: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out: Path = args.out
-    params = dataset_params(args.train_ids, args.test_ids, args.size, args.seed)
+    spec = PhantomSpec(args.train_ids, args.test_ids, args.size, args.seed)
+    params = dataset_params(spec)
     if is_complete(out, params):
         print(f"phantom data set already present, reusing it: {_summary(out, args)}")
         if args.preview:
@@ -87,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             raise DataFormatError(out, "folder is not empty and holds no phantom.json; choose an empty or new "
                                        "folder, or pass --force to write the phantom data set into it")
-    generate_dataset(out, args.train_ids, args.test_ids, size=args.size, seed=args.seed,
-                     preview=args.preview, progress=not args.quiet)
+    generate_dataset(out, spec, preview=args.preview, progress=not args.quiet)
     if args.meta != "csv":
         write_meta_table(out, meta_rows(args.seed, args.train_ids + args.test_ids), args.meta)
     print(f"wrote {_summary(out, args)}")

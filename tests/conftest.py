@@ -119,10 +119,10 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def phantom_root(tmp_path_factory) -> Path:
     """A tiny phantom data set in the competition layout: 4 train IDs (8 images), 2 test IDs, 256 px, seed 0."""
-    from handseg.phantom import generate_dataset
+    from handseg.phantom import PhantomSpec, generate_dataset
 
     root = tmp_path_factory.mktemp("phantom") / "data"
-    generate_dataset(root, train_ids=4, test_ids=2, size=256, seed=0, preview=False, progress=False)
+    generate_dataset(root, PhantomSpec(train_ids=4, test_ids=2, size=256, seed=0), preview=False, progress=False)
     return root
 
 

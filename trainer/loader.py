@@ -13,6 +13,7 @@ workers start with the new epoch.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 import cv2
@@ -89,30 +90,34 @@ def open_cache(cfg: DataConfig, samples: Sequence[Sample], stage: Literal[1, 2],
     return ImageCache(list(samples), cfg.cache_dir, cfg.image_size if stage == 1 else None, progress=progress)
 
 
-def build_dataset(
-    cfg: DataConfig,
-    samples: Sequence[Sample],
-    stage: Literal[1, 2],
-    *,
-    cache_samples: Sequence[Sample] | None = None,
-    seed: int | None = None,
-    spec: InputSpec | None = None,
-    augment: bool = True,
-    progress: bool = True,
-) -> WholeImageDataset | CropDataset:
-    """The stage's dataset over ``samples``, building (or opening) its cache.
+@dataclass(frozen=True)
+class DatasetOptions:
+    """How :func:`build_dataset` builds a stage's dataset: ``cache_samples`` (None: the samples themselves): what
+    the cache holds, e.g. the whole split, so that every fold shares one cache; ``seed`` of the items' generators
+    (None: the config's); ``spec``: the model's input spec (normalisation; None: ImageNet mean/std on ``/ 255``);
+    ``augment``: apply the config's augmentations; ``progress``: show the cache build's progress bar."""
 
-    ``cache_samples`` (default ``samples``): what the cache holds, e.g. the whole split, so that every fold
-    shares one cache. Stage 1 caches at ``image_size``; stage 2 at native resolution. ``spec``: the model's input
-    spec (normalisation; None: ImageNet mean/std on ``/ 255``); a stage-2 spec with a ``prior`` is a cascade,
-    whose items also carry the augmented image at its stage 1's input side. In a multi-process run
+    cache_samples: Sequence[Sample] | None = None
+    seed: int | None = None
+    spec: InputSpec | None = None
+    augment: bool = True
+    progress: bool = True
+
+
+def build_dataset(cfg: DataConfig, samples: Sequence[Sample], stage: Literal[1, 2],
+                  options: DatasetOptions = DatasetOptions()) -> WholeImageDataset | CropDataset:
+    """The stage's dataset over ``samples``, building (or opening) its cache (see :class:`DatasetOptions`).
+
+    Stage 1 caches at ``image_size``; stage 2 at native resolution. A stage-2 ``options.spec`` with a ``prior`` is
+    a cascade, whose items also carry the augmented image at its stage 1's input side. In a multi-process run
     every process may call this: the first builds the cache under a file lock and the others open it; pass
-    ``progress=accelerator.is_main_process``.
+    ``DatasetOptions(progress=accelerator.is_main_process)``.
     """
-    cache = open_cache(cfg, samples if cache_samples is None else cache_samples, stage, progress)
+    spec, cache_samples = options.spec, options.cache_samples
+    cache = open_cache(cfg, samples if cache_samples is None else cache_samples, stage, options.progress)
     indices = [cache.index_of(s.rel) for s in samples]
-    transform = build_transforms(cfg.augmentations) if augment else None
-    seed = cfg.seed if seed is None else seed
+    transform = build_transforms(cfg.augmentations) if options.augment else None
+    seed = cfg.seed if options.seed is None else options.seed
     if stage == 1:
         return WholeImageDataset(cache, indices, transform, seed, spec, cfg.label_dtype)
     if stage == 2:

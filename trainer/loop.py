@@ -27,8 +27,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from handseg.inference.engine import eager_engine
-from handseg.inference.pipeline import InferenceSettings
 from handseg.inference.scoring import ScoreResult, score_sharded
+from handseg.inference.settings import InferenceCall, InferenceSettings
 from handseg.model.factory import forward_logits, forward_train
 from handseg.model.io import logits_over_windows
 from handseg.runtime.errors import HandSegError
@@ -212,7 +212,7 @@ def validate(accelerator: Accelerator, model: nn.Module, samples: list, settings
     was_training = model.training
     precision = validation_precision(str(accelerator.mixed_precision), accelerator.device)
     engine = eager_engine(model, precision, accelerator.device, prior=prior)
-    result = score_sharded(engine, samples, settings, accelerator.device, threshold, accelerator)
+    result = score_sharded(InferenceCall(engine, settings, accelerator.device, threshold), samples, accelerator)
     model.train(was_training)
     if not accelerator.is_main_process:
         return None

@@ -23,7 +23,7 @@ from accelerate import Accelerator, InitProcessGroupKwargs
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, gather_object, set_seed
 
 from handseg.data.dataset_index import DataSplit, load_split
-from handseg.inference.pipeline import InferenceSettings
+from handseg.inference.settings import InferenceSettings
 from handseg.model.checkpoint import LoadedCheckpoint, load_checkpoint
 from handseg.model.factory import build_model, cascade_refiner
 from handseg.model.presets import ModelConfig
@@ -36,7 +36,7 @@ from trainer import checkpointing
 from trainer.config import TrainConfig, check_paths, input_spec, load_train_config
 from trainer.decoding import data_fingerprint
 from trainer.ema import EMA
-from trainer.loader import build_dataset, build_train_loader
+from trainer.loader import DatasetOptions, build_dataset, build_train_loader
 from trainer.loop import TrainModule, agree, broadcast_mean, train_one_epoch, validate
 from trainer.losses import SegLoss
 from trainer.optim import LRSchedule, build_optimizer
@@ -210,8 +210,8 @@ def train(cfg: TrainConfig, args: argparse.Namespace, accelerator: Accelerator, 
     # Data: the training fold as a loader (the main process builds the cache first), the validation fold as samples.
     split = load_split(cfg.data, args.cfg_path)
     with accelerator.main_process_first():
-        dataset = build_dataset(cfg.data, split.train, cfg.stage, cache_samples=split.samples, spec=spec,
-                                progress=accelerator.is_main_process)
+        options = DatasetOptions(cache_samples=split.samples, spec=spec, progress=accelerator.is_main_process)
+        dataset = build_dataset(cfg.data, split.train, cfg.stage, options)
     loader = build_train_loader(cfg.data, dataset)
     validation = build_validation(cfg, spec, split, args.dryrun, accelerator.num_processes)
 

@@ -26,7 +26,8 @@ from handseg.format.class_masks import ClassMasks
 from handseg.inference.engine import Engine
 from handseg.inference.hand_norm import unwarp_masks
 from handseg.inference.phase_timer import PhaseTimer, phase
-from handseg.inference.pipeline import InferenceSettings, masks_from_outputs, normalised_outputs
+from handseg.inference.pipeline import masks_from_outputs, normalised_outputs
+from handseg.inference.settings import InferenceSettings
 
 if TYPE_CHECKING:
     from evaluator.config import EvalConfig

@@ -16,6 +16,8 @@ trained with:
   only on the tiles near the bones its stage 1 finds (``settings.selection``,
   :mod:`handseg.inference.tile_selection`); elsewhere the output is stage 1's (:mod:`handseg.inference.tiled`).
 
+How to run is an :class:`~handseg.inference.settings.InferenceSettings`; a mask-predicting call's whole set-up
+(engine, settings, device, thresholds, post-processing) is an :class:`~handseg.inference.settings.InferenceCall`.
 Two results from the same logits: :func:`predict_masks` thresholds inside each class's candidate box only
 (:mod:`handseg.inference.box_blend`: memory and time follow the bones, not the image) and returns
 :class:`~handseg.format.class_masks.ClassMasks`; :func:`predict_probs` makes the full (29, H, W) probability map, for
@@ -28,8 +30,8 @@ the image magnified or shrunk to their size and rotated towards their angle, and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Callable, Literal, Sequence
+from dataclasses import replace
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -39,7 +41,6 @@ from handseg.format.class_masks import ClassMasks
 from handseg.inference.box_blend import ModelOutputs, blend_box, candidate_boxes, float32_thresholds
 from handseg.inference.engine import Engine
 from handseg.inference.hand_norm import (
-    HandNorm,
     hand_angle,
     hand_centre,
     hand_fraction,
@@ -51,62 +52,16 @@ from handseg.inference.hand_norm import (
     warp_image,
 )
 from handseg.inference.phase_timer import PhaseTimer, phase
-from handseg.inference.tile_selection import TileSelection, uncovered_rects
+from handseg.inference.settings import ACCUMULATE_DTYPES, InferenceCall, InferenceSettings, PostProcess
+from handseg.inference.tile_selection import uncovered_rects
 from handseg.inference.tiled import dense_probs, rows_of, run_tile_batches, tiles_to_run
 from handseg.inference.tiling import constant_importance, gaussian_importance
-from handseg.model.io import InputSpec, model_input
-from handseg.runtime.config_schema import FieldError
+from handseg.model.io import model_input
 
-_ACC_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 DENSE_CHUNK = 2  # classes blended together at full size when their boxes are large (bounds memory)
-PostProcess = Callable[[ClassMasks], ClassMasks]
 # (class, box (y0, x0, y1, x1), probabilities (y1 - y0, x1 - x0) float32) -> None: sees each class's probabilities
 # before they are thresholded (quality control counts the pixels near the threshold there)
 Probe = Callable[[int, tuple[int, int, int, int], torch.Tensor], None]
-
-
-@dataclass
-class InferenceSettings:
-    """How to run an engine over one image: ``batch_size`` tiles per engine call, blending, flip TTA;
-    ``accumulate_dtype: float16`` halves the blending buffer on CUDA; ``hand_norm``: hand normalisation, size and
-    orientation (:mod:`handseg.inference.hand_norm`; None: off); ``selection``: which tiles a cascade's stage 2
-    runs on (:mod:`handseg.inference.tile_selection`; None: every tile). Build it with :func:`inference_settings`."""
-
-    input: InputSpec
-    batch_size: int = 4
-    blend: Literal["gaussian", "constant"] = "gaussian"
-    flip_tta: bool = False
-    accumulate_dtype: Literal["float32", "float16"] = "float32"
-    sigma_scale: float = 0.125
-    hand_norm: HandNorm | None = None
-    selection: TileSelection | None = TileSelection()
-
-    def check(self) -> None:
-        if self.batch_size < 1:
-            raise FieldError("batch_size", f"must be >= 1, got {self.batch_size}")
-        if self.blend not in ("gaussian", "constant"):
-            raise FieldError("blend", f"must be 'gaussian' or 'constant', got {self.blend!r}")
-        if self.accumulate_dtype not in _ACC_DTYPES:
-            raise FieldError("accumulate_dtype", f"must be one of {sorted(_ACC_DTYPES)}, got {self.accumulate_dtype!r}")
-        if not self.sigma_scale > 0:
-            raise FieldError("sigma_scale", f"must be positive, got {self.sigma_scale}")
-        if self.hand_norm is not None:
-            self.hand_norm.check()
-        if self.selection is not None:
-            self.selection.check()
-        self.input.check()
-
-
-def inference_settings(spec: InputSpec, engine: Engine, batch_size: int = 4, blend: str = "gaussian",
-                       flip_tta: bool = False, hand_norm: HandNorm | None = None) -> InferenceSettings:
-    """The settings for running ``engine`` at the checkpoint's input ``spec``: a compiled engine's static batch
-    wins over ``batch_size``; reduced-precision engines on CUDA blend in float16 (half the buffer)."""
-    half = str(engine.device).startswith("cuda") and engine.precision != "fp32"
-    settings = InferenceSettings(input=spec, batch_size=engine.batch_size or batch_size, blend=blend,
-                                 flip_tta=flip_tta, accumulate_dtype="float16" if half else "float32",
-                                 hand_norm=hand_norm)
-    settings.check()
-    return settings
 
 
 def _check_inputs(engine: Engine, image: np.ndarray, settings: InferenceSettings, device: torch.device) -> None:
@@ -186,7 +141,7 @@ def _run_resized(engine: Engine, image: np.ndarray, settings: InferenceSettings,
     flipped = logits[1:2].flip(-1) if settings.flip_tta else None
     return ModelOutputs(logits=logits[:1], flipped=flipped, flip_back="grid", windows=[(0, 0)], window_hw=(h, w),
                         image_hw=(h, w), padded_hw=(h, w), pad=(0, 0), weight=None,
-                        accumulate=_ACC_DTYPES[settings.accumulate_dtype])
+                        accumulate=ACCUMULATE_DTYPES[settings.accumulate_dtype])
 
 
 def _run_tiled(engine: Engine, image: np.ndarray, settings: InferenceSettings, device: torch.device,
@@ -213,7 +168,7 @@ def _run_tiled(engine: Engine, image: np.ndarray, settings: InferenceSettings, d
     rows = rows_of(run, len(windows))
     return ModelOutputs(logits=plain, flipped=flipped, flip_back="output", windows=windows, window_hw=(tile, tile),
                         image_hw=tiling.image_hw, padded_hw=tiling.padded.shape, pad=tiling.pad, weight=weight,
-                        accumulate=_ACC_DTYPES[settings.accumulate_dtype], prior=prior,
+                        accumulate=ACCUMULATE_DTYPES[settings.accumulate_dtype], prior=prior,
                         rows=rows if skipped else None,
                         uncovered=uncovered_rects(windows, [r is not None for r in rows], (tile, tile)) if skipped
                         else [])
@@ -269,20 +224,18 @@ def masks_from_outputs(out: ModelOutputs, thresholds: float | Sequence[float],
         return postprocess(result) if postprocess is not None else result
 
 
-def predict_masks(engine: Engine, image: np.ndarray, settings: InferenceSettings,
-                  thresholds: float | Sequence[float] = 0.5, device: str | torch.device = "cpu",
-                  postprocess: PostProcess | None = None, timer: PhaseTimer | None = None) -> ClassMasks:
+def predict_masks(call: InferenceCall, image: np.ndarray, timer: PhaseTimer | None = None) -> ClassMasks:
     """Masks of the 29 classes of a grayscale uint8 image (H, W) at its original size, as
-    :class:`~handseg.format.class_masks.ClassMasks` on ``device``: ``probability > threshold`` (one threshold or one per
-    class), then ``postprocess``. Never builds a full-size float map (but for classes predicted nearly
+    :class:`~handseg.format.class_masks.ClassMasks` on ``call.device``: ``probability > threshold`` (one threshold or
+    one per class), then ``call.postprocess``. Never builds a full-size float map (but for classes predicted nearly
     everywhere, :data:`DENSE_CHUNK` at a time)."""
-    out, matrix = normalised_outputs(engine, image, settings, device, timer)
+    out, matrix = normalised_outputs(call.engine, image, call.settings, call.device, timer)
     if matrix is None:
-        return masks_from_outputs(out, thresholds, postprocess, timer)
-    masks = masks_from_outputs(out, thresholds, None, timer)
+        return masks_from_outputs(out, call.thresholds, call.postprocess, timer)
+    masks = masks_from_outputs(out, call.thresholds, None, timer)
     with phase(timer, "threshold"):
         masks = unwarp_masks(masks, matrix)
-        return postprocess(masks) if postprocess is not None else masks
+        return call.postprocess(masks) if call.postprocess is not None else masks
 
 
 def threshold_probs(probs: torch.Tensor, thresholds: float | Sequence[float]) -> torch.Tensor:

@@ -1,10 +1,12 @@
 """Competition Dice of an engine on annotated images: the scoring that training's validation and the evaluator share.
 
-Each image goes through :func:`handseg.inference.pipeline.predict_masks` (thresholded at the original size, inside each
-class's box) and is compared with the ground truth rasterised from its JSON at the native size (never a resized
-mask), class by class in its own box (:meth:`handseg.format.class_masks.ClassMasks.from_polygons`), so neither side
-is ever a (29, H, W) array. Per-image counts ``[intersection, pred_sum, target_sum]`` are returned so that
-processes that each scored a shard can gather them exactly (:func:`score_sharded`).
+Each image goes through :func:`handseg.inference.pipeline.predict_masks` with one
+:class:`~handseg.inference.settings.InferenceCall` (engine, settings, device, thresholds, post-processing;
+thresholded at the original size, inside each class's box) and is compared with the ground truth rasterised from
+its JSON at the native size (never a resized mask), class by class in its own box
+(:meth:`handseg.format.class_masks.ClassMasks.from_polygons`), so neither side is ever a (29, H, W) array.
+Per-image counts ``[intersection, pred_sum, target_sum]`` are returned so that processes that each scored a shard
+can gather them exactly (:func:`score_sharded`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from handseg.data.image_io import read_image
@@ -22,8 +23,8 @@ from handseg.format.class_masks import ClassMasks
 from handseg.format.classes import NUM_CLASSES
 from handseg.format.metrics import DiceSummary, dice_from_counts, summarize_dice
 from handseg.format.rasterize import rasterize
-from handseg.inference.engine import Engine
-from handseg.inference.pipeline import InferenceSettings, PostProcess, predict_masks
+from handseg.inference.pipeline import predict_masks
+from handseg.inference.settings import InferenceCall
 from handseg.runtime.errors import DataFormatError
 
 if TYPE_CHECKING:
@@ -62,26 +63,18 @@ def ground_truth_masks(sample: "Sample", image_hw: tuple[int, int]) -> ClassMask
     return ClassMasks.from_polygons(ground_truth_polygons(sample, image_hw), image_hw)
 
 
-def score_images(
-    engine: Engine,
-    samples: Sequence["Sample"],
-    settings: InferenceSettings,
-    device: str | torch.device = "cpu",
-    thresholds: float | Sequence[float] = 0.5,
-    progress: bool = True,
-    postprocess: PostProcess | None = None,
-) -> ScoreResult:
-    """Dice counts of ``engine`` on annotated ``samples`` at their original resolution.
+def score_images(call: InferenceCall, samples: Sequence["Sample"], progress: bool = True) -> ScoreResult:
+    """Dice counts of ``call``'s masks (its engine, settings, device, thresholds and post-processing) on annotated
+    ``samples`` at their original resolution.
 
     An eager model must be in eval mode (``model.eval()``) before it is wrapped as the engine.
     """
-    device = torch.device(device)
     names: list[str] = []
     counts = np.zeros((len(samples), NUM_CLASSES, 3), dtype=np.int64)
     for i, sample in enumerate(tqdm(samples, desc="validate", unit="img", disable=not progress)):
         image = read_image(sample.image_path)
         truth = ground_truth_masks(sample, image.shape)
-        pred = predict_masks(engine, image, settings, thresholds, device, postprocess)
+        pred = predict_masks(call, image)
         counts[i] = pred.counts(truth)
         names.append(sample.rel)
     return ScoreResult(names=names, counts=counts, per_image_dice=dice_from_counts(counts))
@@ -101,9 +94,7 @@ def gather_rows(rows: list, accelerator=None) -> list:
     return list(gather_object(rows))
 
 
-def score_sharded(engine: Engine, samples: Sequence["Sample"], settings: InferenceSettings,
-                  device: str | torch.device = "cpu", thresholds: float | Sequence[float] = 0.5,
-                  accelerator=None, postprocess: PostProcess | None = None) -> ScoreResult:
+def score_sharded(call: InferenceCall, samples: Sequence["Sample"], accelerator=None) -> ScoreResult:
     """ScoreResult over all ``samples`` (original order) on every process: process ``rank`` of ``world``
     scores ``samples[rank::world]``, the per-image counts are gathered and put back in order. Training's
     validation and the evaluator both call this; without ``accelerator`` it is :func:`score_images`."""
@@ -112,8 +103,7 @@ def score_sharded(engine: Engine, samples: Sequence["Sample"], settings: Inferen
     mine = shard(samples, rank, world)
     index = list(range(len(samples)))[rank::world]
     is_main = accelerator is None or accelerator.is_main_process
-    res = score_images(engine, mine, settings, device, thresholds=thresholds, progress=is_main,
-                       postprocess=postprocess)
+    res = score_images(call, mine, progress=is_main)
     rows = [(i, name, counts) for i, name, counts in zip(index, res.names, np.asarray(res.counts))]
     rows = sorted(gather_rows(rows, accelerator), key=lambda r: r[0])
     counts = np.stack([r[2] for r in rows]).astype(np.int64) if rows else np.zeros((0, NUM_CLASSES, 3), np.int64)

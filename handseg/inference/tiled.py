@@ -26,7 +26,7 @@ from handseg.model.io import InputSpec, to_pixel_values, upsample_logits
 
 
 class TileSettings(Protocol):
-    """What tile mode reads of :class:`handseg.inference.pipeline.InferenceSettings`."""
+    """What tile mode reads of :class:`handseg.inference.settings.InferenceSettings`."""
 
     input: InputSpec
     batch_size: int

@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,18 @@ STREAM_PERSON, STREAM_NAMES, STREAM_SUBMISSION, STREAM_BENT = 0, 1, 2, 3
 BENT_FRACTION = {"train": 0.2, "test": 0.5}
 
 
+@dataclass(frozen=True)
+class PhantomSpec:
+    """What defines a phantom data set: persons ``ID001 .. ID{train_ids}`` are training data and the next
+    ``test_ids`` the test set, images are ``size`` x ``size`` px, and every draw is seeded by ``seed`` (the same
+    spec gives byte-identical files)."""
+
+    train_ids: int
+    test_ids: int
+    size: int = 2048
+    seed: int = 0
+
+
 def test_bends(seed: int, test_ids: int) -> np.ndarray:
     """(test_ids, 2) bool: which test image (person, right/left) has a strongly bent wrist; round(half) of them."""
     n = 2 * test_ids
@@ -54,10 +67,11 @@ def test_bends(seed: int, test_ids: int) -> np.ndarray:
     return flags.reshape(test_ids, 2)
 
 
-def dataset_params(train_ids: int, test_ids: int, size: int, seed: int) -> dict:
+def dataset_params(spec: PhantomSpec) -> dict:
     """The parameters that define a phantom data set (stored in ``phantom.json``)."""
-    return {"generator": GENERATOR, "version": GENERATOR_VERSION, "train_ids": int(train_ids),
-            "test_ids": int(test_ids), "size": int(size), "seed": int(seed), "bent_fraction": dict(BENT_FRACTION)}
+    return {"generator": GENERATOR, "version": GENERATOR_VERSION, "train_ids": int(spec.train_ids),
+            "test_ids": int(spec.test_ids), "size": int(spec.size), "seed": int(spec.seed),
+            "bent_fraction": dict(BENT_FRACTION)}
 
 
 
@@ -133,10 +147,12 @@ def _sample_submission(seed: int, test_names: list[str]) -> str:
     return _csv_text(rows, ["image_name", "class", "rle"])
 
 
-def generate_person(out: Path, split: str, pid: int, stems: list[str], size: int, seed: int,
+def generate_person(out: Path, spec: PhantomSpec, split: str, pid: int, stems: list[str],
                     bends: tuple[bool | None, bool | None] = (None, None)) -> tuple[dict, list, int]:
-    """Render and write one person's two hands (``bends``: whether each is strongly bent, None: drawn); returns
-    their meta-data row, the written (png, json) pairs and how many of the two have a strongly bent wrist."""
+    """Render and write person ``pid``'s two hands (at ``spec``'s size and seed; ``bends``: whether each is
+    strongly bent, None: drawn); returns their meta-data row, the written (png, json) pairs and how many of the two
+    have a strongly bent wrist."""
+    size, seed = spec.size, spec.seed
     rng = np.random.default_rng([seed, STREAM_PERSON, pid])
     meta = _meta_row(rng, pid)
     person = sample_person(rng, meta["age"], meta["sex"], meta["height"])
@@ -154,26 +170,20 @@ def generate_person(out: Path, split: str, pid: int, stems: list[str], size: int
     return meta, pairs, bent
 
 
-def generate_dataset(
-    out: Path,
-    train_ids: int,
-    test_ids: int,
-    size: int = 2048,
-    seed: int = 0,
-    preview: bool = False,
-    progress: bool = True,
-) -> None:
-    """Write a complete phantom data set under ``out`` (see the module docstring for the layout).
+def generate_dataset(out: Path, spec: PhantomSpec, preview: bool = False, progress: bool = True) -> None:
+    """Write the phantom data set of ``spec`` under ``out`` (see the module docstring for the layout), with the
+    contact sheets when ``preview``.
 
     Persons ``ID001 .. ID{train_ids}`` are training data, the next ``test_ids`` are the test set. Files of an
     earlier generation in ``out`` are overwritten; ``phantom.json`` is marked complete last.
     """
+    train_ids, test_ids, size, seed = spec.train_ids, spec.test_ids, spec.size, spec.seed
     if train_ids < 1 or test_ids < 0:
         raise ValueError(f"need at least one training person and no negative test count, got {train_ids}, {test_ids}")
     if size < 64:
         raise ValueError(f"image size must be at least 64 px, got {size}")
     out = Path(out)
-    params = dataset_params(train_ids, test_ids, size, seed)
+    params = dataset_params(spec)
     atomic_write_text(out / "phantom.json", json.dumps({**params, "complete": False}, indent=2) + "\n")
     n = train_ids + test_ids
     names = image_names(seed, n)
@@ -188,7 +198,7 @@ def generate_dataset(
     for pid in persons:
         split = "train" if pid <= train_ids else "test"
         bends = (None, None) if split == "train" else tuple(bool(b) for b in test_bent[pid - train_ids - 1])
-        meta, pairs, n_bent = generate_person(out, split, pid, names[pid - 1], size, seed, bends)
+        meta, pairs, n_bent = generate_person(out, spec, split, pid, names[pid - 1], bends)
         bent[split] += n_bent
         person_rows.append(meta)
         if split == "train":

@@ -93,12 +93,12 @@ def eval_yaml(tmp_path_factory, tiny_ckpt, engine_dir) -> Path:
 @pytest.fixture(scope="session")
 def aoti_engine(eval_yaml):
     """(path, manifest) of the AOTInductor engine of the tiny checkpoint at (2, 3, 64, 64), built once."""
-    from evaluator.build_engine import build_engine
+    from evaluator.build_engine import EngineRequest, build_engine
     from evaluator.config import load_eval_config
     from evaluator.engines import load_eval_checkpoint
 
     cfg = load_eval_config(eval_yaml)
-    return build_engine(cfg, load_eval_checkpoint(cfg), synthetic_xray(), backend="aot_inductor")
+    return build_engine(cfg, load_eval_checkpoint(cfg), synthetic_xray(), EngineRequest(backend="aot_inductor"))
 
 
 def make_cascade(folder: Path, seed: int = 0) -> Path:

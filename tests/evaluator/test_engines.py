@@ -88,11 +88,11 @@ def test_tensorrt_without_torch_tensorrt_is_one_line(eval_yaml):
 
 
 def test_tile_not_divisible_is_a_config_error(eval_yaml):
-    from evaluator.build_engine import build_engine
+    from evaluator.build_engine import EngineRequest, build_engine
 
     cfg = load_eval_config(eval_yaml, overrides={"tile_size": 72})
     with pytest.raises(ConfigError) as err:
-        build_engine(cfg, load_eval_checkpoint(cfg), synthetic_xray(), backend="aot_inductor")
+        build_engine(cfg, load_eval_checkpoint(cfg), synthetic_xray(), EngineRequest(backend="aot_inductor"))
     assert err.value.key == "tile_size" and "multiple" in err.value.problem and "32" in err.value.problem
 
 
@@ -114,7 +114,7 @@ def test_cascade_compiles_both_parts_and_refuses_a_stale_prior(tmp_path):
     retrained stage 1 inside the checkpoint makes the pair stale."""
     import shutil
 
-    from evaluator.build_engine import build_engine
+    from evaluator.build_engine import EngineRequest, build_engine
     from handseg.model.checkpoint import PRIOR_DIR
 
     from .conftest import make_cascade, make_checkpoint, write_eval_yaml
@@ -122,7 +122,7 @@ def test_cascade_compiles_both_parts_and_refuses_a_stale_prior(tmp_path):
     ckpt_dir = make_cascade(tmp_path / "run" / "best")
     cfg = load_eval_config(write_eval_yaml(tmp_path / "eval.yaml", ckpt_dir, tmp_path / "engines", tmp_path / "out"))
     ckpt = load_eval_checkpoint(cfg)
-    path, manifest = build_engine(cfg, ckpt, synthetic_xray(), backend="aot_inductor")
+    path, manifest = build_engine(cfg, ckpt, synthetic_xray(), EngineRequest(backend="aot_inductor"))
     assert manifest["input_shape"] == [2, 32, TILE, TILE] and manifest["prior"]["engine"].endswith("_b1_t128.pt2")
     assert manifest["agreement_vs_eager_fp32"]["mask_dice_min"] >= 0.999
     engine = load_engine(cfg, ckpt)
@@ -150,12 +150,13 @@ import sys
 from evaluator.config import load_eval_config
 from evaluator.engines import eval_settings, load_engine, load_eval_checkpoint
 from handseg.inference.pipeline import predict_masks
+from handseg.inference.settings import InferenceCall
 from tests.evaluator.conftest import synthetic_xray
 
 cfg = load_eval_config({str(eval_yaml)!r})
 ckpt = load_eval_checkpoint(cfg, echo=False)
 engine = load_engine(cfg, ckpt)
-masks = predict_masks(engine, synthetic_xray(), eval_settings(cfg, ckpt, engine), 0.5)
+masks = predict_masks(InferenceCall(engine, eval_settings(cfg, ckpt, engine)), synthetic_xray())
 print(engine.backend, masks.to_dense().shape[0], ckpt.loaded_model is None,
       [m for m in ("transformers.models.segformer.modeling_segformer", "torch._inductor", "sympy") if m in sys.modules])
 """

@@ -44,6 +44,7 @@ def test_validation_equals_score_images(eager_cfg):
     from evaluator.validation_mode import validation_samples
     from handseg.inference.engine import eager_engine
     from handseg.inference.scoring import score_images
+    from handseg.inference.settings import InferenceCall
 
     cfg = eager_cfg()
     out = run("validation", cfg)
@@ -51,7 +52,7 @@ def test_validation_equals_score_images(eager_cfg):
     engine = eager_engine(ckpt.model)
     samples = validation_samples(cfg, ckpt)
     assert len(samples) == 4  # 2 of 4 people, two hands each
-    direct = score_images(engine, samples, eval_settings(cfg, ckpt, engine), "cpu", progress=False)
+    direct = score_images(InferenceCall(engine, eval_settings(cfg, ckpt, engine), "cpu"), samples, progress=False)
     assert out["summary"].mean == pytest.approx(direct.summary().mean, abs=1e-4)
     for name in CLASSES:
         assert out["summary"].per_class[name] == pytest.approx(direct.summary().per_class[name], abs=1e-4)

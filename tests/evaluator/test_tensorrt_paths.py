@@ -15,7 +15,7 @@ import torch.export.passes
 
 from evaluator import backends, compile_trt
 from evaluator.backends import BACKENDS, Backend, BackendUnavailableError
-from evaluator.build_engine import build_engine
+from evaluator.build_engine import EngineRequest, build_engine
 from evaluator.config import load_eval_config
 from evaluator.engines import load_engine, load_eval_checkpoint
 from evaluator.export import export_logits
@@ -89,7 +89,7 @@ def test_a_tensorrt_compile_that_fails_falls_back_under_auto_only(tmp_path, tiny
     assert line.endswith("; using aot_inductor") and "\n" not in line
     assert load_engine(cfg, ckpt).backend == "aot_inductor"  # auto loads the engine that was built
     with pytest.raises(HandSegError, match=r"^TensorRT could not compile .*use --backend aot_inductor instead$"):
-        build_engine(cfg, ckpt, synthetic_xray(), backend="tensorrt")
+        build_engine(cfg, ckpt, synthetic_xray(), EngineRequest(backend="tensorrt"))
 
 
 def test_half_precision_export_leaves_the_model_fp32_bit_for_bit(tmp_path, tiny_ckpt, fake_backends):

@@ -44,7 +44,7 @@ def test_tuning_stores_the_hand_reference_of_the_first_pass(phantom_root):
     from handseg.data.dataset_index import index_split
     from handseg.data.image_io import read_image
     from handseg.inference.engine import Engine
-    from handseg.inference.pipeline import InferenceSettings
+    from handseg.inference.settings import InferenceSettings
     from handseg.model.io import InputSpec
 
     samples = index_split(phantom_root, "train")[:3]
@@ -70,7 +70,7 @@ def test_the_reference_angle_is_the_hands_mean_axis_and_the_spread_their_largest
     import cv2
 
     from handseg.inference.engine import Engine
-    from handseg.inference.pipeline import InferenceSettings
+    from handseg.inference.settings import InferenceSettings
     from handseg.model.io import InputSpec
     from tests.handseg.synthetic import pointing_hand, two_level_logits
 
@@ -93,7 +93,7 @@ def test_the_tile_selection_margin_is_the_smallest_that_scores_as_every_tile(pha
 
     from handseg.data.dataset_index import index_split
     from handseg.inference.engine import Engine
-    from handseg.inference.pipeline import InferenceSettings
+    from handseg.inference.settings import InferenceSettings
     from handseg.inference.tile_selection import MARGINS, TileSelection
     from handseg.model.io import InputSpec
 
@@ -126,7 +126,7 @@ def test_one_checkpoint_runs_once_per_image_and_tunes_as_four_passes_do(phantom_
 
     from handseg.data.dataset_index import index_split
     from handseg.inference.engine import Engine
-    from handseg.inference.pipeline import InferenceSettings
+    from handseg.inference.settings import InferenceSettings
     from handseg.inference.tile_selection import TileSelection
     from handseg.model.io import InputSpec
 

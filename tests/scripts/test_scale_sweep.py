@@ -10,8 +10,8 @@ import pytest
 
 from handseg.data.dataset_index import load_split
 from handseg.inference.engine import eager_engine
-from handseg.inference.pipeline import InferenceSettings
 from handseg.inference.scoring import score_images
+from handseg.inference.settings import InferenceCall, InferenceSettings
 from handseg.model.checkpoint import load_checkpoint, recorded_data_config
 from tests.commands import load_script, run_main
 from tests.evaluator.conftest import make_checkpoint
@@ -30,7 +30,8 @@ def test_sweep_rows_and_script(phantom_root, tmp_path):
     ckpt = load_checkpoint(ckpt_dir)
     data = replace(recorded_data_config(ckpt.info, ckpt.folder), data_root=phantom_root)
     samples = load_split(data).val[:2]
-    direct = score_images(eager_engine(ckpt.model), samples, InferenceSettings(input=ckpt.spec), progress=False)
+    call = InferenceCall(eager_engine(ckpt.model), InferenceSettings(input=ckpt.spec))
+    direct = score_images(call, samples, progress=False)
     assert rows[1]["mean_dice"] == pytest.approx(direct.summary().mean, abs=1e-9)
     assert all(0.0 <= r["mean_dice"] <= 1.0 for r in rows)
     assert len({round(r["mean_dice"], 9) for r in rows}) > 1  # the scales really differ

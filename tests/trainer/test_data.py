@@ -20,13 +20,16 @@ from handseg.runtime.config_schema import load_config
 from handseg.runtime.errors import ConfigError
 from trainer.datasets import CascadeCropDataset, CropDataset, WholeImageDataset, item_rng
 from trainer.labels import labels_to_float
-from trainer.loader import build_dataset, build_train_loader, set_epoch
+from trainer.loader import DatasetOptions, build_dataset, build_train_loader, set_epoch
 from trainer.transforms import apply_transforms
 
 
 @dataclass
 class Schema:
     data: DataConfig
+
+
+UNAUGMENTED = DatasetOptions(augment=False, progress=False)  # items without augmentation, no progress bar
 
 
 def data_cfg(root: Path, tmp_path: Path, **kw) -> DataConfig:
@@ -83,7 +86,7 @@ def test_split_keeps_persons_together(split):
 
 def test_whole_image_items_are_normalised_cache_images(split, phantom_root, tmp_path):
     cfg = data_cfg(phantom_root, tmp_path)
-    ds = build_dataset(cfg, split.train, 1, cache_samples=split.samples, augment=False, progress=False)
+    ds = build_dataset(cfg, split.train, 1, DatasetOptions(cache_samples=split.samples, augment=False, progress=False))
     assert isinstance(ds, WholeImageDataset) and len(ds) == 6
     item = ds[1]
     k = ds.indices[1]
@@ -99,14 +102,14 @@ def test_whole_image_items_are_normalised_cache_images(split, phantom_root, tmp_
     np.testing.assert_array_equal(y.numpy(), unpack_bits(np.array(ds.cache.mask(k)), 29))
     assert 0 < y.mean() < 0.5
     for fmt, dtype in (("float32", torch.float32), ("uint8", torch.uint8)):
-        other = build_dataset(replace(cfg, label_dtype=fmt), split.train, 1, augment=False, progress=False)[1]
+        other = build_dataset(replace(cfg, label_dtype=fmt), split.train, 1, UNAUGMENTED)[1]
         assert other["labels"].shape == (29, 64, 64) and other["labels"].dtype == dtype
         assert torch.equal(other["labels"].float(), y)
 
 
 def test_crops_are_native_and_mostly_bone(split, phantom_root, tmp_path):
     cfg = data_cfg(phantom_root, tmp_path, crop_size=48, crops_per_image=50, bone_fraction=0.7)
-    ds = build_dataset(cfg, split.train, 2, augment=False, progress=False)
+    ds = build_dataset(cfg, split.train, 2, UNAUGMENTED)
     assert isinstance(ds, CropDataset) and len(ds) == 300 and ds.cache.resolution is None
     windows = [ds.crop_window(i) for i in range(len(ds))]
     centred = np.array([w.cls >= 0 for w in windows])
@@ -120,21 +123,21 @@ def test_crops_are_native_and_mostly_bone(split, phantom_root, tmp_path):
         torch.testing.assert_close(item["pixel_values"][0], expected)
         if w.cls >= 0:
             assert unpacked(item["labels"])[w.cls].sum() > 0  # the crop holds the class it was centred on
-    all_bone = build_dataset(replace(cfg, bone_fraction=1.0), split.train, 2, augment=False, progress=False)
+    all_bone = build_dataset(replace(cfg, bone_fraction=1.0), split.train, 2, UNAUGMENTED)
     assert all(unpacked(all_bone[i]["labels"]).amax(dim=0).mean() > 0.05 for i in range(0, 300, 10))
 
 
 def test_items_are_deterministic_for_seed_and_epoch(split, phantom_root, tmp_path):
     cfg = data_cfg(phantom_root, tmp_path, augmentations=[{"name": "Affine", "rotate": [-20, 20], "p": 1.0}])
-    a = build_dataset(cfg, split.train, 2, progress=False)
-    b = build_dataset(cfg, split.train, 2, progress=False)
+    a = build_dataset(cfg, split.train, 2, DatasetOptions(progress=False))
+    b = build_dataset(cfg, split.train, 2, DatasetOptions(progress=False))
     for i in (0, 5, 17):
         torch.testing.assert_close(a[i]["pixel_values"], b[i]["pixel_values"])
         torch.testing.assert_close(a[i]["labels"], b[i]["labels"])
     before = [a.crop_window(i) for i in range(18)]
     a.set_epoch(1)
     assert [a.crop_window(i) for i in range(18)] != before
-    other_seed = build_dataset(cfg, split.train, 2, seed=1, progress=False)
+    other_seed = build_dataset(cfg, split.train, 2, DatasetOptions(seed=1, progress=False))
     assert [other_seed.crop_window(i) for i in range(18)] != before
 
 
@@ -147,10 +150,9 @@ def test_loader_with_two_workers_matches_the_in_process_loader(split, phantom_ro
     aug = [{"name": "HorizontalFlip", "p": 0.5}, {"name": "RandomBrightnessContrast", "p": 0.5}]
     for stage in (1, 2):
         cfg = data_cfg(phantom_root, tmp_path, augmentations=aug, crops_per_image=1)
-        plain = build_train_loader(cfg, build_dataset(cfg, split.train, stage, cache_samples=split.samples,
-                                                      progress=False))
-        workers = build_train_loader(replace(cfg, num_workers=2), build_dataset(
-            cfg, split.train, stage, cache_samples=split.samples, progress=False))
+        options = DatasetOptions(cache_samples=split.samples, progress=False)
+        plain = build_train_loader(cfg, build_dataset(cfg, split.train, stage, options))
+        workers = build_train_loader(replace(cfg, num_workers=2), build_dataset(cfg, split.train, stage, options))
         got = batches(workers, 3)
         want = batches(plain, 3)
         assert len(got) == 3 and got[0][0].shape == (2, 3, 64, 64) and got[0][1].shape == (2, 64, 64)
@@ -167,10 +169,9 @@ def test_packed_label_batches_unpack_to_the_float_label_batches(split, phantom_r
     for stage in (1, 2):
         cfg = data_cfg(phantom_root, tmp_path, augmentations=aug, crops_per_image=2)
         dense_cfg = replace(cfg, label_dtype="float32")
-        packed = build_train_loader(cfg, build_dataset(cfg, split.train, stage, cache_samples=split.samples,
-                                                       progress=False))
-        dense = build_train_loader(dense_cfg, build_dataset(dense_cfg, split.train, stage, cache_samples=split.samples,
-                                                            progress=False))
+        options = DatasetOptions(cache_samples=split.samples, progress=False)
+        packed = build_train_loader(cfg, build_dataset(cfg, split.train, stage, options))
+        dense = build_train_loader(dense_cfg, build_dataset(dense_cfg, split.train, stage, options))
         got, want = batches(packed, 1), batches(dense, 1)
         assert len(got) == len(want) == (3 if stage == 1 else 6)
         for (x1, y1), (x2, y2) in zip(got, want):
@@ -189,7 +190,7 @@ def test_crops_are_standardised_by_their_whole_image_as_inference_tiles_are(spli
     plain = InputSpec(mode="tile", image_size=48, tile_size=48, intensity=Intensity(method="percentile", low=2.0))
     cascade = replace(plain, prior=prior)
     for spec in (plain, cascade):
-        ds = build_dataset(cfg, split.train, 2, spec=spec, augment=False, progress=False)
+        ds = build_dataset(cfg, split.train, 2, DatasetOptions(spec=spec, augment=False, progress=False))
         assert isinstance(ds, CascadeCropDataset) == (spec.prior is not None)
         for i in (0, 5, 11):
             item = ds[i]
@@ -207,7 +208,7 @@ def test_whole_images_are_standardised_by_their_augmented_selves(split, phantom_
     aug = [{"name": "RandomGamma", "gamma_limit": [60, 160], "p": 1.0}]
     cfg = data_cfg(phantom_root, tmp_path, augmentations=aug)
     spec = InputSpec(mode="resize", image_size=64, tile_size=64, intensity=Intensity(method="percentile"))
-    ds = build_dataset(cfg, split.train, 1, cache_samples=split.samples, spec=spec, progress=False)
+    ds = build_dataset(cfg, split.train, 1, DatasetOptions(cache_samples=split.samples, spec=spec, progress=False))
     k = ds.indices[2]
     seed = int(item_rng(ds.seed, ds.epoch, 2).integers(0, 2**31 - 1))
     augmented, _ = apply_transforms(ds.transform, ds.cache.image(k), ds.cache.mask(k), seed=seed)

@@ -39,7 +39,7 @@ def test_the_cache_is_built_before_the_processes_start(phantom_root, tmp_path, c
     the launch passes the same config, dry run and --set on to the trainer."""
     from handseg.data.dataset_index import load_split
     from trainer.config import load_train_config
-    from trainer.loader import build_dataset
+    from trainer.loader import DatasetOptions, build_dataset
 
     cfg_path = write_yaml(tmp_path / "cfg.yaml", tiny_config(phantom_root, tmp_path / "run"))
     prepare.main(["--cfg-path", str(cfg_path), "--set", "data.image_size=96"])
@@ -48,7 +48,7 @@ def test_the_cache_is_built_before_the_processes_start(phantom_root, tmp_path, c
     assert capsys.readouterr().out.startswith("cache found: ")
     cfg = load_train_config(cfg_path, sets=["data.image_size=96"])
     split = load_split(cfg.data)
-    dataset = build_dataset(cfg.data, split.train, 1, cache_samples=split.samples, progress=False)
+    dataset = build_dataset(cfg.data, split.train, 1, DatasetOptions(cache_samples=split.samples, progress=False))
     assert not dataset.cache.built_now and dataset.cache.path.name == "r96"
     args, rest = launch.parse_args(["--cfg-path", "c.yaml", "--dryrun", "--set", "a=1", "--", "--num_processes", "2"])
     assert launch.trainer_args(args) == ["--cfg-path", "c.yaml", "--dryrun", "--set", "a=1"]

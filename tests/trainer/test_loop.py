@@ -12,7 +12,7 @@ from handseg.data.data_config import DataConfig
 from handseg.data.dataset_index import load_split
 from handseg.model.factory import build_model
 from handseg.model.presets import ModelConfig
-from trainer.loader import build_dataset, build_train_loader
+from trainer.loader import DatasetOptions, build_dataset, build_train_loader
 from trainer.loop import NonFiniteLossError, TrainModule, train_one_epoch, validation_precision
 from trainer.losses import LossConfig, SegLoss
 from trainer.optim import LRSchedule, OptimConfig, ScheduleConfig, build_optimizer
@@ -42,7 +42,7 @@ def _run(phantom_root, tmp_path, epochs: list[int], start_batch: int = 0) -> lis
     model = TrainModule(build_model(ModelConfig(preset="test")))
     optimizer = build_optimizer(model, OptimConfig(lr=1e-3))
     model, optimizer, loader = accelerator.prepare(
-        model, optimizer, build_train_loader(cfg, build_dataset(cfg, split.train, 1, progress=False)))
+        model, optimizer, build_train_loader(cfg, build_dataset(cfg, split.train, 1, DatasetOptions(progress=False))))
     plan = EpochPlan(batches=len(loader), epochs=max(epochs) + 1, grad_accum_steps=1)
     state = TrainState(model=model, optimizer=optimizer, schedule=LRSchedule(optimizer, ScheduleConfig(), 100),
                        ema=None, progress=TrainProgress(batch_in_epoch=start_batch))
@@ -90,7 +90,8 @@ def _state(phantom_root, tmp_path):
     model = TrainModule(build_model(ModelConfig(preset="test")))
     optimizer = build_optimizer(model, OptimConfig(lr=1e-3))
     model, optimizer, loader = accelerator.prepare(
-        model, optimizer, build_train_loader(cfg, build_dataset(cfg, load_split(cfg).train, 1, progress=False)))
+        model, optimizer,
+        build_train_loader(cfg, build_dataset(cfg, load_split(cfg).train, 1, DatasetOptions(progress=False))))
     state = TrainState(model=model, optimizer=optimizer, schedule=LRSchedule(optimizer, ScheduleConfig(), 100),
                        ema=None, progress=TrainProgress())
     return accelerator, state, loader

@@ -16,7 +16,6 @@ from handseg.format.classes import CLASSES
 from handseg.inference.engine import eager_engine
 from handseg.inference.hand_norm import HandNorm, hand_fraction
 from handseg.inference.pipeline import (
-    inference_settings,
     masks_from_outputs,
     normalised_outputs,
     predict_masks,
@@ -24,6 +23,7 @@ from handseg.inference.pipeline import (
     whole_image_logits,
 )
 from handseg.inference.postprocess import PostProcessing
+from handseg.inference.settings import InferenceCall, inference_settings
 from handseg.model.checkpoint import load_checkpoint
 from handseg.phantom import render_hand
 from tests.evaluator.conftest import make_cascade
@@ -53,7 +53,7 @@ def test_qc_gives_the_masks_predict_masks_gives(cascade, image, tta):
     post = PostProcessing(tuple(c % 2 == 0 for c in range(29)), tuple(c % 3 == 0 for c in range(29)))
     predictor = Predictor(engine, settings, "cpu", T, post)
     masks, result = predict_with_qc(predictor, image, QualityControl())
-    assert _same(masks, predict_masks(engine, image, settings, T, "cpu", post))
+    assert _same(masks, predict_masks(InferenceCall(engine, settings, "cpu", T, post), image))
     stage = result.signals.feature("stage_disagreement")
     flip = result.signals.feature("flip_disagreement")
     present = result.signals.present
@@ -69,7 +69,7 @@ def test_qc_gives_the_masks_predict_masks_gives_with_hand_normalisation(cascade,
     settings = replace(settings, hand_norm=HandNorm(reference_fraction=0.4 * fraction))  # shrunk by 0.75
     assert normalised_outputs(engine, image, settings, "cpu", None)[1] is not None
     masks, result = predict_with_qc(Predictor(engine, settings, "cpu", T), image, QualityControl())
-    assert _same(masks, predict_masks(engine, image, settings, T, "cpu"))
+    assert _same(masks, predict_masks(InferenceCall(engine, settings, "cpu", T), image))
     assert (masks.height, masks.width) == image.shape and result.signals.present.any()
 
 

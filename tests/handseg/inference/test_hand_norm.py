@@ -27,7 +27,8 @@ from handseg.inference.hand_norm import (
     unwarp_probs,
     warp_image,
 )
-from handseg.inference.pipeline import InferenceSettings, predict_probs, whole_image_logits
+from handseg.inference.pipeline import predict_probs, whole_image_logits
+from handseg.inference.settings import InferenceCall, InferenceSettings
 from handseg.model.io import InputSpec
 from tests.handseg.synthetic import pointing_hand, two_level_logits
 
@@ -185,7 +186,7 @@ def test_a_hand_off_the_reference_size_is_normalised_and_mapped_back(radius, cen
     assert normalised_outputs(ENGINE, image, settings, "cpu", None)[1] is not None
     probs = predict_probs(ENGINE, image, settings)
     assert _dice(probs, image) > 0.98
-    masks = predict_masks(ENGINE, image, settings, 0.5)
+    masks = predict_masks(InferenceCall(ENGINE, settings), image)
     truth = image > 0
     pred = masks.to_dense()[0].numpy()
     assert _mask_dice(pred, truth) > 0.98
@@ -200,8 +201,8 @@ def test_a_hand_of_the_reference_size_is_left_alone():
     normed = InferenceSettings(SPEC, hand_norm=_reference())
     torch.testing.assert_close(predict_probs(ENGINE, image, normed),
                                predict_probs(ENGINE, image, InferenceSettings(SPEC)), rtol=0, atol=0)
-    assert torch.equal(predict_masks(ENGINE, image, normed).to_dense(),
-                       predict_masks(ENGINE, image, InferenceSettings(SPEC)).to_dense())
+    assert torch.equal(predict_masks(InferenceCall(ENGINE, normed), image).to_dense(),
+                       predict_masks(InferenceCall(ENGINE, InferenceSettings(SPEC)), image).to_dense())
 
 
 def test_flip_tta_on_an_equivariant_engine_equals_no_tta_when_normalised():
@@ -239,7 +240,7 @@ def test_a_rotated_hand_is_turned_back_and_its_masks_mapped_back(degrees):
     matrix = normalised_outputs(engine, image, settings, "cpu", None)[1]
     turned = np.degrees(np.arctan2(-matrix[1, 0], matrix[0, 0]))  # counter-clockwise on screen
     assert turned == pytest.approx(-(degrees - np.copysign(10.0, degrees)), abs=2.0)  # back to the spread
-    masks = predict_masks(engine, image, settings).to_dense().numpy()
+    masks = predict_masks(InferenceCall(engine, settings), image).to_dense().numpy()
     fingers, carpals = image >= 200, (image > 100) & (image < 180)
     for pred, truth in ((masks[FINGER_CLASSES[0]], fingers), (masks[CARPAL_CLASSES[0]], carpals)):
         assert _mask_dice(pred, truth) > 0.93  # a wrong map back: far below

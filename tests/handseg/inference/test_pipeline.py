@@ -11,7 +11,8 @@ from monai.inferers import sliding_window_inference
 
 from handseg.format.classes import NUM_CLASSES
 from handseg.inference.engine import Engine
-from handseg.inference.pipeline import InferenceSettings, predict_probs, threshold_probs
+from handseg.inference.pipeline import predict_probs, threshold_probs
+from handseg.inference.settings import InferenceCall, InferenceSettings
 from handseg.inference.tiling import pad_amounts, tile_windows
 from handseg.model.factory import LogitsModule, build_model
 from handseg.model.io import InputSpec, to_pixel_values
@@ -204,7 +205,7 @@ def test_masks_in_boxes_equal_the_thresholded_full_map(engines, arch, mode, flip
         settings = InferenceSettings(input=spec, batch_size=3, flip_tta=flip_tta)
         probs = predict_probs(engines[arch], image, settings)
         for thresholds in (0.5, per_class):
-            masks = predict_masks(engines[arch], image, settings, thresholds)
+            masks = predict_masks(InferenceCall(engines[arch], settings, thresholds=thresholds), image)
             expected = threshold_probs(probs, thresholds)
             assert torch.equal(masks.to_dense(), expected)
             assert 0 < int(expected.sum()) < expected.numel()  # the comparison is not trivially empty or full
@@ -219,7 +220,7 @@ def test_classes_predicted_everywhere_go_through_the_full_size_blend():
     engine = Engine(fn=lambda x: _position(x) + 2.0)  # high logits almost everywhere
     for mode in ("tile", "resize"):
         settings = InferenceSettings(input=InputSpec(mode=mode, image_size=128, tile_size=TILE, overlap=0.25))
-        masks = predict_masks(engine, image, settings, 0.5)
+        masks = predict_masks(InferenceCall(engine, settings), image)
         expected = threshold_probs(predict_probs(engine, image, settings), 0.5)
         assert float(expected.float().mean()) > 0.5 and torch.equal(masks.to_dense(), expected)
 
@@ -230,9 +231,9 @@ def test_postprocessing_is_applied_to_the_masks(engines):
 
     image = _image(200, 176)
     settings = _tile_settings()
-    plain = predict_masks(engines["upernet"], image, settings, 0.5)
+    plain = predict_masks(InferenceCall(engines["upernet"], settings), image)
     keep = PostProcessing(largest_component=(True,) * NUM_CLASSES)
-    kept = predict_masks(engines["upernet"], image, settings, 0.5, postprocess=keep).to_dense().numpy()
+    kept = predict_masks(InferenceCall(engines["upernet"], settings, postprocess=keep), image).to_dense().numpy()
     dense = plain.to_dense().numpy()
     for c in range(NUM_CLASSES):
         np.testing.assert_array_equal(kept[c], largest_component(dense[c]))
@@ -282,7 +283,7 @@ def test_cascade_masks_in_boxes_equal_the_thresholded_full_map(cascade, flip_tta
         image = _image(*hw)
         settings = InferenceSettings(input=spec2, batch_size=3, flip_tta=flip_tta)
         probs = predict_probs(engine, image, settings)
-        masks = predict_masks(engine, image, settings, 0.5)
+        masks = predict_masks(InferenceCall(engine, settings), image)
         expected = threshold_probs(probs, 0.5)
         assert torch.equal(masks.to_dense(), expected) and 0 < int(expected.sum()) < expected.numel()
 

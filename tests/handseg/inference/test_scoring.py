@@ -15,8 +15,9 @@ from handseg.format.classes import NUM_CLASSES
 from handseg.format.metrics import dice_counts
 from handseg.format.rasterize import rasterize
 from handseg.inference.engine import Engine, eager_engine
-from handseg.inference.pipeline import InferenceSettings, predict_probs, threshold_probs
+from handseg.inference.pipeline import predict_probs, threshold_probs
 from handseg.inference.scoring import score_images, score_sharded, shard
+from handseg.inference.settings import InferenceCall, InferenceSettings
 from handseg.model.factory import build_model
 from handseg.model.io import InputSpec
 from handseg.runtime.errors import DataFormatError
@@ -42,8 +43,8 @@ def _gt_sums(sample) -> np.ndarray:
 
 
 def test_empty_and_full_predictions_give_exact_counts(samples):
-    empty = score_images(_constant_engine(-20.0), samples, _settings(), progress=False)
-    full = score_images(_constant_engine(20.0), samples, _settings(), progress=False)
+    empty = score_images(InferenceCall(_constant_engine(-20.0), _settings()), samples, progress=False)
+    full = score_images(InferenceCall(_constant_engine(20.0), _settings()), samples, progress=False)
     assert empty.names == [s.rel for s in samples]
     assert empty.counts.shape == (len(samples), NUM_CLASSES, 3) and empty.counts.dtype == np.int64
     for i, sample in enumerate(samples):
@@ -62,7 +63,7 @@ def test_same_numbers_as_predict_threshold_and_dice_by_hand(samples, tiny_uperne
     torch.manual_seed(0)
     engine = eager_engine(build_model(tiny_upernet_cfg))
     settings = _settings("tile")
-    result = score_images(engine, samples, settings, thresholds=0.5, progress=False)
+    result = score_images(InferenceCall(engine, settings, thresholds=0.5), samples, progress=False)
     for i, sample in enumerate(samples):
         image = read_image(sample.image_path)
         gt = rasterize(polygons_in_order(read_annotation(sample.label_path)), image.shape)
@@ -73,14 +74,14 @@ def test_same_numbers_as_predict_threshold_and_dice_by_hand(samples, tiny_uperne
 
 def test_shards_cover_every_image_once_and_score_like_the_whole(samples):
     engine = _constant_engine(20.0)
-    whole = score_images(engine, samples, _settings(), progress=False)
+    whole = score_images(InferenceCall(engine, _settings()), samples, progress=False)
     shards = [shard(samples, rank, 2) for rank in range(2)]
     assert sorted(s.rel for part in shards for s in part) == sorted(s.rel for s in samples)
     for part in shards:
-        scored = score_images(engine, part, _settings(), progress=False)
+        scored = score_images(InferenceCall(engine, _settings()), part, progress=False)
         rows = [whole.names.index(n) for n in scored.names]
         np.testing.assert_array_equal(scored.counts, whole.counts[rows])
-    single = score_sharded(engine, samples, _settings())  # one process: the whole, in the original order
+    single = score_sharded(InferenceCall(engine, _settings()), samples)  # one process: the whole, in the original order
     assert single.names == whole.names
     np.testing.assert_array_equal(single.counts, whole.counts)
 
@@ -88,4 +89,4 @@ def test_shards_cover_every_image_once_and_score_like_the_whole(samples):
 def test_sample_without_annotation_is_a_data_error(samples):
     unlabeled = dataclasses.replace(samples[0], label_path=None)
     with pytest.raises(DataFormatError, match="annotation"):
-        score_images(_constant_engine(0.0), [unlabeled], _settings(), progress=False)
+        score_images(InferenceCall(_constant_engine(0.0), _settings()), [unlabeled], progress=False)

@@ -16,7 +16,6 @@ from handseg.inference.box_blend import blend_box, prior_region
 from handseg.inference.engine import Engine
 from handseg.inference.hand_norm import HandNorm, warp_image
 from handseg.inference.pipeline import (
-    InferenceSettings,
     dense_probs,
     normalised_outputs,
     predict_masks,
@@ -25,6 +24,7 @@ from handseg.inference.pipeline import (
     threshold_probs,
     whole_image_logits,
 )
+from handseg.inference.settings import InferenceCall, InferenceSettings
 from handseg.inference.tile_selection import TileSelection, selected_tiles, uncovered_rects
 from handseg.inference.tiling import pad_amounts, tile_windows
 from handseg.model.io import InputSpec, logits_in_window, to_pixel_values
@@ -138,7 +138,7 @@ def test_the_blend_at_the_edge_equals_every_tile_with_skipped_residuals_zeroed(f
         for c in (0, 14, 28):
             box = blend_box(out, c, (y0, x0, y1, x1))[1]
             assert float((box - reference[c, y0:y1, x0:x1]).abs().max()) <= 1e-6
-    masks = predict_masks(engine, image, settings, 0.5).to_dense()
+    masks = predict_masks(InferenceCall(engine, settings), image).to_dense()
     assert torch.equal(masks, threshold_probs(probs, 0.5))
     assert torch.equal(masks[:, cover], threshold_probs(reference, 0.5)[:, cover]) and bool(masks.any())
 
@@ -154,7 +154,7 @@ def test_masks_where_no_tile_runs_are_stage1s_thresholded_output():
     cover = _coverage(out.windows, run, out.padded_hw, out.pad, out.image_hw)
     first = whole_image_logits(engine, image, settings)
     stage1 = threshold_probs(torch.sigmoid(logits_in_window(first, image.shape, (0, 0, *image.shape))), thresholds)
-    masks = predict_masks(engine, image, settings, thresholds).to_dense()
+    masks = predict_masks(InferenceCall(engine, settings, thresholds=thresholds), image).to_dense()
     assert torch.equal(masks[:, ~cover], stage1[:, ~cover])
     probs = torch.sigmoid(logits_in_window(first, image.shape, (0, 0, *image.shape)))
     for c in (0, 28):  # the probabilities themselves, not a blend of equal values that rounds differently
@@ -184,10 +184,10 @@ def test_the_every_tile_option_is_the_path_before_bit_for_bit(hw):
     every = run_model(engine, image, replace(settings, selection=None))
     assert every.rows is None and every.uncovered == []
     assert torch.equal(every.logits, _todays_tiles(image, engine, settings.batch_size))
-    masks = predict_masks(engine, image, replace(settings, selection=None), 0.5).to_dense()
+    masks = predict_masks(InferenceCall(engine, replace(settings, selection=None)), image).to_dense()
     assert torch.equal(masks, threshold_probs(dense_probs(every), 0.5))
     if hw == (256, 256):  # the option matters: the selection at margin 0 skips tiles whose stage 2 changes pixels
-        assert not torch.equal(predict_masks(engine, image, settings, 0.5).to_dense(), masks)
+        assert not torch.equal(predict_masks(InferenceCall(engine, settings), image).to_dense(), masks)
 
 
 def test_hand_normalisation_comes_before_the_selection():
@@ -238,5 +238,5 @@ def test_no_bone_anywhere_runs_no_tile_and_predicts_stage1():
     first = whole_image_logits(engine, image, settings)
     torch.testing.assert_close(probs, torch.sigmoid(logits_in_window(first, (256, 256), (0, 0, 256, 256))),
                                rtol=0, atol=0)
-    assert predict_masks(engine, image, settings, 0.5).to_dense().sum() == 0
+    assert predict_masks(InferenceCall(engine, settings), image).to_dense().sum() == 0
     assert math.isclose(float(probs.max()), float(torch.sigmoid(first).max()), rel_tol=1e-3)

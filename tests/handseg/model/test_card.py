@@ -14,7 +14,8 @@ from handseg.data.image_io import read_image
 from handseg.data.phantom_record import is_phantom_data
 from handseg.format.classes import CLASSES
 from handseg.inference.engine import eager_engine
-from handseg.inference.pipeline import InferenceSettings, predict_probs
+from handseg.inference.pipeline import predict_probs
+from handseg.inference.settings import InferenceSettings
 from handseg.model.card import (
     card_for_folder,
     parameters_in_weights,

@@ -14,7 +14,7 @@ import pytest
 from handseg.format.annotations import read_annotation
 from handseg.format.classes import CARPALS, CLASSES
 from handseg.format.rasterize import rasterize
-from handseg.phantom import generate_dataset, render_hand
+from handseg.phantom import PhantomSpec, generate_dataset, render_hand
 from handseg.phantom.anatomy import sample_person
 from handseg.phantom.failure_set import failure_sets_complete, generate_failure_cases
 from handseg.phantom.failures import CASES, Failure
@@ -37,7 +37,7 @@ def test_options_off_leave_the_phantom_byte_identical():
             h.update(np.ascontiguousarray(v).tobytes())
     assert h.hexdigest() == RENDER_DIGEST
     root = Path(tempfile.mkdtemp())
-    generate_dataset(root, 1, 1, size=128, seed=7, progress=False)
+    generate_dataset(root, PhantomSpec(1, 1, size=128, seed=7), progress=False)
     h = hashlib.sha256()
     for p in sorted(root.rglob("*")):
         if p.is_file() and p.suffix in (".png", ".json") and p.name != "phantom.json":

@@ -16,7 +16,7 @@ from handseg.format.annotations import polygons_in_order, read_annotation
 from handseg.format.classes import CLASSES
 from handseg.format.rasterize import rasterize
 from handseg.format.submission import submission_order
-from handseg.phantom import generate_dataset, is_complete, render_hand
+from handseg.phantom import PhantomSpec, generate_dataset, is_complete, render_hand
 from handseg.phantom.dataset import dataset_params
 from handseg.phantom.render import bone_attenuation
 
@@ -170,16 +170,16 @@ def _digest(root: Path) -> dict[str, str]:
 
 def test_same_seed_gives_byte_identical_files(tmp_path: Path):
     for name in ("a", "b"):
-        generate_dataset(tmp_path / name, train_ids=1, test_ids=1, size=128, seed=7, progress=False)
-    generate_dataset(tmp_path / "c", train_ids=1, test_ids=1, size=128, seed=8, progress=False)
+        generate_dataset(tmp_path / name, PhantomSpec(train_ids=1, test_ids=1, size=128, seed=7), progress=False)
+    generate_dataset(tmp_path / "c", PhantomSpec(train_ids=1, test_ids=1, size=128, seed=8), progress=False)
     a, b, c = (_digest(tmp_path / n) for n in "abc")
     assert a == b and len(a) == 11  # 2+2 PNG, 2+2 JSON, meta, sample submission, phantom.json
     assert a["meta_data.csv"] != c["meta_data.csv"]
     assert not set(a.values()) & {v for k, v in c.items() if k.endswith(".png")}
-    assert is_complete(tmp_path / "a", dataset_params(1, 1, 128, 7))
-    assert not is_complete(tmp_path / "a", dataset_params(1, 1, 128, 8))
+    assert is_complete(tmp_path / "a", dataset_params(PhantomSpec(1, 1, 128, 7)))
+    assert not is_complete(tmp_path / "a", dataset_params(PhantomSpec(1, 1, 128, 8)))
     next((tmp_path / "a" / "test" / "DCM").rglob("*.png")).unlink()
-    assert not is_complete(tmp_path / "a", dataset_params(1, 1, 128, 7))
+    assert not is_complete(tmp_path / "a", dataset_params(PhantomSpec(1, 1, 128, 7)))
 
 
 def test_render_hand_is_deterministic_and_varies_with_seed():
@@ -202,7 +202,7 @@ def test_test_split_has_about_half_its_wrists_strongly_bent(tmp_path):
     from handseg.phantom.dataset import BENT_FRACTION, generate_dataset
 
     out = tmp_path / "data"
-    generate_dataset(out, train_ids=30, test_ids=30, size=64, seed=0, preview=False, progress=False)
+    generate_dataset(out, PhantomSpec(train_ids=30, test_ids=30, size=64, seed=0), preview=False, progress=False)
     info = json.loads((out / "phantom.json").read_text())
     assert info["bent_fraction"] == BENT_FRACTION == {"train": 0.2, "test": 0.5}
     bent, images = info["strongly_bent_images"], info["images"]
