@@ -14,6 +14,7 @@ as the competition releases it (``meta_data.xlsx``, Korean headers, sex ``남`` 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -45,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "competition's Korean headers and sex values)")
     p.add_argument("--force", action="store_true", help="regenerate even where the folder holds other files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="processes rendering persons (default: one per CPU core; the files do not depend on it)")
     args = p.parse_args(argv)
     if args.train_ids < 1 or args.test_ids < 0:
         p.error("--train-ids must be >= 1 and --test-ids >= 0")
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             raise DataFormatError(out, "folder is not empty and holds no phantom.json; choose an empty or new "
                                        "folder, or pass --force to write the phantom data set into it")
-    generate_dataset(out, spec, preview=args.preview, progress=not args.quiet)
+    generate_dataset(out, spec, preview=args.preview, progress=not args.quiet, workers=args.workers)
     if args.meta != "csv":
         write_meta_table(out, meta_rows(args.seed, args.train_ids + args.test_ids), args.meta)
     print(f"wrote {_summary(out, args)}")

@@ -22,7 +22,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import multiprocessing
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,12 +172,37 @@ def generate_person(out: Path, spec: PhantomSpec, split: str, pid: int, stems: l
     return meta, pairs, bent
 
 
-def generate_dataset(out: Path, spec: PhantomSpec, preview: bool = False, progress: bool = True) -> None:
+def _render_persons(jobs: list[tuple], workers: int, progress: bool):
+    """:func:`generate_person` of each job's arguments, in order; in ``workers`` spawned processes when > 1."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(jobs), desc="phantom", unit="person", disable=not progress)
+    with bar:
+        if workers <= 1 or len(jobs) < 2:
+            for job in jobs:
+                yield generate_person(*job)
+                bar.update()
+            return
+        context = multiprocessing.get_context("spawn")  # no fork of a parent whose OpenCV threads already ran
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+            for result in pool.map(_generate_person_job, jobs):
+                yield result
+                bar.update()
+
+
+def _generate_person_job(job: tuple) -> tuple[dict, list, int]:
+    return generate_person(*job)
+
+
+def generate_dataset(out: Path, spec: PhantomSpec, preview: bool = False, progress: bool = True,
+                     workers: int = 1) -> None:
     """Write the phantom data set of ``spec`` under ``out`` (see the module docstring for the layout), with the
     contact sheets when ``preview``.
 
     Persons ``ID001 .. ID{train_ids}`` are training data, the next ``test_ids`` are the test set. Files of an
-    earlier generation in ``out`` are overwritten; ``phantom.json`` is marked complete last.
+    earlier generation in ``out`` are overwritten; ``phantom.json`` is marked complete last. ``workers`` > 1
+    renders persons in that many processes: every person draws from its own seeded streams, so the files are
+    the same byte for byte.
     """
     train_ids, test_ids, size, seed = spec.train_ids, spec.test_ids, spec.size, spec.seed
     if train_ids < 1 or test_ids < 0:
@@ -187,24 +214,18 @@ def generate_dataset(out: Path, spec: PhantomSpec, preview: bool = False, progre
     atomic_write_text(out / "phantom.json", json.dumps({**params, "complete": False}, indent=2) + "\n")
     n = train_ids + test_ids
     names = image_names(seed, n)
-    persons = range(1, n + 1)
-    if progress:
-        from tqdm import tqdm
-
-        persons = tqdm(persons, desc="phantom", unit="person")
-    person_rows, train_pairs, test_pairs = [], [], []
-    bent = {"train": 0, "test": 0}
     test_bent = test_bends(seed, test_ids)
-    for pid in persons:
+    jobs = []
+    for pid in range(1, n + 1):
         split = "train" if pid <= train_ids else "test"
         bends = (None, None) if split == "train" else tuple(bool(b) for b in test_bent[pid - train_ids - 1])
-        meta, pairs, n_bent = generate_person(out, spec, split, pid, names[pid - 1], bends)
-        bent[split] += n_bent
+        jobs.append((out, spec, split, pid, names[pid - 1], bends))
+    person_rows, train_pairs, test_pairs = [], [], []
+    bent = {"train": 0, "test": 0}
+    for (_out, _spec, split, *_rest), (meta, pairs, n_bent) in zip(jobs, _render_persons(jobs, workers, progress)):
         person_rows.append(meta)
-        if split == "train":
-            train_pairs.extend(pairs)
-        else:
-            test_pairs.extend(pairs)
+        bent[split] += n_bent
+        (train_pairs if split == "train" else test_pairs).extend(pairs)
     write_meta_table(out, person_rows, "csv")
     atomic_write_text(out / "sample_submission.csv", _sample_submission(seed, sorted(p.name for p, _ in test_pairs)))
     if preview:

@@ -168,9 +168,10 @@ def _digest(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_same_seed_gives_byte_identical_files(tmp_path: Path):
-    for name in ("a", "b"):
-        generate_dataset(tmp_path / name, PhantomSpec(train_ids=1, test_ids=1, size=128, seed=7), progress=False)
+def test_same_seed_gives_byte_identical_files_with_one_or_two_worker_processes(tmp_path: Path):
+    for name, workers in (("a", 1), ("b", 2)):
+        generate_dataset(tmp_path / name, PhantomSpec(train_ids=1, test_ids=1, size=128, seed=7), progress=False,
+                         workers=workers)
     generate_dataset(tmp_path / "c", PhantomSpec(train_ids=1, test_ids=1, size=128, seed=8), progress=False)
     a, b, c = (_digest(tmp_path / n) for n in "abc")
     assert a == b and len(a) == 11  # 2+2 PNG, 2+2 JSON, meta, sample submission, phantom.json
