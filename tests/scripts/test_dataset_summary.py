@@ -16,7 +16,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def make_phantom(*args: str) -> subprocess.CompletedProcess:
-    return run_main(load_script("make_phantom").main, *args)
+    return run_main(load_script("make_phantom").main, *args, "--workers", "1")
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:

@@ -23,7 +23,8 @@ def run(script: str, *args: str | Path) -> subprocess.CompletedProcess:
 
 def test_make_phantom_writes_reuses_and_refuses(tmp_path: Path):
     out = tmp_path / "phantom"
-    args = ("--out", out, "--train-ids", "2", "--test-ids", "1", "--size", "128", "--seed", "3", "--preview")
+    args = ("--out", out, "--train-ids", "2", "--test-ids", "1", "--size", "128", "--seed", "3", "--preview",
+            "--workers", "1")  # in this process (two workers: test_phantom's byte-identity test)
     first = run("make_phantom.py", *args)
     assert first.returncode == 0, first.stderr
     assert len(list((out / "train" / "DCM").glob("ID*/*.png"))) == 4
