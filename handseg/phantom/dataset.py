@@ -185,13 +185,9 @@ def _render_persons(jobs: list[tuple], workers: int, progress: bool):
             return
         context = multiprocessing.get_context("spawn")  # no fork of a parent whose OpenCV threads already ran
         with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
-            for result in pool.map(_generate_person_job, jobs):
+            for result in pool.map(generate_person, *zip(*jobs)):
                 yield result
                 bar.update()
-
-
-def _generate_person_job(job: tuple) -> tuple[dict, list, int]:
-    return generate_person(*job)
 
 
 def generate_dataset(out: Path, spec: PhantomSpec, preview: bool = False, progress: bool = True,
