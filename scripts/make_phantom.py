@@ -51,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.train_ids < 1 or args.test_ids < 0:
         p.error("--train-ids must be >= 1 and --test-ids >= 0")
+    if args.workers < 1:
+        p.error("--workers must be >= 1")
     if args.size < 64:
         p.error("--size must be at least 64")
     return args

@@ -52,6 +52,11 @@ def test_make_phantom_writes_reuses_and_refuses(tmp_path: Path):
     assert refused.stderr.startswith("error:") and len(refused.stderr.strip().splitlines()) == 1
     assert (foreign / "notes.txt").read_text() == "mine" and not (foreign / "train").exists()
 
+    no_workers = run("make_phantom.py", "--out", tmp_path / "w", "--train-ids", "1", "--test-ids", "0",
+                     "--workers", "0")
+    assert no_workers.returncode == 2 and "--workers must be >= 1" in no_workers.stderr
+    assert not (tmp_path / "w").exists()
+
 
 def test_eda_writes_chart_overlays_and_summary(phantom_root: Path, tmp_path: Path):
     out = tmp_path / "eda"
