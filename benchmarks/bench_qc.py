@@ -84,8 +84,8 @@ def main(argv=None) -> int:
 def own_work(predictor, image) -> float:
     """Seconds of QC's own work in one prediction (the ``qc`` phase: probe, comparisons, signals, model,
     findings)."""
-    timer = PhaseTimer(predictor.device)
-    predict_with_qc(predictor, image, predictor.qc, timer)
+    timer = PhaseTimer(predictor.call.device)
+    predict_with_qc(predictor.call, image, predictor.qc, timer)
     return timer.seconds.get("qc", 0.0)
 
 

@@ -40,7 +40,7 @@ from handseg.format.class_masks import ClassMasks
 from handseg.format.classes import CLASSES
 from handseg.format.polygons import write_prediction_annotation
 from handseg.inference.pipeline import predict_masks
-from handseg.inference.settings import InferenceCall, PostProcess
+from handseg.inference.settings import InferenceCall
 from handseg.runtime.atomic import atomic_write_bytes
 from handseg.runtime.errors import DataFormatError
 
@@ -49,31 +49,26 @@ MASK_FORMATS = ("npz",)
 
 @dataclass(frozen=True)
 class Predictor:
-    """Everything one prediction needs: the engine and the settings the evaluator would use, and the quality
-    control (None: off)."""
+    """Everything one prediction needs: the inference ``call`` the evaluator would make (engine, settings, device,
+    thresholds, post-processing) and the quality control (None: off)."""
 
-    engine: object
-    settings: object
-    device: str
-    thresholds: list[float]
-    postprocess: PostProcess | None = None
+    call: InferenceCall
     qc: QualityControl | None = None
 
     @classmethod
     def from_context(cls, ctx: EvalContext, qc: QualityControl | None = None) -> "Predictor":
         """The predictor of an evaluation context (its engine, settings, device, thresholds, post-processing)."""
-        return cls(ctx.engine, ctx.settings, ctx.device, ctx.thresholds, ctx.postprocess, qc)
+        return cls(ctx.call, qc)
 
     def masks(self, image: np.ndarray) -> ClassMasks:
         """(H, W) uint8 X-ray -> the 29 class masks at its size (on the CPU)."""
-        call = InferenceCall(self.engine, self.settings, self.device, self.thresholds, self.postprocess)
-        return predict_masks(call, image).to("cpu")
+        return predict_masks(self.call, image).to("cpu")
 
     def masks_and_qc(self, image: np.ndarray) -> tuple[ClassMasks, QCResult | None]:
         """The same masks and, with quality control, their :class:`~evaluator.qc.assess.QCResult` (same pass)."""
         if self.qc is None:
             return self.masks(image), None
-        return predict_with_qc(self, image, self.qc)
+        return predict_with_qc(self.call, image, self.qc)
 
 
 def load_predictor(cfg: EvalConfig, file: str = "<config>", echo: bool = True, qc: bool = True) -> Predictor:

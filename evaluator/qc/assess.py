@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,25 +23,13 @@ from evaluator.qc.model import MODEL_FILE, QCModel, load_qc_model
 from evaluator.qc.probes import UncertainCounter, flip_agreement, mask_areas, stage_agreement
 from evaluator.qc.signals import ImageSignals, ProbeResults, image_signals
 from handseg.format.class_masks import ClassMasks
-from handseg.inference.engine import Engine
 from handseg.inference.hand_norm import unwarp_masks
 from handseg.inference.phase_timer import PhaseTimer, phase
 from handseg.inference.pipeline import masks_from_outputs, normalised_outputs
-from handseg.inference.settings import InferenceSettings
+from handseg.inference.settings import InferenceCall
 
 if TYPE_CHECKING:
     from evaluator.config import EvalConfig
-
-
-class PredictionSetup(Protocol):
-    """What a prediction needs (:class:`evaluator.predict.Predictor` has it): the engine, the inference settings,
-    the device, the 29 thresholds and the optional post-processing."""
-
-    engine: Engine
-    settings: InferenceSettings
-    device: str
-    thresholds: Sequence[float]
-    postprocess: Callable[[ClassMasks], ClassMasks] | None
 
 
 @dataclass(frozen=True)
@@ -93,26 +81,26 @@ def load_quality_control(cfg: "EvalConfig", echo: bool = True) -> QualityControl
     return QualityControl(load_qc_model(path), path)
 
 
-def predict_with_qc(predictor: PredictionSetup, image: np.ndarray, qc: QualityControl,
+def predict_with_qc(call: InferenceCall, image: np.ndarray, qc: QualityControl,
                     timer: PhaseTimer | None = None) -> tuple[ClassMasks, QCResult]:
     """(the masks :func:`~handseg.inference.pipeline.predict_masks` gives, on the CPU; their QC) for one
-    (H, W) uint8 image with the predictor's engine, settings, thresholds and post-processing. ``timer`` gets the
+    (H, W) uint8 image with ``call``'s engine, settings, device, thresholds and post-processing. ``timer`` gets the
     inference's phases and ``qc``: the work QC adds (probe, comparisons, signals, model, findings)."""
-    thresholds = predictor.thresholds
+    thresholds = call.thresholds
     counter = UncertainCounter(thresholds)
 
     def probe(c, box, probs):
         with phase(timer, "qc"):
             counter(c, box, probs)
 
-    out, matrix = normalised_outputs(predictor.engine, image, predictor.settings, predictor.device, timer)
+    out, matrix = normalised_outputs(call.engine, image, call.settings, call.device, timer)
     seen = masks_from_outputs(out, thresholds, None, timer, probe=probe)  # in the frame the model saw
     with phase(timer, "qc"):
         probes = ProbeResults(counter.counts, mask_areas(seen), stage_agreement(out, seen, thresholds),
                               flip_agreement(out, thresholds))
     with phase(timer, "threshold"):
         raw = (seen if matrix is None else unwarp_masks(seen, matrix)).to("cpu")
-        final = predictor.postprocess(raw) if predictor.postprocess is not None else raw
+        final = call.postprocess(raw) if call.postprocess is not None else raw
     with phase(timer, "qc"):
         reference = None if qc.model is None else qc.model.reference
         return final, qc.assess(image_signals(final, raw, probes, reference))

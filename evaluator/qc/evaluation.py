@@ -135,7 +135,7 @@ def assess_image(predictor: Predictor, qc: QualityControl, item: LabelledImage) 
     polygons = polygons_in_order(read_annotation(item.label_path, image_hw=image.shape, require_all=False))
     if item.perturbation is not None:
         image, polygons = item.perturbation.apply(image, polygons, seed=item.seed)
-    masks, result = predict_with_qc(predictor, image, qc)
+    masks, result = predict_with_qc(predictor.call, image, qc)
     bone_true = dice_from_counts(masks.counts(ClassMasks.from_polygons(polygons, image.shape)))
     return QCRecord(item.set, item.name, float(bone_true.mean()), [round(float(v), 5) for v in bone_true],
                     result.predicted_dice, result.flag, result.reason, sorted(named_bones(result.findings)),
@@ -155,7 +155,7 @@ def measure_cost(predictor: Predictor, qc: QualityControl, paths: Sequence[Path]
     is as noisy as the load)."""
     plain, checked, own = [], [], []
     if paths:  # the first calls of an engine are slower: not part of any figure
-        predict_with_qc(predictor, read_image(paths[0]), qc)
+        predict_with_qc(predictor.call, read_image(paths[0]), qc)
     for path in paths:
         image = read_image(path)
         best_plain = best_qc = best_own = float("inf")
@@ -163,8 +163,8 @@ def measure_cost(predictor: Predictor, qc: QualityControl, paths: Sequence[Path]
             t0 = time.perf_counter()
             predictor.masks(image)
             t1 = time.perf_counter()
-            timer = PhaseTimer(predictor.device)
-            predict_with_qc(predictor, image, qc, timer)
+            timer = PhaseTimer(predictor.call.device)
+            predict_with_qc(predictor.call, image, qc, timer)
             t2 = time.perf_counter()
             best_plain, best_qc = min(best_plain, t1 - t0), min(best_qc, t2 - t1)
             best_own = min(best_own, timer.seconds.get("qc", 0.0) / (t2 - t1))

@@ -84,7 +84,7 @@ def collect(predictor: Predictor, samples, reference: AnatomyReference, copies: 
                 done += 1
                 variants.append((f" {p.kind} {p.strength:g}", *p.apply(image, polygons, seed=i)))
             for suffix, img, polys in variants:
-                masks, result = predict_with_qc(predictor, img, qc)
+                masks, result = predict_with_qc(predictor.call, img, qc)
                 dice = dice_from_counts(masks.counts(ClassMasks.from_polygons(polys, img.shape)))
                 data.features.append(result.signals.features)
                 data.present.append(result.signals.present)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -96,7 +97,8 @@ def test_folder_prediction_writes_overlay_annotation_masks_and_areas(predictor, 
 def test_polygons_of_post_processed_predictions_read_back_with_dice_0995(predictor, phantom_root, tmp_path):
     """With largest-component and hole filling on, a predicted mask is one region, so its polygon must give it
     back: Dice >= 0.995 for every predicted class of the phantom's validation-like training images."""
-    pp = Predictor(predictor.engine, predictor.settings, "cpu", [0.5] * len(CLASSES), PostProcessing(ALL, ALL))
+    pp = Predictor(replace(predictor.call, device="cpu", thresholds=[0.5] * len(CLASSES),
+                           postprocess=PostProcessing(ALL, ALL)))
     folder = tmp_path / "train"
     folder.mkdir()
     for sample in index_split(phantom_root, "train")[:4]:

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from evaluator.predict import Predictor
 from evaluator.qc.assess import QualityControl, predict_with_qc
 from evaluator.qc.probes import UncertainCounter, flip_agreement, stage_agreement
 from handseg.format.classes import CLASSES
@@ -51,8 +50,8 @@ def test_qc_gives_the_masks_predict_masks_gives(cascade, image, tta):
     ckpt, engine = cascade
     settings = inference_settings(ckpt.spec, engine, batch_size=2, flip_tta=tta)
     post = PostProcessing(tuple(c % 2 == 0 for c in range(29)), tuple(c % 3 == 0 for c in range(29)))
-    predictor = Predictor(engine, settings, "cpu", T, post)
-    masks, result = predict_with_qc(predictor, image, QualityControl())
+    call = InferenceCall(engine, settings, "cpu", T, post)
+    masks, result = predict_with_qc(call, image, QualityControl())
     assert _same(masks, predict_masks(InferenceCall(engine, settings, "cpu", T, post), image))
     stage = result.signals.feature("stage_disagreement")
     flip = result.signals.feature("flip_disagreement")
@@ -68,7 +67,7 @@ def test_qc_gives_the_masks_predict_masks_gives_with_hand_normalisation(cascade,
     fraction = hand_fraction(whole_image_logits(engine, image, settings))  # a random model: much of the image
     settings = replace(settings, hand_norm=HandNorm(reference_fraction=0.4 * fraction))  # shrunk by 0.75
     assert normalised_outputs(engine, image, settings, "cpu", None)[1] is not None
-    masks, result = predict_with_qc(Predictor(engine, settings, "cpu", T), image, QualityControl())
+    masks, result = predict_with_qc(InferenceCall(engine, settings, "cpu", T), image, QualityControl())
     assert _same(masks, predict_masks(InferenceCall(engine, settings, "cpu", T), image))
     assert (masks.height, masks.width) == image.shape and result.signals.present.any()
 
