@@ -63,10 +63,17 @@ class _CachedDataset(Dataset):
         self.seed = int(seed)
         self.spec = spec if spec is not None else InputSpec(mode="resize", image_size=1, tile_size=1)  # defaults
         self.label_dtype = label_format(label_dtype)
-        self.epoch = 0
+        # The epoch lives in shared memory: persistent loader workers (copies of this dataset) read the epoch
+        # that the main process sets before each epoch's first batch is requested.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch (the items' generators are seeded with it)."""
+        return int(self._epoch)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self._epoch.fill_(int(epoch))
 
     def _finish(self, image: np.ndarray, packed: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         seed = int(rng.integers(0, 2**31 - 1))

@@ -6,8 +6,9 @@ Accelerate's ``use_seedable_sampler`` swaps it for its own ``SeedableRandomSampl
 items draw from generators seeded by (seed, epoch, index)) and the loader's own generator. The loader has its own
 generator so that starting an iterator never draws from torch's global one (which dropout uses): a resumed run
 that starts its iterator mid-epoch then draws exactly what the uninterrupted run drew. A resumed epoch skips the
-batches already trained at the sampler, without loading them. Workers are not persistent, so each epoch's
-workers start with the new epoch.
+batches already trained at the sampler, without loading them. Workers are persistent: started once, they read
+the epoch from the dataset's shared memory when an epoch's iterator hands them its first indices, so an epoch
+costs no worker start-up (about 0.4 s each on a 2-core CPU) and draws what fresh workers would draw.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def build_dataset(cfg: DataConfig, samples: Sequence[Sample], stage: Literal[1, 
 def build_train_loader(cfg: DataConfig, dataset: WholeImageDataset | CropDataset,
                        drop_last: bool = False) -> DataLoader:
     """The training DataLoader over a stage's dataset (:func:`build_dataset`): shuffled by
-    :class:`EpochRandomSampler` with the dataset's seed, ``cfg.num_workers`` non-persistent workers, batches of
+    :class:`EpochRandomSampler` with the dataset's seed, ``cfg.num_workers`` persistent workers, batches of
     dict(pixel_values (B, 3, h, w) float32, labels (B, h, w) int32 packed or (B, 29, h, w) float32/uint8 per
     ``cfg.label_dtype``); unpack with :func:`trainer.labels.labels_to_float`. Iterate it through
     :func:`epoch_loader` (or call :func:`set_epoch` before each epoch).
@@ -147,7 +148,7 @@ def build_train_loader(cfg: DataConfig, dataset: WholeImageDataset | CropDataset
         sampler=EpochRandomSampler(dataset, dataset.seed),
         num_workers=cfg.num_workers,
         worker_init_fn=seed_worker if cfg.num_workers > 0 else None,
-        persistent_workers=False,
+        persistent_workers=cfg.num_workers > 0,
         pin_memory=torch.cuda.is_available(),
         drop_last=drop_last,
         generator=torch.Generator().manual_seed(dataset.seed),  # its own: iterators never draw from the global one
