@@ -3,7 +3,8 @@
 For each validation image the (averaged) probabilities of every class are binned into ``bins`` equal bins; the
 per-bin counts of all pixels and of ground-truth pixels give, for every candidate threshold k/bins, the exact
 intersection and predicted area, hence the exact per-image Dice. Memory stays at one image's probabilities plus
-(images x 29 x bins) counts, whatever the resolution. A second pass chooses the post-processing per class
+(images x 29 x bins) counts, whatever the resolution; with one model, only each class's candidate box is blended
+(:func:`box_histograms`). A second pass chooses the post-processing per class
 (:mod:`handseg.inference.postprocess`: largest component, hole filling) on the masks at the tuned thresholds, kept only
 where it raises validation Dice. The file also stores the reference of the hand normalisation
 (:mod:`handseg.inference.hand_norm`) from the first member's whole-image pass (a cascade's stage 1) over the validation
@@ -11,8 +12,9 @@ images: the mean fraction of the image predicted as hand, the hands' mean axis a
 cascade, it also chooses the margin of the tile selection (:mod:`handseg.inference.tile_selection`): the smallest
 candidate whose masks, at the tuned thresholds and post-processing, score as running every tile does on the
 validation fold (:func:`choose_selection`). With one checkpoint the model runs once per validation image, over
-every tile: the outputs are kept in a temporary folder (:class:`OutputStore`) and the four steps read them; a soft
-vote of several checkpoints runs its members in each step. ``scripts/tune_thresholds.py`` is the command.
+every tile: the outputs are kept in a temporary folder (:class:`OutputStore`) and the four steps read them (the
+margins that keep the same tiles share one blend); a soft vote of several checkpoints runs its members in each
+step. ``scripts/tune_thresholds.py`` is the command.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from handseg.inference.box_blend import ModelOutputs
 from handseg.inference.engine import Engine
 from handseg.inference.hand_norm import HandNorm, angle_difference, hand_angle, hand_fraction
 from handseg.inference.pipeline import (
-    dense_probs,
     masks_from_outputs,
     predict_probs,
     run_model,
@@ -65,6 +66,27 @@ def histograms(probs: torch.Tensor, gt: torch.Tensor, bins: int) -> np.ndarray:
         out[c, 0] = torch.bincount(idx.flatten(), minlength=bins).cpu().numpy()
         out[c, 1] = torch.bincount(idx[gt[c].bool()], minlength=bins).cpu().numpy()
     return out
+
+
+def box_histograms(out: ModelOutputs, gt: torch.Tensor, bins: int) -> np.ndarray:
+    """:func:`histograms` of one model's outputs without the (29, H, W) probabilities: each class is blended only
+    inside its candidate box for the first bin's threshold ``1 / bins``, as deployment blends it
+    (:func:`handseg.inference.pipeline.masks_from_outputs`); every pixel outside the box is below ``1 / bins``, so it
+    counts in bin 0. The box blend equals the dense one to float rounding (a few 1e-7), so a pixel on a bin edge may
+    count one bin over (the demo's thresholds file is byte-identical either way). ``gt`` (29, H, W) {0,1}."""
+    h, w = out.image_hw
+    out_counts = np.zeros((gt.shape[0], 2, bins), dtype=np.int64)
+    out_counts[:, 0, 0] = h * w
+    out_counts[:, 1, 0] = gt.reshape(gt.shape[0], -1).sum(1, dtype=torch.int64).cpu().numpy()
+
+    def probe(c: int, box: tuple[int, int, int, int], probs: torch.Tensor) -> None:
+        y0, x0, y1, x1 = box
+        inside = histograms(probs[None], gt[c:c + 1, y0:y1, x0:x1], bins)[0]
+        out_counts[c, :, 0] -= inside.sum(1)  # the box's pixels leave bin 0 for their own bins
+        out_counts[c] += inside
+
+    masks_from_outputs(out, 1.0 / bins, probe=probe)
+    return out_counts
 
 
 def dice_per_threshold(hists: np.ndarray) -> np.ndarray:
@@ -139,13 +161,8 @@ class OutputStore:
                                        self.settings.selection))
 
 
-def voted_probs(sample, members, device: str, store: OutputStore | None = None) -> tuple[torch.Tensor, tuple]:
-    """One image's soft-voted probabilities (29, H, W) (mean over the members) and the image's (H, W); with a
-    ``store`` (one member), from its stored outputs."""
-    if store is not None:
-        out = store.selected(sample)
-        with torch.inference_mode():
-            return dense_probs(out, store.settings.batch_size), out.image_hw
+def voted_probs(sample, members, device: str) -> tuple[torch.Tensor, tuple]:
+    """One image's soft-voted probabilities (29, H, W) (mean over the members) and the image's (H, W)."""
     image = read_image(sample.image_path)
     probs = None
     with torch.inference_mode():
@@ -170,10 +187,17 @@ class Tuning:
 
 
 def collect(run: Tuning, bins: int) -> np.ndarray:
-    """(N, 29, 2, bins) histograms of the soft-voted probabilities of every validation image."""
+    """(N, 29, 2, bins) histograms of the soft-voted probabilities of every validation image (with a ``store``,
+    one model's, counted per class box: :func:`box_histograms`)."""
     hists = []
     for sample in tqdm(run.samples, desc="tune thresholds", disable=not run.progress):
-        probs, hw = voted_probs(sample, run.members, run.device, run.store)
+        if run.store is not None:
+            out = run.store.selected(sample)
+            with torch.inference_mode():
+                gt = torch.from_numpy(ground_truth(sample, out.image_hw)).to(out.logits.device)
+                hists.append(box_histograms(out, gt, bins))
+            continue
+        probs, hw = voted_probs(sample, run.members, run.device)
         hists.append(histograms(probs, torch.from_numpy(ground_truth(sample, hw)).to(probs.device), bins))
     return np.stack(hists)
 
@@ -237,13 +261,17 @@ def selection_counts(run: Tuning, thresholds, postprocess) -> dict:
         else:
             out = run_model(engine, read_image(sample.image_path), every, run.device)
         truth = ground_truth_masks(sample, out.image_hw)
-        counts[None].append(masks_from_outputs(out, thresholds, postprocess).counts(truth))
+        every_tile = tuple(range(len(out.windows)))
+        by_tiles = {every_tile: masks_from_outputs(out, thresholds, postprocess).counts(truth)}
+        counts[None].append(by_tiles[every_tile])
         possible += len(out.windows)
-        for margin in MARGINS:
-            kept = selected_tiles(out.prior, out.image_hw, out.pad, out.windows, out.window_hw,
-                                 TileSelection(probability, margin))
+        for margin in MARGINS:  # margins that keep the same tiles give the same masks: each set is blended once
+            kept = tuple(selected_tiles(out.prior, out.image_hw, out.pad, out.windows, out.window_hw,
+                                        TileSelection(probability, margin)))
             tiles[margin] += len(kept)
-            counts[margin].append(masks_from_outputs(out.keep(kept), thresholds, postprocess).counts(truth))
+            if kept not in by_tiles:
+                by_tiles[kept] = masks_from_outputs(out.keep(list(kept)), thresholds, postprocess).counts(truth)
+            counts[margin].append(by_tiles[kept])
     return {"counts": {k: np.stack(v) for k, v in counts.items()}, "tiles": tiles, "possible": possible,
             "probability": probability}
 

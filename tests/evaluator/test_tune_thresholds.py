@@ -153,3 +153,34 @@ def test_one_checkpoint_runs_once_per_image_and_tunes_as_four_passes_do(phantom_
     voted = tune.tune(cfg, [member, member], samples, bins=20, progress=False)
     voted["members"] = stored["members"]
     assert voted == stored
+
+
+@pytest.mark.parametrize("selection", [True, False])
+@pytest.mark.parametrize("bins", [10, 100])
+def test_box_histograms_equal_the_histograms_of_the_dense_probabilities(selection, bins):
+    """A toy cascade (tiles skipped or all run) on a toy hand: the per-class-box counts equal the counts of the full
+    (29, H, W) probabilities, for classes whose first-bin box covers most of the image (blended at full size) and
+    classes whose box holds only the hand (stage 1's logits lowered by 5). The box blend matches the dense one to
+    float rounding (a few 1e-7), so a pixel on a bin edge may count one bin over: at most two of 40000 here."""
+    from dataclasses import replace
+
+    from handseg.inference.box_blend import candidate_boxes, float32_thresholds
+    from handseg.inference.pipeline import dense_probs, run_model
+    from tests.handseg.inference.test_tile_selection import _engine, _hand, _settings
+
+    image = _hand(200, 230)
+    settings = _settings() if selection else replace(_settings(), selection=None)
+    out = run_model(_engine(), image, settings)
+    assert (out.rows is not None) == selection
+    prior = out.prior.clone()
+    prior[15:] -= 5.0
+    out = replace(out, prior=prior)
+    probs = dense_probs(out)
+    gt = (probs > 0.4).to(torch.uint8)
+    gt[:, 50:90, 60:120] ^= 1  # some truth the model misses, some it predicts wrongly
+    got, want = tune.box_histograms(out, gt, bins), tune.histograms(probs, gt, bins)
+    np.testing.assert_array_equal(got.sum(-1), want.sum(-1))  # every pixel counted once, truth included
+    assert np.abs(got - want).sum() <= 4 and np.abs(np.cumsum(got - want, -1)).max() <= 2  # neighbouring bins only
+    assert (got[:, 0, 1:] > 0).any() and (got[:, 1, 1:] > 0).any()
+    areas = [(b[2] - b[0]) * (b[3] - b[1]) for b in candidate_boxes(out, float32_thresholds(1.0 / bins, 29))]
+    assert max(areas) * 4 > image.size > min(areas) * 4  # both blending paths ran
