@@ -1,7 +1,7 @@
 #!/bin/sh
 # Evaluation under Accelerate: validation Dice or the submission CSV, images sharded across processes.
 #
-#   sh accelerate_eval.sh [--accelerate-config FILE] --mode validation|submission [--cfg-path config/eval.yaml]
+#   sh accelerate_eval.sh [--accelerate-config FILE] --mode validation|submission [...] [--cfg-path config/eval.yaml]
 #                         [--set key.sub=value ...]
 #
 # Other options (--backend, --output-dir) go to `python -m evaluator.run_eval`. The Accelerate config follows the

@@ -1,7 +1,8 @@
 """What ``accelerate_eval.sh`` runs: check the config and the devices, then launch the evaluation.
 
-    python -m evaluator.launch [--accelerate-config FILE] --mode validation|submission [--cfg-path config/eval.yaml]
-                               [--set key.sub=value ...] [other options of evaluator.run_eval]
+    python -m evaluator.launch [--accelerate-config FILE] --mode validation|submission [...]
+                               [--cfg-path config/eval.yaml] [--set key.sub=value ...]
+                               [other options of evaluator.run_eval]
 
 Before any evaluation process starts, the eval config with its ``--set`` overrides is checked, its ``device``
 must be usable here (``device: cuda...`` without a usable GPU is one line saying to ``--set device=cpu``), and so
@@ -27,12 +28,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     """This step's options, and the arguments ``evaluator.run_eval`` gets (all but ``--accelerate-config``)."""
     parser = argparse.ArgumentParser(prog="sh accelerate_eval.sh", description="Evaluation under Accelerate")
     parser.add_argument("--accelerate-config", default=None, help="default: the YAML's accelerate_config")
-    parser.add_argument("--mode", choices=["validation", "submission"], required=True)
+    parser.add_argument("--mode", choices=["validation", "submission"], nargs="+", required=True)
     parser.add_argument("--cfg-path", default="config/eval.yaml", type=Path)
     add_set_argument(parser)
     args, rest = parser.parse_known_args(argv)
     sets = [item for text in args.set for item in ("--set", text)]
-    return args, ["--mode", args.mode, "--cfg-path", str(args.cfg_path), *sets, *rest]
+    return args, ["--mode", *args.mode, "--cfg-path", str(args.cfg_path), *sets, *rest]
 
 
 @cli_main

@@ -49,8 +49,7 @@ step "7/13 quality-control model: predicted Dice from label-free signals, fitted
 python scripts/fit_qc.py --cfg-path config/demo/eval.yaml
 
 step "8/13 validation (per-class Dice at 2048x2048, report.html) and submission CSV with its quality control"
-sh accelerate_eval.sh --mode validation --cfg-path config/demo/eval.yaml
-sh accelerate_eval.sh --mode submission --cfg-path config/demo/eval.yaml
+sh accelerate_eval.sh --mode validation submission --cfg-path config/demo/eval.yaml  # one launch, one engine load
 
 step "9/13 leaderboard score of the submission against the held-out test labels (half of them strongly bent)"
 python scripts/score_submission.py --csv "$EVAL/submission.csv" --labels "$DATA/test_labels"

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import csv
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from evaluator.config import load_eval_config
+from evaluator.context import build_context
 from evaluator.run_eval import main as run_eval_main
 from evaluator.run_eval import run
 from handseg.format.classes import CLASSES
@@ -119,6 +121,27 @@ def test_submission_round_trip_and_order(eager_cfg, phantom_root):
     rows2 = list(csv.reader(out2["csv"].read_text().splitlines()))
     expected = [(s.name, c) for s in sorted(samples, key=lambda s: s.rel) for c in CLASSES]
     assert [tuple(r[:2]) for r in rows2[1:]] == expected
+
+
+def test_both_modes_in_one_run_write_what_two_runs_write(eager_cfg, tmp_path, monkeypatch):
+    """``--mode validation submission``: one context (the engine built once), the validation's files and lines
+    first, then the submission's; the files equal those of two separate runs."""
+    import evaluator.run_eval as run_eval
+
+    cfg = eager_cfg()
+    separate = {"dice": run("validation", cfg)["json"].read_bytes(), "csv": run("submission", cfg)["csv"].read_bytes()}
+    shutil.rmtree(cfg.output_dir)
+    built = []
+    monkeypatch.setattr(run_eval, "build_context", lambda *a, **k: built.append(1) or build_context(*a, **k))
+    proc = run_main(run_eval_main, "--mode", "validation", "submission", "--cfg-path", tmp_path / "eval.yaml")
+    assert proc.returncode == 0, proc.stderr
+    assert built == [1]
+    lines = proc.stdout.splitlines()
+    first_csv = next(i for i, line in enumerate(lines) if line.startswith("csv:") and line.endswith("submission.csv"))
+    assert next(i for i, line in enumerate(lines) if line.startswith("mean Dice")) < first_csv
+    out = Path(cfg.output_dir)
+    assert (out / "dice.json").read_bytes() == separate["dice"]
+    assert (out / "submission.csv").read_bytes() == separate["csv"]
 
 
 def test_unreadable_png_is_listed_and_no_csv(eager_cfg, phantom_root, tmp_path, capsys):
@@ -247,9 +270,10 @@ def test_colliding_test_image_names_are_one_line_before_any_work(tiny_ckpt, engi
     clash = last.rename(last.with_name(first.name))
     cfg = write_eval_yaml(tmp_path / "eval.yaml", tiny_ckpt, engine_dir, tmp_path / "out", data_root=data,
                           backend="eager")
-    with pytest.raises(SystemExit) as exit_:
-        main(["--mode", "submission", "--cfg-path", str(cfg)])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert exit_.value.code == 2 and len(err) == 1
-    assert err[0].startswith(f"error: {clash}: same file name as {first}: "), err[0]
-    assert not (tmp_path / "out").exists()
+    for modes in (["submission"], ["validation", "submission"]):  # with both, before the validation too
+        with pytest.raises(SystemExit) as exit_:
+            main(["--mode", *modes, "--cfg-path", str(cfg)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_.value.code == 2 and len(err) == 1
+        assert err[0].startswith(f"error: {clash}: same file name as {first}: "), err[0]
+        assert not (tmp_path / "out").exists()
