@@ -3,7 +3,7 @@
 the quality control, never training data), or reuse the ones made with the same parameters.
 
     python scripts/make_failure_cases.py --out data/phantom_failures [--persons 2] [--size 2048] [--seed 0]
-                                         [--cases cut_fingers cast ...] [--preview]
+                                         [--cases cut_fingers cast ...] [--preview] [--workers N]
 
 One folder per case in the test layout (``<out>/<case>/test/DCM``, labels in ``<out>/<case>/test_labels``); see
 :mod:`handseg.phantom.failures` for what each case draws.
@@ -12,6 +12,7 @@ One folder per case in the test layout (``<out>/<case>/test/DCM``, labels in ``<
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -29,11 +30,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="default: every case")
     p.add_argument("--preview", action="store_true", help="also write <out>/<case>/preview.png")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="processes writing the cases (default: one per core; the files do not depend on it)")
     args = p.parse_args(argv)
     if args.persons < 1:
         p.error("--persons must be >= 1")
     if args.size < 64:
         p.error("--size must be at least 64")
+    if args.workers < 1:
+        p.error("--workers must be >= 1")
     return args
 
 
@@ -44,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     if failure_sets_complete(args.out, params):
         print(f"failure cases already present, reusing them: {args.out}")
         return 0
-    folders = generate_failure_cases(args.out, args.cases, args.persons, args.size, args.seed, args.preview)
+    folders = generate_failure_cases(args.out, args.cases, args.persons, args.size, args.seed, args.preview,
+                                     args.workers)
     for case, folder in folders.items():
         print(f"{case:12s} {2 * args.persons} images in {folder}: {CASES[case]}")
     return 0

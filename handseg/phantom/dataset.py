@@ -22,9 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import multiprocessing
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +36,7 @@ from handseg.phantom.anatomy import sample_person
 from handseg.phantom.meta_table import META_FILES, write_meta_table
 from handseg.phantom.render import render
 from handseg.runtime.atomic import atomic_write_text
+from handseg.runtime.process_map import process_map
 
 SIDES = ("R", "L")
 OUTPUTS = ("train", "test", "test_labels", "meta_data.csv", "meta_data.xlsx", "sample_submission.csv", "preview.png",
@@ -172,24 +171,6 @@ def generate_person(out: Path, spec: PhantomSpec, split: str, pid: int, stems: l
     return meta, pairs, bent
 
 
-def _render_persons(jobs: list[tuple], workers: int, progress: bool):
-    """:func:`generate_person` of each job's arguments, in order; in ``workers`` spawned processes when > 1."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(jobs), desc="phantom", unit="person", disable=not progress)
-    with bar:
-        if workers <= 1 or len(jobs) < 2:
-            for job in jobs:
-                yield generate_person(*job)
-                bar.update()
-            return
-        context = multiprocessing.get_context("spawn")  # no fork of a parent whose OpenCV threads already ran
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
-            for result in pool.map(generate_person, *zip(*jobs)):
-                yield result
-                bar.update()
-
-
 def generate_dataset(out: Path, spec: PhantomSpec, preview: bool = False, progress: bool = True,
                      workers: int = 1) -> None:
     """Write the phantom data set of ``spec`` under ``out`` (see the module docstring for the layout), with the
@@ -218,7 +199,8 @@ def generate_dataset(out: Path, spec: PhantomSpec, preview: bool = False, progre
         jobs.append((out, spec, split, pid, names[pid - 1], bends))
     person_rows, train_pairs, test_pairs = [], [], []
     bent = {"train": 0, "test": 0}
-    for (_out, _spec, split, *_rest), (meta, pairs, n_bent) in zip(jobs, _render_persons(jobs, workers, progress)):
+    people = process_map(generate_person, jobs, workers, "phantom", "person", progress)
+    for (_out, _spec, split, *_rest), (meta, pairs, n_bent) in zip(jobs, people):
         person_rows.append(meta)
         bent[split] += n_bent
         (train_pairs if split == "train" else test_pairs).extend(pairs)

@@ -26,6 +26,7 @@ from handseg.phantom.dataset import SIDES, _meta_row, image_names
 from handseg.phantom.failures import CASES, Failure
 from handseg.phantom.render import render
 from handseg.runtime.atomic import atomic_write_text
+from handseg.runtime.process_map import process_map
 
 STREAM_FAILURE = 4  # after the plain data set's streams (person, names, submission, bent)
 RECORD = "failure_cases.json"
@@ -74,17 +75,19 @@ def write_failure_case(out: Path, case: str, persons: int, size: int, seed: int,
 
 
 def generate_failure_cases(out: str | Path, cases: Sequence[str] = tuple(CASES), persons: int = 2, size: int = 2048,
-                           seed: int = 0, preview: bool = False) -> dict[str, Path]:
-    """Write every case of ``cases`` under ``out/<case>/`` (module docstring); returns {case: folder}."""
+                           seed: int = 0, preview: bool = False, workers: int = 1) -> dict[str, Path]:
+    """Write every case of ``cases`` under ``out/<case>/`` (module docstring); returns {case: folder}. ``workers``
+    > 1 writes the cases in that many processes: each draws from its own seeded streams, so the files are the same
+    byte for byte."""
     if persons < 1 or size < 64:
         raise ValueError(f"need at least one person and a side of 64 px, got {persons}, {size}")
     out = Path(out)
     params = failure_params(cases, persons, size, seed)
     atomic_write_text(out / RECORD, json.dumps({**params, "complete": False}, indent=2) + "\n")
-    folders = {}
-    for case in cases:
-        folders[case] = out / case
-        write_failure_case(folders[case], case, persons, size, seed, preview)
+    folders = {case: out / case for case in cases}
+    jobs = [(folders[case], case, persons, size, seed, preview) for case in cases]
+    for _pairs in process_map(write_failure_case, jobs, workers, "failure cases", "case", progress=False):
+        pass
     record = {**params, "descriptions": {c: CASES[c] for c in cases}, "complete": True}
     atomic_write_text(out / RECORD, json.dumps(record, indent=2) + "\n")
     return folders

@@ -56,6 +56,9 @@ def test_make_phantom_writes_reuses_and_refuses(tmp_path: Path):
                      "--workers", "0")
     assert no_workers.returncode == 2 and "--workers must be >= 1" in no_workers.stderr
     assert not (tmp_path / "w").exists()
+    no_workers = run("make_failure_cases.py", "--out", tmp_path / "f", "--workers", "0")
+    assert no_workers.returncode == 2 and "--workers must be >= 1" in no_workers.stderr
+    assert not (tmp_path / "f").exists()
 
 
 def test_eda_writes_chart_overlays_and_summary(phantom_root: Path, tmp_path: Path):

@@ -137,8 +137,11 @@ def test_case_sets_are_written_in_the_test_layout(tmp_path):
             record = json.loads(js.read_text())["attributes"]["phantom"]["failure"]
             assert record["case"] == case and record["bones"]
             assert (len(ann.polygons) == 0) == (case == "blank")
+    # Two worker processes write the same files, byte for byte (each case draws from its own streams).
     again = tmp_path / "again"
-    generate_failure_cases(again, ["cut_fingers"], persons=1, size=128, seed=3)
-    first = sorted((folders["cut_fingers"] / "test").rglob("*.png"))
-    second = sorted((again / "cut_fingers" / "test").rglob("*.png"))
-    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+    generate_failure_cases(again, ["cut_fingers", "blank"], persons=1, size=128, seed=3, preview=True, workers=2)
+    generate_failure_cases(tmp_path / "one", ["cut_fingers", "blank"], persons=1, size=128, seed=3, preview=True)
+    first = sorted(f.relative_to(tmp_path / "one") for f in (tmp_path / "one").rglob("*") if f.is_file())
+    second = sorted(f.relative_to(again) for f in again.rglob("*") if f.is_file())
+    assert first == second and len(first) == 11  # per case: 2 images, 2 labels, preview; and the record
+    assert all((again / f).read_bytes() == (tmp_path / "one" / f).read_bytes() for f in first)
