@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from evaluator.combined import CombinedRow, draw_rows
 from evaluator.config import EvalConfig, RobustnessConfig
 from evaluator.context import build_context
+from evaluator.eval_workers import map_in_workers
 from evaluator.perturb import UNITS, Perturbation
 from evaluator.robustness_chart import robustness_chart
 from evaluator.scale_sweep import SMALL_CLASSES
@@ -65,25 +66,62 @@ def run_robustness(predict_counts: PredictCounts, samples: Sequence[Sample], cfg
     Each image is read once; a progress bar counts images x (1 + perturbations + combined rows). Returns the
     JSON-ready result of :func:`summarize_robustness`.
     """
+    samples = _first_images(samples, cfg)
+    rows = draw_rows(cfg.combined.ranges, cfg.combined.rows, len(samples), cfg.combined.seed)
+    counts = np.zeros((1 + len(cfg.perturbations()) + len(rows), len(samples), NUM_CLASSES, 3), dtype=np.int64)
+    with tqdm(total=counts.shape[0] * counts.shape[1], desc="robustness", unit="run", disable=not progress) as bar:
+        for i, sample in enumerate(samples):
+            counts[:, i] = image_counts(predict_counts, sample, i, cfg, rows, bar.update)
+    return summarize_robustness(counts, cfg.perturbations(), [s.rel for s in samples], cfg, rows)
+
+
+def _first_images(samples: Sequence[Sample], cfg: RobustnessConfig) -> list[Sample]:
     samples = list(samples)[: cfg.max_images] if cfg.max_images else list(samples)
     if not samples:
         raise HandSegError("robustness: no images to evaluate")
-    perturbations = cfg.perturbations()
-    rows = draw_rows(cfg.combined.ranges, cfg.combined.rows, len(samples), cfg.combined.seed)
-    n_single = 1 + len(perturbations)
-    counts = np.zeros((n_single + len(rows), len(samples), NUM_CLASSES, 3), dtype=np.int64)
-    with tqdm(total=counts.shape[0] * counts.shape[1], desc="robustness", unit="run", disable=not progress) as bar:
-        for i, sample in enumerate(samples):
-            image, polygons = load_sample(sample)
-            counts[0, i] = predict_counts(image, polygons)
-            bar.update()
-            for j, perturbation in enumerate(perturbations, start=1):
-                counts[j, i] = predict_counts(*perturbation.apply(image, polygons, seed=cfg.seed + i))
-                bar.update()
-            for r, row in enumerate(rows, start=n_single):
-                counts[r, i] = predict_counts(*row.combinations[i].apply(image, polygons, seed=row.seeds[i]))
-                bar.update()
-    return summarize_robustness(counts, perturbations, [s.rel for s in samples], cfg, rows)
+    return samples
+
+
+def image_counts(predict_counts: PredictCounts, sample: Sample, i: int, cfg: RobustnessConfig,
+                 rows: Sequence[CombinedRow], tick: Callable[[], object] = lambda: None) -> np.ndarray:
+    """(1 + perturbations + combined rows, 29, 3) Dice counts of image ``i`` (``sample``): as it is, under each
+    perturbation (seeded with ``cfg.seed + i``) and under each combined row's i-th combination; ``tick`` after each
+    prediction."""
+    image, polygons = load_sample(sample)
+    out = [predict_counts(image, polygons)]
+    tick()
+    for perturbation in cfg.perturbations():
+        out.append(predict_counts(*perturbation.apply(image, polygons, seed=cfg.seed + i)))
+        tick()
+    for row in rows:
+        out.append(predict_counts(*row.combinations[i].apply(image, polygons, seed=row.seeds[i])))
+        tick()
+    return np.stack(out)
+
+
+def run_robustness_in_workers(cfg: EvalConfig, file: str | Path, samples: Sequence[Sample], workers: int,
+                              progress: bool = True) -> dict:
+    """:func:`run_robustness` with the images shared among ``workers`` processes
+    (:func:`evaluator.eval_workers.map_in_workers`), each with its own engine from ``cfg``: the same counts."""
+    rc = cfg.robustness
+    samples = _first_images(samples, rc)
+    rows = draw_rows(rc.combined.ranges, rc.combined.rows, len(samples), rc.combined.seed)
+    jobs = [(sample, i, len(samples)) for i, sample in enumerate(samples)]
+    counts = np.stack(list(map_in_workers(_worker_counter, (cfg, str(file)), jobs, workers, "robustness", "image",
+                                          progress)), axis=1)
+    return summarize_robustness(counts, rc.perturbations(), [s.rel for s in samples], rc, rows)
+
+
+def _worker_counter(cfg: EvalConfig, file: str) -> Callable[[Sample, int, int], np.ndarray]:
+    """In a worker: the counts of image ``i`` of ``n`` under every row, through the config's engine."""
+    rc = cfg.robustness
+    predict_counts = engine_predict_counts(build_context(cfg, file, echo=False).call)
+
+    def counter(sample: Sample, i: int, n: int) -> np.ndarray:
+        rows = draw_rows(rc.combined.ranges, rc.combined.rows, n, rc.combined.seed)  # the same draws as the parent
+        return image_counts(predict_counts, sample, i, rc, rows)
+
+    return counter
 
 
 def _dice_summary(counts: np.ndarray) -> tuple[float, dict[str, float]]:
@@ -165,19 +203,22 @@ def engine_predict_counts(call: InferenceCall) -> PredictCounts:
     return predict_counts
 
 
-def evaluate_robustness(cfg: EvalConfig, file: str | Path = "<config>",
-                        progress: bool = True) -> tuple[dict, dict[str, Path]]:
+def evaluate_robustness(cfg: EvalConfig, file: str | Path = "<config>", progress: bool = True,
+                        workers: int = 1) -> tuple[dict, dict[str, Path]]:
     """The robustness report of the config's engine on its validation fold, written under
     ``<output_dir>/robustness/``; returns (result, {"json", "markdown", "chart": path}).
 
     Checkpoint, engine, inference settings, thresholds, post-processing and the validation fold are resolved as
-    the evaluator's validation mode resolves them.
+    the evaluator's validation mode resolves them. ``workers`` > 1 shares the images among that many processes
+    (:func:`run_robustness_in_workers`; for a CPU), with the same result.
     """
     ctx = build_context(cfg, file)
     ckpt, engine, settings = ctx.ckpt, ctx.engine, ctx.settings
     samples = validation_samples(cfg, ckpt, file)
-    predict_counts = engine_predict_counts(ctx.call)
-    result = run_robustness(predict_counts, samples, cfg.robustness, progress=progress)
+    if workers > 1:
+        result = run_robustness_in_workers(cfg, file, samples, workers, progress)
+    else:
+        result = run_robustness(engine_predict_counts(ctx.call), samples, cfg.robustness, progress=progress)
     data = eval_data_config(cfg, ckpt)
     result["settings"] = {"checkpoint": str(ckpt.folder), "engine": engine.name, "fold": data.fold,
                           "n_folds": data.n_folds, "data_root": str(cfg.data_root),

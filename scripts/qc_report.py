@@ -3,13 +3,14 @@
 
     python scripts/qc_report.py [--cfg-path config/eval.yaml] [--labels DATA_ROOT/test_labels]
                                 [--failures data/phantom_failures] [--per-image 2] [--harsh-per-image 1]
-                                [--max-images N] [--cost-images 3] [--output-dir DIR]
+                                [--max-images N] [--cost-images 3] [--output-dir DIR] [--workers N]
 
 On the test split (labels outside the layout), the test images perturbed as the robustness report perturbs
 (its kinds and strengths from the eval config, ``--per-image`` per image, in turn), the test images under the
 fit's harsher perturbations (``--harsh-per-image``) and every failure case under ``--failures``
 (``scripts/make_failure_cases.py``). Prints the table, writes qc_report.{json,md,png} under
-``<output_dir>/qc_report/`` and refreshes report.html. See :mod:`evaluator.qc.evaluation`.
+``<output_dir>/qc_report/`` and refreshes report.html. See :mod:`evaluator.qc.evaluation`. ``--workers 2`` on a
+CPU shares the images between two processes (the cost is then measured alone, in this process).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from evaluator.predict import load_predictor
 from evaluator.qc.evaluation import (
     HARSH,
     assess_all,
+    assess_all_in_workers,
     failure_images,
     measure_cost,
     perturbed,
@@ -47,8 +49,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-images", type=int, default=None, help="only the first N test images")
     p.add_argument("--cost-images", type=int, default=3, help="images timed with and without QC (default 3)")
     p.add_argument("--output-dir", type=Path, default=None, help="default: the config's output_dir")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes sharing the images (CPU: one per core helps; default 1, this process)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error("--workers must be >= 1")
+    return args
 
 
 @cli_main
@@ -67,7 +74,10 @@ def main(argv=None) -> int:
     failures = sorted(p for p in args.failures.iterdir() if (p / "test").is_dir()) if args.failures else []
     for folder in failures:
         items += failure_images(folder)
-    records = assess_all(predictor, predictor.qc, items, progress=not args.quiet)
+    if args.workers > 1:
+        records = assess_all_in_workers(cfg, args.cfg_path, items, args.workers, progress=not args.quiet)
+    else:
+        records = assess_all(predictor, predictor.qc, items, progress=not args.quiet)
     cost_paths = [i.image_path for i in items if i.set == "test"][: args.cost_images]
     summary = summarize(records, measure_cost(predictor, predictor.qc, cost_paths) if cost_paths else None)
     out_dir = Path(args.output_dir or cfg.output_dir)

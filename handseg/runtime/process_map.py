@@ -13,10 +13,11 @@ from typing import Callable, Iterator, Sequence
 
 
 def process_map(fn: Callable, jobs: Sequence[tuple], workers: int = 1, desc: str | None = None, unit: str = "it",
-                progress: bool = True) -> Iterator:
+                progress: bool = True, initializer: Callable | None = None, initargs: tuple = ()) -> Iterator:
     """Yield ``fn(*job)`` for each job of ``jobs``, in order: in this process when ``workers`` <= 1 (or for one
-    job), else in ``min(workers, len(jobs))`` spawned processes (``fn`` must be importable at module level). A
-    progress bar ``desc`` counts the finished jobs."""
+    job), else in ``min(workers, len(jobs))`` spawned processes (``fn`` must be importable at module level), each
+    set up by ``initializer(*initargs)`` first (only there: in this process ``fn`` runs as it is). A progress bar
+    ``desc`` counts the finished jobs."""
     from tqdm.auto import tqdm
 
     with tqdm(total=len(jobs), desc=desc, unit=unit, disable=not progress) as bar:
@@ -26,7 +27,8 @@ def process_map(fn: Callable, jobs: Sequence[tuple], workers: int = 1, desc: str
                 bar.update()
             return
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=initializer,
+                                 initargs=initargs) as pool:
             for result in pool.map(fn, *zip(*jobs)):
                 yield result
                 bar.update()

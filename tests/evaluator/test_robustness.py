@@ -136,6 +136,10 @@ def test_robustness_with_the_tiny_checkpoint(tmp_path, tiny_ckpt, engine_dir, ph
     assert [r["family"] for r in combined] == ["photometric", "photometric+geometric"]
     assert all(set(r["small_classes"]) == {"finger-16", "Trapezoid", "Pisiform"} for r in combined)
     assert result["perturbations"] == data["perturbations"]
+    # Two worker processes, each with its own engine, share the images: the same report, row for row.
+    shared, _ = evaluate_robustness(load_eval_config(path, overrides={"output_dir": str(tmp_path / "two")}),
+                                    progress=False, workers=2)
+    assert {k: v for k, v in shared.items() if k != "settings"} == {k: v for k, v in result.items() if k != "settings"}
     # The file is what model cards and report pages read.
     from handseg.format.result_files import parse_robustness
 

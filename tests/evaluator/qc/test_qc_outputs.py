@@ -134,3 +134,8 @@ def test_qc_report_script_writes_table_json_and_chart(qc_cfg, tmp_path, capsys):
     assert data["summary"]["cases"]["blank"]["flag_rate"] == 1.0  # nothing but flags on an image without a hand
     assert data["summary"]["cost"]["images"] == 1
     assert (tmp_path / "out" / "qc_report" / "qc_report.png").stat().st_size > 10_000
+    # Two worker processes share the images: the same record for every image (the cost is timed in this process).
+    code = qc_report.main(["--cfg-path", str(qc_cfg), "--failures", str(tmp_path / "failures"), "--per-image", "1",
+                           "--cost-images", "1", "--output-dir", str(tmp_path / "two"), "--quiet", "--workers", "2"])
+    shared = json.loads((tmp_path / "two" / "qc_report" / "qc_report.json").read_text())
+    assert code == 0 and shared["images"] == data["images"] and len(data["images"]) == 16
