@@ -18,7 +18,7 @@ from pathlib import Path
 
 from handseg.phantom.failure_set import failure_params, failure_sets_complete, generate_failure_cases
 from handseg.phantom.failures import CASES
-from handseg.runtime.cli import command_parser
+from handseg.runtime.cli import add_workers_argument, command_parser
 from handseg.runtime.errors import cli_main
 
 
@@ -30,15 +30,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="default: every case")
     p.add_argument("--preview", action="store_true", help="also write <out>/<case>/preview.png")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="processes writing the cases (default: one per core; the files do not depend on it)")
+    add_workers_argument(p, os.cpu_count() or 1, "write the cases (default: one per core; the files do not "
+                                                 "depend on it)")
     args = p.parse_args(argv)
     if args.persons < 1:
         p.error("--persons must be >= 1")
     if args.size < 64:
         p.error("--size must be at least 64")
-    if args.workers < 1:
-        p.error("--workers must be >= 1")
     return args
 
 

@@ -28,7 +28,7 @@ from handseg.phantom.dataset import (
     remove_outputs,
 )
 from handseg.phantom.meta_table import META_FILES, META_FORMATS, write_meta_table
-from handseg.runtime.cli import command_parser
+from handseg.runtime.cli import add_workers_argument, command_parser
 from handseg.runtime.errors import DataFormatError, cli_main
 
 
@@ -46,13 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "competition's Korean headers and sex values)")
     p.add_argument("--force", action="store_true", help="regenerate even where the folder holds other files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="processes rendering persons (default: one per CPU core; the files do not depend on it)")
+    add_workers_argument(p, os.cpu_count() or 1, "render persons (default: one per CPU core; the files do not "
+                                                 "depend on it)")
     args = p.parse_args(argv)
     if args.train_ids < 1 or args.test_ids < 0:
         p.error("--train-ids must be >= 1 and --test-ids >= 0")
-    if args.workers < 1:
-        p.error("--workers must be >= 1")
     if args.size < 64:
         p.error("--size must be at least 64")
     return args

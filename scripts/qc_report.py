@@ -34,7 +34,7 @@ from evaluator.qc.evaluation import (
 from evaluator.qc.fitting import FIT_PERTURBATIONS
 from evaluator.qc.report_files import format_qc_table, write_qc_report
 from evaluator.report_html import print_written
-from handseg.runtime.cli import command_parser
+from handseg.runtime.cli import add_workers_argument, command_parser
 from handseg.runtime.errors import ConfigError, cli_main
 
 
@@ -49,13 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-images", type=int, default=None, help="only the first N test images")
     p.add_argument("--cost-images", type=int, default=3, help="images timed with and without QC (default 3)")
     p.add_argument("--output-dir", type=Path, default=None, help="default: the config's output_dir")
-    p.add_argument("--workers", type=int, default=1,
-                   help="processes sharing the images (CPU: one per core helps; default 1, this process)")
+    add_workers_argument(p, 1, "share the images (CPU: one per core helps; default 1, this process)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = p.parse_args(argv)
-    if args.workers < 1:
-        p.error("--workers must be >= 1")
-    return args
+    return p.parse_args(argv)
 
 
 @cli_main

@@ -18,7 +18,7 @@ from typing import Sequence
 from evaluator.config import load_eval_config
 from evaluator.report_html import print_written
 from evaluator.robustness import evaluate_robustness, format_robustness_table
-from handseg.runtime.cli import command_parser
+from handseg.runtime.cli import add_workers_argument, command_parser
 from handseg.runtime.errors import cli_main
 
 
@@ -27,13 +27,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cfg-path", default="config/eval.yaml", help="eval config (checkpoint, engine, data, robustness)")
     p.add_argument("--output-dir", default=None, help="write under DIR/robustness instead of the config's output_dir")
     p.add_argument("--max-images", type=int, default=None, help="only the first N validation images")
-    p.add_argument("--workers", type=int, default=1,
-                   help="processes sharing the images (CPU: one per core helps; default 1, this process)")
+    add_workers_argument(p, 1, "share the images (CPU: one per core helps; default 1, this process)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = p.parse_args(argv)
-    if args.workers < 1:
-        p.error("--workers must be >= 1")
-    return args
+    return p.parse_args(argv)
 
 
 @cli_main

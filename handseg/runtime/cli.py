@@ -25,3 +25,15 @@ def command_parser(doc: str, **kwargs) -> argparse.ArgumentParser:
         description=" ".join(doc.strip().split("\n\n")[0].split()),
         epilog=f"example:\n{textwrap.indent(example, '  ')}" if example else None,
         formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_workers_argument(parser: argparse.ArgumentParser, default: int, what: str) -> None:
+    """``--workers N`` (an integer >= 1; 0 or less is a one-line usage error): the processes that ``what``."""
+    parser.add_argument("--workers", type=_at_least_one, default=default, help=f"processes that {what}")

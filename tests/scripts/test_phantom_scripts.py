@@ -54,10 +54,10 @@ def test_make_phantom_writes_reuses_and_refuses(tmp_path: Path):
 
     no_workers = run("make_phantom.py", "--out", tmp_path / "w", "--train-ids", "1", "--test-ids", "0",
                      "--workers", "0")
-    assert no_workers.returncode == 2 and "--workers must be >= 1" in no_workers.stderr
+    assert no_workers.returncode == 2 and "--workers: must be >= 1" in no_workers.stderr
     assert not (tmp_path / "w").exists()
     no_workers = run("make_failure_cases.py", "--out", tmp_path / "f", "--workers", "0")
-    assert no_workers.returncode == 2 and "--workers must be >= 1" in no_workers.stderr
+    assert no_workers.returncode == 2 and "--workers: must be >= 1" in no_workers.stderr
     assert not (tmp_path / "f").exists()
 
 
